@@ -1,0 +1,36 @@
+# swavnb: `make study` sets up and runs the CPU-sized study, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PRESET ?= quick
+# the offline copy beside the checkout when there is one, else ./data (downloaded on first use)
+SWAVNB_DATA ?= $(if $(wildcard ../shared/data/cifar-100-python/train),$(abspath ../shared/data),$(abspath data))
+export SWAVNB_DATA
+
+.PHONY: setup study demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+study: setup  ## the whole study (pretrain, fine-tune, probes, results) at PRESET size
+	$(BIN)/python -m swavnb.study --preset $(PRESET)
+
+demo: setup  ## a one-minute smoke pretraining that prints the loss falling
+	$(BIN)/python -m swavnb.pretrain --preset smoke --aug flip --out runs/demo --epochs 4
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check swavnb tests
+
+bench: setup
+	$(BIN)/python -m swavnb.bench --json results/bench-cpu.json
+
+clean:
+	rm -rf runs .pytest_cache
