@@ -1,0 +1,39 @@
+"""Shared fixtures: where the real CIFAR-100 lives and the train split, loaded once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from swavnb.data import FOLDER, CifarSplit, load_cifar100
+
+# A clone next to ../shared (e.g. ../ci-check) finds the data without SWAVNB_DATA.
+DATA_ROOT = Path(os.environ.get("SWAVNB_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+# code under test (and the subprocesses it starts) resolves the data root from the environment
+os.environ["SWAVNB_DATA"] = str(DATA_ROOT)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """Folder holding ``cifar-100-python/``; a missing copy fails the data tests loudly."""
+    if not (DATA_ROOT / FOLDER / "train").is_file():
+        pytest.fail(
+            f"real CIFAR-100 not found at '{DATA_ROOT / FOLDER}'; set SWAVNB_DATA to the folder that holds "
+            f"{FOLDER}/ (e.g. SWAVNB_DATA=/work/shared/data)",
+            pytrace=False,
+        )
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def train_split(data_root: Path) -> CifarSplit:
+    return load_cifar100("train", data_root, download=False)
+
+
+@pytest.fixture(scope="session")
+def real_images(train_split: CifarSplit) -> torch.Tensor:
+    """512 real uint8 images, enough for statistics and still fast on a CPU."""
+    return train_split.images[:512].clone()
