@@ -37,3 +37,17 @@ def train_split(data_root: Path) -> CifarSplit:
 def real_images(train_split: CifarSplit) -> torch.Tensor:
     """512 real uint8 images, enough for statistics and still fast on a CPU."""
     return train_split.images[:512].clone()
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Path]:
+    """One real smoke-sized study (flip and random init, 10 % labels), shared by the study and nbval tests."""
+    from swavnb import study
+
+    root = tmp_path_factory.mktemp("smoke-study")
+    folders = {"runs": root / "runs", "results": root / "results", "figures": root / "figures"}
+    argv = ["--preset", "smoke", "--augs", "flip", "--fractions", "0.1", "--data_root", str(data_root)]
+    for name, folder in folders.items():
+        argv += [f"--{name}_dir", str(folder)]
+    assert study.main(argv) == 0
+    return {**folders, "root": root}

@@ -1,0 +1,58 @@
+"""Atomic checkpoint files and loading that fails with a clear message."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "swavnb-checkpoint-v1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or not one of ours."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``state`` so that ``path`` always holds either the old or the new file.
+
+    The data goes to a temporary file in the same folder, is flushed to disk, and
+    replaces ``path`` with one ``os.replace``; a crash (even ``kill -9``) mid-write
+    leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save({"format": FORMAT, **state}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: the file is missing, truncated/corrupt, or not a swavnb checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist; run `python -m swavnb.pretrain` to create it")
+    try:
+        # weights_only is safe to use: ours hold tensors, numbers, strings and dicts only
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt or unreadable ({type(error).__name__}); "
+            "delete it and rerun pretraining (a run resumes from its last good checkpoint)"
+        ) from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"'{path}' is not a swavnb pretraining checkpoint (expected format {FORMAT})")
+    return state

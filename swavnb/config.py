@@ -1,0 +1,197 @@
+"""Typed run configurations and the named presets of the study.
+
+A preset is a set of field values; any field can be overridden on the command line
+(``--field value``) or from a notebook's parameters cell.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, get_type_hints
+
+PRESETS = ("paper", "swav", "quick", "smoke")
+MODES = ("finetune", "linear")
+FRACTIONS = (0.01, 0.1, 0.3, 0.4, 1.0)
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that defines a SwAV pretraining run (saved inside its checkpoint)."""
+
+    preset: str = "paper"
+    aug: str = "jitter"  # view strategy: the seed's `jitter` / `flip`, or `swav` multi-crop
+    seed: int = 0  # fixes init, batch order and augmentation draws: the run is reproducible
+    data_root: str = ""  # '' = $SWAVNB_DATA, else ./data
+    train_images: int = 0  # 0 = all 50,000; a stratified subset (>= 1 per class) keeps CPU presets short
+    # network (seed sec. 3.2-3.3)
+    head: str = "linear"  # the seed's linear projection; SwAV's original is `mlp`
+    feat_dim: int = 128  # size of the normalised embedding
+    hidden_dim: int = 2048  # MLP head width
+    n_prototypes: int = 3000  # K; the seed and SwAV's CIFAR runs use 3000
+    # clustering and loss (seed eq. 3-4, 12)
+    temperature: float = 0.1
+    epsilon: float = 0.05  # Sinkhorn sharpness; lower it only with care (codes get peaky)
+    sinkhorn_iters: int = 3
+    freeze_prototypes_epochs: float = 0.0  # SwAV keeps prototypes fixed early so they are not dragged to one cluster
+    queue_length: int = 0  # embeddings kept from past batches to make equipartition meaningful for small batches
+    queue_start_epoch: int = 0  # the queue only helps once the features stop changing fast
+    # multi-crop (`swav` augmentation only)
+    n_local_crops: int = 4
+    local_size: int = 16
+    global_scale_min: float = 0.14
+    local_scale_min: float = 0.05
+    local_scale_max: float = 0.14
+    # optimisation
+    epochs: int = 100
+    batch_size: int = 256  # global batch: split across ranks under torchrun
+    optimizer: str = "adam"  # adam (the seed) or sgd (momentum 0.9, as SwAV CIFAR recipes)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0  # linear warm-up protects the randomly initialised prototypes
+    schedule: str = "constant"  # constant (the seed) or cosine
+    final_lr_ratio: float = 0.001  # cosine ends at lr * this
+    # runtime
+    device: str = "auto"  # auto = the GPU when there is one
+    amp: bool = True  # bf16 autocast for the backbone; Sinkhorn and the loss stay float32
+    channels_last: bool = True  # faster convolutions on GPUs and oneDNN CPUs
+    compile: bool = False  # torch.compile the backbone (pays off on long GPU runs)
+    checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = once per epoch)
+    log_every_steps: int = 10
+
+
+@dataclass
+class FinetuneConfig:
+    """Supervised evaluation of a pretrained (or random) backbone on a label fraction."""
+
+    preset: str = "paper"
+    seed: int = 0  # fixes the label subset, the classifier init and the batch order
+    data_root: str = ""
+    train_images: int = 0  # size of the labelled pool the fractions are taken from (0 = 50,000)
+    test_images: int = 0  # 0 = the full 10,000-image test set; CPU presets use a stratified subset
+    epochs: int = 30  # passes over the labelled subset ...
+    min_steps: int = 200  # ... but at least this many steps, so 1 % of the labels still trains
+    batch_size: int = 256
+    lr_head: float = 0.1  # SwAV's semi-supervised runs: a fast head ...
+    lr_backbone: float = 0.01  # ... on a slowly moving pretrained backbone
+    weight_decay: float = 5e-4
+    linear_epochs: int = 100  # linear probe on cached features: cheap, so trained to convergence
+    linear_lr: float = 1e-3
+    n_evals: int = 5  # test-set evaluations spread over training (for the curves)
+    knn_k: tuple[int, ...] = (20, 200)
+    knn_temperature: float = 0.07
+    tsne_images: int = 2000  # t-SNE is quadratic-ish: a stratified sample of the test set
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+
+
+_PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # the seed's setup, for a GPU
+    "paper": {},
+    # a recipe meant to beat the seed: SwAV's own choices as lightly / solo-learn run them on CIFAR
+    "swav": dict(
+        aug="swav", head="mlp", epochs=200, optimizer="sgd", lr=0.12, weight_decay=5e-4,
+        warmup_epochs=10, schedule="cosine", freeze_prototypes_epochs=1, queue_length=3840,
+        queue_start_epoch=30, compile=True,
+    ),
+    # the whole study in < 30 min on a 2-core CPU: the seed's recipe on 2,500 images for 3 epochs
+    # (~40-55 img/s there), so every number is a smoke-level preview, not a reproduction
+    "quick": dict(train_images=2500, epochs=3, batch_size=64, n_local_crops=2, log_every_steps=5),
+    # seconds, for tests
+    "smoke": dict(
+        train_images=200, n_prototypes=30, feat_dim=16, hidden_dim=32, epochs=2, batch_size=32,
+        n_local_crops=2, log_every_steps=1,
+    ),
+}
+_FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "swav": {},
+    # a 5,000-image labelled pool (50 per class) and a 1,000-image stratified test subset
+    "quick": dict(train_images=5000, test_images=1000, epochs=1, min_steps=10, batch_size=64, linear_epochs=30,
+                  n_evals=2, tsne_images=1000),
+    "smoke": dict(
+        train_images=200, test_images=100, epochs=1, min_steps=3, batch_size=32, linear_epochs=5,
+        n_evals=2, knn_k=(5, 20), tsne_images=100,
+    ),
+}
+
+
+def _check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+
+
+def _parse(value: Any, kind: Any, name: str) -> Any:
+    """Turn a command-line / papermill value into the field's type."""
+    if not isinstance(value, str):
+        if kind is float and isinstance(value, int):
+            return float(value)
+        if kind == tuple[int, ...] and isinstance(value, (list, tuple)):
+            return tuple(int(v) for v in value)
+        return value
+    try:
+        if kind is bool:
+            lowered = value.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return lowered in ("true", "1", "yes")
+        if kind == tuple[int, ...]:
+            return tuple(int(v) for v in value.replace(",", " ").split())
+        return kind(value)
+    except ValueError as error:
+        raise ValueError(f"--{name}: cannot read {value!r} as {getattr(kind, '__name__', kind)}") from error
+
+
+def _build(cls: type, presets: dict[str, dict[str, Any]], preset: str, overrides: dict[str, Any]) -> Any:
+    _check_preset(preset)
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {', '.join(sorted(names))}")
+    values = {**presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    parsed = {k: _parse(v, hints[k], k) for k, v in values.items()}
+    return cls(**{**parsed, "preset": preset})
+
+
+def pretrain_config(preset: str = "quick", **overrides: Any) -> PretrainConfig:
+    """The preset's pretraining config with ``overrides`` applied (strings are parsed)."""
+    config = _build(PretrainConfig, _PRETRAIN_PRESETS, preset, overrides)
+    validate_pretrain(config)
+    return config
+
+
+def finetune_config(preset: str = "quick", **overrides: Any) -> FinetuneConfig:
+    """The preset's evaluation config with ``overrides`` applied (strings are parsed)."""
+    return _build(FinetuneConfig, _FINETUNE_PRESETS, preset, overrides)
+
+
+def validate_pretrain(config: PretrainConfig) -> None:
+    """Fail before any work is done, naming the field and its valid values."""
+    from swavnb.augment import AUGMENTATIONS
+    from swavnb.model import HEADS
+
+    choices = {"aug": AUGMENTATIONS, "head": HEADS, "optimizer": ("adam", "sgd"), "schedule": ("constant", "cosine")}
+    for name, valid in choices.items():
+        if getattr(config, name) not in valid:
+            raise ValueError(f"unknown {name} {getattr(config, name)!r}; choose one of {', '.join(valid)}")
+    for name in ("epochs", "batch_size", "n_prototypes", "feat_dim", "sinkhorn_iters"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.lr <= 0 or config.epsilon <= 0 or config.temperature <= 0:
+        raise ValueError("lr, epsilon and temperature must be > 0")
+
+
+def as_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Field -> default, for ``--help`` texts."""
+    return {f.name: repr(f.default) for f in fields(cls)}
+
+
+__all__ = [
+    "PRESETS", "MODES", "FRACTIONS", "PretrainConfig", "FinetuneConfig", "pretrain_config",
+    "finetune_config", "validate_pretrain", "as_dict",
+]

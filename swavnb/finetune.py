@@ -1,0 +1,248 @@
+"""Label-fraction evaluation of a pretrained (or random) backbone.
+
+``python -m swavnb.finetune --checkpoint C|none --fraction F --mode finetune|linear --out DIR``
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swavnb import cli
+from swavnb.augment import finetune_transform
+from swavnb.checkpoint import load_checkpoint
+from swavnb.config import FRACTIONS, MODES, PRESETS, FinetuneConfig, finetune_config
+from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset, load_cifar100
+from swavnb.distributed import pick_device
+from swavnb.evaluate import per_group_accuracy, topk_accuracy
+from swavnb.model import BACKBONE_DIM, SwAVModel, cifar_resnet18
+from swavnb.probes import extract_features
+
+RESULT = "result.json"
+SCRATCH = "scratch"  # the aug name of random-init rows, as in results.csv
+
+
+def load_backbone(checkpoint: str | None, seed: int) -> tuple[nn.Module, str]:
+    """The pretrained ResNet-18 of a checkpoint, or a random one; with the row's aug label."""
+    if checkpoint in (None, "", "none"):
+        torch.manual_seed(seed)
+        return cifar_resnet18(), SCRATCH
+    state = load_checkpoint(checkpoint)
+    if not state["finished"]:
+        raise ValueError(f"'{checkpoint}' is an unfinished pretraining run; rerun its pretrain command to finish it")
+    model = SwAVModel(**state["model_hparams"])
+    model.load_state_dict(state["model"])
+    return model.backbone, state["config"]["aug"]
+
+
+def evaluation_data(config: FinetuneConfig) -> tuple[CifarSplit, CifarSplit]:
+    """The labelled pool and the test images of a preset (stratified subsets on CPU presets)."""
+    train = load_cifar100("train", config.data_root or None)
+    test = load_cifar100("test", config.data_root or None)
+    if config.train_images:
+        train = train.subset(label_subset(train.fine, config.train_images / len(train), config.seed))
+    if config.test_images:
+        test = test.subset(label_subset(test.fine, config.test_images / len(test), config.seed))
+    return train, test
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool, batch: int = 500) -> torch.Tensor:
+    from swavnb.augment import eval_transform
+
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch):
+        x = eval_transform(images[start : start + batch].to(device)).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out.append(model(x).float().cpu())
+    model.train()
+    return torch.cat(out)
+
+
+def _n_steps(config: FinetuneConfig, n_labelled: int, epochs: int) -> tuple[int, int]:
+    batch = min(config.batch_size, n_labelled)
+    return max(config.min_steps, epochs * math.ceil(n_labelled / batch)), batch
+
+
+def _eval_points(n_steps: int, n_evals: int) -> set[int]:
+    return {round(n_steps * (i + 1) / n_evals) for i in range(max(1, n_evals))}
+
+
+def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, test: CifarSplit,
+                   config: FinetuneConfig, device: torch.device) -> tuple[torch.Tensor, list[dict], float]:
+    """Train backbone + linear head end to end (SGD, cosine); returns test logits, curves, epochs."""
+    torch.manual_seed(config.seed)
+    model = nn.Sequential(backbone, nn.Linear(BACKBONE_DIM, 100)).to(device).to(memory_format=torch.channels_last)
+    # a random backbone has nothing to preserve: from scratch every layer gets the head's rate
+    backbone_lr = config.lr_backbone if pretrained else config.lr_head
+    optimizer = torch.optim.SGD([
+        {"params": model[0].parameters(), "lr": backbone_lr, "base_lr": backbone_lr},
+        {"params": model[1].parameters(), "lr": config.lr_head, "base_lr": config.lr_head},
+    ], momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    n_steps, batch = _n_steps(config, len(train), config.epochs)
+    evals = _eval_points(n_steps, config.n_evals)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    images, labels = train.images.to(device), train.fine.to(device)
+    curves, step, epoch, running = [], 0, 0, {"loss": 0.0, "correct": 0, "seen": 0}
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
+    while step < n_steps:
+        for index in batch_indices(len(train), batch, config.seed, epoch, device, drop_last=False):
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / n_steps))
+            x = finetune_transform(images[index], generator).contiguous(memory_format=torch.channels_last)
+            with amp:
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            running["loss"] += loss.item() * len(index)
+            running["correct"] += (logits.argmax(1) == labels[index]).sum().item()
+            running["seen"] += len(index)
+            if step in evals:
+                accuracy = topk_accuracy(_logits(model, test.images, device, config.amp), test.fine)
+                curves.append({"step": step, "epoch": step * batch / len(train),
+                               "train_loss": running["loss"] / running["seen"],
+                               "train_top1": 100.0 * running["correct"] / running["seen"],
+                               "test_top1": accuracy[1], "test_top5": accuracy[5]})
+                running = {"loss": 0.0, "correct": 0, "seen": 0}
+            if step == n_steps:
+                break
+        epoch += 1
+    return _logits(model, test.images, device, config.amp), curves, n_steps * batch / len(train)
+
+
+def cached_features(backbone: nn.Module, split: CifarSplit, device: torch.device, config: FinetuneConfig,
+                    cache: Path | None, tag: str) -> torch.Tensor:
+    """Backbone features of a split, kept on disk so the five fractions extract them once."""
+    path = None
+    if cache is not None:
+        key = hashlib.sha1(f"{tag}|{len(split)}|{config.seed}|{split.fine[:50].tolist()}".encode()).hexdigest()[:12]
+        path = cache / f"features-{key}.pt"
+        if path.exists():
+            return torch.load(path, weights_only=True)
+    features = extract_features(backbone.to(device), split.images, device, amp=config.amp,
+                                channels_last=config.channels_last)
+    if path is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(features, tmp)
+        os.replace(tmp, path)
+    return features
+
+
+def train_linear(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                 test_labels: torch.Tensor, config: FinetuneConfig) -> tuple[torch.Tensor, list[dict], float]:
+    """Linear classifier on frozen features (Adam, cosine); returns test logits, curves, epochs."""
+    torch.manual_seed(config.seed)
+    mean, std = train_features.mean(0), train_features.std(0) + 1e-6  # standardised: one lr fits every backbone
+    x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
+    classifier = nn.Linear(x_train.shape[1], 100)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.linear_lr, weight_decay=config.weight_decay)
+    n_steps, batch = _n_steps(config, len(x_train), config.linear_epochs)
+    evals = _eval_points(n_steps, config.n_evals)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, n_steps)
+    curves, step, epoch = [], 0, 0
+    while step < n_steps:
+        for index in batch_indices(len(x_train), batch, config.seed, epoch, drop_last=False):
+            loss = F.cross_entropy(classifier(x_train[index]), train_labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step in evals:
+                with torch.no_grad():
+                    accuracy = topk_accuracy(classifier(x_test), test_labels)
+                    train_top1 = topk_accuracy(classifier(x_train), train_labels, ks=(1,))[1]
+                curves.append({"step": step, "epoch": step * batch / len(x_train), "train_loss": loss.item(),
+                               "train_top1": train_top1, "test_top1": accuracy[1], "test_top5": accuracy[5]})
+            if step == n_steps:
+                break
+        epoch += 1
+    with torch.no_grad():
+        return classifier(x_test), curves, n_steps * batch / len(x_train)
+
+
+def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | os.PathLike,
+             config: FinetuneConfig, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Evaluate one (backbone, label fraction, mode) cell of the study; writes ``out_dir/result.json``.
+
+    Args:
+        checkpoint: a pretraining ``checkpoint.pt``, or None / ``"none"`` for random init.
+        fraction: share of the labelled pool used, in (0, 1] (stratified, nested subsets).
+        mode: ``finetune`` (whole network, the seed's protocol) or ``linear`` (frozen features).
+        config: evaluation settings (a preset, see :func:`swavnb.config.finetune_config`).
+        cache_dir: where ``linear`` keeps extracted features (default: next to the checkpoint).
+
+    Returns:
+        The result row: preset, aug, mode, fraction, top1, top5 (percent), epochs, seconds,
+        device, plus curves and per-superclass accuracy.
+    """
+    fraction = check_fraction(fraction)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    tic = time.perf_counter()
+    device = pick_device(config.device)
+    backbone, aug = load_backbone(checkpoint, config.seed)
+    pool, test = evaluation_data(config)
+    labelled = pool.subset(label_subset(pool.fine, fraction, config.seed))
+    if mode == "finetune":
+        logits, curves, epochs = train_finetune(backbone, aug != SCRATCH, labelled, test, config, device)
+    else:
+        if cache_dir is None and checkpoint not in (None, "", "none"):
+            cache_dir = Path(checkpoint).parent
+        cache = None if cache_dir is None else Path(cache_dir)
+        tag = f"{Path(checkpoint).resolve() if aug != SCRATCH else 'scratch'}"
+        pool_features = cached_features(backbone, pool, device, config, cache, tag + "|train")
+        test_features = cached_features(backbone, test, device, config, cache, tag + "|test")
+        chosen = label_subset(pool.fine, fraction, config.seed)
+        logits, curves, epochs = train_linear(pool_features[chosen], pool.fine[chosen], test_features, test.fine,
+                                              config)
+    accuracy = topk_accuracy(logits, test.fine)
+    row = {
+        "preset": config.preset, "aug": aug, "mode": mode, "fraction": fraction, "top1": accuracy[1],
+        "top5": accuracy[5], "epochs": round(epochs, 2), "seconds": round(time.perf_counter() - tic, 1),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "n_labels": len(labelled), "test_images": len(test), "checkpoint": str(checkpoint or "none"),
+        "curves": curves,
+        "per_superclass": per_group_accuracy(logits.argmax(1), test.fine, test.coarse, test.coarse_names),
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT).write_text(json.dumps(row, indent=1))
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = cli.parser("python -m swavnb.finetune", "Top-1/top-5 of a backbone trained on a fraction of the labels",
+                        FinetuneConfig)
+    parser.add_argument("--checkpoint", required=True, help="pretraining checkpoint.pt, or 'none' for random init")
+    parser.add_argument("--fraction", type=float, required=True, help=f"label fraction in (0, 1], e.g. {FRACTIONS}")
+    parser.add_argument("--mode", default="finetune", help=f"one of {', '.join(MODES)}")
+    parser.add_argument("--out", required=True, help="folder for result.json")
+    parser.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: the checkpoint's)")
+    parser.add_argument("--cache", default=None, help="folder for cached features (linear mode)")
+    args, extra = parser.parse_known_args(argv)
+    preset = args.preset
+    if preset is None:
+        preset = "quick" if args.checkpoint == "none" else load_checkpoint(args.checkpoint)["config"]["preset"]
+    config = finetune_config(preset, **cli.parse_overrides(extra, FinetuneConfig))
+    row = finetune(args.checkpoint, args.fraction, args.mode, args.out, config, args.cache)
+    print(f"{row['aug']} {row['mode']} {100 * row['fraction']:g}% labels: top-1 {row['top1']:.2f}  "
+          f"top-5 {row['top5']:.2f}  ({row['seconds']:.0f} s)")
+    return row
+
+
+if __name__ == "__main__":
+    cli.run(main)

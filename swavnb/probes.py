@@ -1,0 +1,116 @@
+"""Frozen-feature probes: feature extraction, weighted k-NN, t-SNE, retrieval, prototype usage."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swavnb.augment import eval_transform
+from swavnb.evaluate import topk_accuracy
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 500,
+    amp: bool = True, channels_last: bool = True,
+) -> torch.Tensor:
+    """Pooled backbone features of uint8 images, in eval mode, without augmentation.
+
+    Args:
+        backbone: maps (B, 3, 32, 32) normalised images to (B, D) features.
+        images: (N, 3, 32, 32) uint8, on any device.
+
+    Returns:
+        (N, D) float32 features on the CPU.
+    """
+    device = torch.device(device)
+    was_training = backbone.training
+    backbone.eval()
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = eval_transform(images[start : start + batch_size].to(device))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            chunks.append(backbone(x).float().cpu())
+    backbone.train(was_training)
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def knn_scores(
+    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, k: int = 20,
+    temperature: float = 0.07, n_classes: int = 100, chunk: int = 1000,
+) -> torch.Tensor:
+    """Weighted k-NN class scores (Wu et al. 2018, as used by DINO and solo-learn).
+
+    Neighbours are the ``k`` most cosine-similar training features; each votes for
+    its class with weight ``exp(similarity / temperature)``.
+
+    Returns:
+        (N_test, n_classes) scores; their top-k gives top-1 / top-5 predictions.
+    """
+    if k < 1 or k > len(train_features):
+        raise ValueError(f"k must be in [1, {len(train_features)}] (training features), got {k}")
+    bank = F.normalize(train_features.float(), dim=1)  # (N, D)
+    scores = []
+    for start in range(0, len(test_features), chunk):
+        query = F.normalize(test_features[start : start + chunk].float(), dim=1)  # (Q, D)
+        similarity, neighbour = (query @ bank.T).topk(k, dim=1)  # (Q, k)
+        votes = torch.zeros(len(query), n_classes)
+        votes.scatter_add_(1, train_labels[neighbour].cpu(), (similarity / temperature).exp())
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+def knn_accuracy(
+    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+    test_labels: torch.Tensor, ks: Sequence[int] = (20, 200), temperature: float = 0.07, n_classes: int = 100,
+) -> dict[int, dict[str, float]]:
+    """{k: {"top1": %, "top5": %}} of weighted k-NN for each k."""
+    results = {}
+    for k in ks:
+        accuracy = topk_accuracy(knn_scores(train_features, train_labels, test_features, k, temperature, n_classes),
+                                 test_labels)
+        results[int(k)] = {"top1": accuracy[1], "top5": accuracy[5]}
+    return results
+
+
+def tsne_embedding(features: torch.Tensor, seed: int = 0, perplexity: float = 30.0) -> torch.Tensor:
+    """2-D t-SNE (scikit-learn) of L2-normalised features: (N, D) -> (N, 2)."""
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    perplexity = min(perplexity, (len(features) - 1) / 3)  # sklearn requires perplexity < N
+    points = F.normalize(features.float(), dim=1).numpy()
+    # one OpenMP thread: sklearn's threads sync every iteration, which on a busy CPU made 2,000 points 4x slower
+    with threadpool_limits(1, user_api="openmp"):
+        embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+    return torch.from_numpy(embedding)
+
+
+def nearest_neighbours(query: torch.Tensor, bank: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """Indices (Q, n) of the ``n`` most cosine-similar rows of ``bank`` for each query row."""
+    similarity = F.normalize(query.float(), dim=1) @ F.normalize(bank.float(), dim=1).T
+    return similarity.topk(n, dim=1).indices
+
+
+@torch.no_grad()
+def prototype_usage(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
+                    batch_size: int = 500, amp: bool = True) -> torch.Tensor:
+    """How many images have each prototype as their nearest: (K,) counts.
+
+    A healthy SwAV model spreads images over many prototypes; a collapsed one
+    piles them onto a few.
+    """
+    device = torch.device(device)
+    model.eval()
+    counts = torch.zeros(model.prototypes.weight.shape[0], dtype=torch.int64)
+    for start in range(0, len(images), batch_size):
+        x = eval_transform(images[start : start + batch_size].to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            _, scores = model([x])
+        counts += torch.bincount(scores[0].argmax(dim=1).cpu(), minlength=len(counts))
+    return counts

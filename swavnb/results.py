@@ -1,0 +1,214 @@
+"""The study's numbers: run outputs -> ``results.csv`` and Markdown tables beside the seed's.
+
+This module is also the one place that holds the seed paper's published accuracies.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from swavnb.finetune import RESULT
+from swavnb.train import METRICS
+
+# The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
+SEED_RESULTS: dict[str, dict[float, tuple[float, float]]] = {
+    "jitter": {0.01: (2.92, 11.79), 0.1: (15.42, 36.82), 0.3: (27.85, 51.95), 0.4: (31.15, 55.84)},
+    "flip": {0.01: (4.72, 16.22), 0.1: (18.69, 41.44), 0.3: (29.44, 55.21), 0.4: (33.79, 58.73)},
+}
+SEED_TABLES = {"jitter": "Table 1", "flip": "Table 2"}
+SEED_MODE = "finetune"  # the seed fine-tunes the whole network; its tables compare only with these rows
+COLUMNS = ("preset", "aug", "mode", "fraction", "top1", "top5", "epochs", "seconds", "device")
+KNN_COLUMNS = ("preset", "aug", "k", "top1", "top5")
+AUG_ORDER = ("jitter", "flip", "swav", "scratch")
+KNN = "knn.json"
+_NESTED = ("curves", "per_superclass")  # per-run detail that stays in result.json
+_MISSING = "–"
+
+
+def aug_rank(aug: str) -> int:
+    """Position of an aug in the study's order (unknown ones last), for sorting."""
+    return AUG_ORDER.index(aug) if aug in AUG_ORDER else len(AUG_ORDER)
+
+
+def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    key = lambda column: column.map(aug_rank) if column.name == "aug" else column
+    return frame.sort_values(by, key=key, kind="stable").reset_index(drop=True)
+
+
+def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per ``result.json`` under ``run_dir`` (``runs/<preset>``).
+
+    Returns:
+        The :data:`COLUMNS` first, in that order, then any other flat fields
+        (n_labels, test_images, checkpoint); sorted by aug, mode and fraction.
+    """
+    rows = [json.loads(path.read_text()) for path in sorted(Path(run_dir).rglob(RESULT))]
+    rows = [{k: v for k, v in row.items() if k not in _NESTED} for row in rows]
+    frame = pd.DataFrame(rows, columns=list(dict.fromkeys([*COLUMNS, *(k for row in rows for k in row)])))
+    # float32 means carry noise digits (0.9999999776); a 10,000-image test set resolves 0.01 % anyway
+    return _sorted(frame.round({"top1": 4, "top5": 4}), ["aug", "mode", "fraction"])
+
+
+def save_knn(knn: Mapping[int, Mapping[str, float]], preset: str, aug: str,
+             out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Write the k-NN accuracies of one encoder to ``out_dir/knn.json``, one row per k.
+
+    Args:
+        knn: ``{k: {"top1": %, "top5": %}}`` as :func:`swavnb.probes.knn_accuracy` returns it.
+    """
+    rows = [{"preset": preset, "aug": aug, "k": int(k), "top1": acc["top1"], "top5": acc["top5"]}
+            for k, acc in knn.items()]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / KNN).write_text(json.dumps(rows, indent=1))
+    return pd.DataFrame(rows, columns=list(KNN_COLUMNS))
+
+
+def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every ``knn.json`` row under ``run_dir``: preset, aug, k, top1, top5."""
+    rows = [row for path in sorted(Path(run_dir).rglob(KNN)) for row in json.loads(path.read_text())]
+    return _sorted(pd.DataFrame(rows, columns=list(KNN_COLUMNS)), ["aug", "k"])
+
+
+def collect_metrics(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The pretraining ``metrics.json`` of each aug (``run_dir/<aug>/metrics.json``), in study order."""
+    found = {}
+    for path in Path(run_dir).glob(f"*/{METRICS}"):
+        metrics = json.loads(path.read_text())
+        found[metrics["config"]["aug"]] = metrics
+    return {aug: found[aug] for aug in sorted(found, key=aug_rank)}
+
+
+def pretrain_summary(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per pretraining run: epochs, final loss and usage, training time and device."""
+    rows = []
+    for aug, run in metrics.items():
+        last = run["epochs"][-1]
+        rows.append({"aug": aug, "epochs": last["epoch"], "loss": last["loss"], "usage_entropy": last["usage_entropy"],
+                     "prototypes_used": last["prototypes_used"],
+                     "seconds": sum(epoch["seconds"] for epoch in run["epochs"]), "device": run["device"]})
+    return pd.DataFrame(rows, columns=["aug", "epochs", "loss", "usage_entropy", "prototypes_used", "seconds",
+                                       "device"])
+
+
+def _cell(value: float | None) -> str:
+    return _MISSING if value is None or pd.isna(value) else f"{value:.2f}"
+
+
+def _pair(top1: float | None, top5: float | None) -> str:
+    return _MISSING if top1 is None or pd.isna(top1) else f"{top1:.2f} / {top5:.2f}"
+
+
+def _markdown(header: list[str], body: Iterable[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":--"] + ["--:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _label(fraction: float) -> str:
+    return f"{100 * fraction:g}%"
+
+
+def _accuracy(rows: pd.DataFrame, aug: str, mode: str) -> dict[float, tuple[float, float]]:
+    """{fraction: (top-1, top-5)} of one encoder and mode (repeated runs are averaged)."""
+    chosen = rows[(rows["aug"] == aug) & (rows["mode"] == mode)]
+    means = chosen.groupby("fraction")[["top1", "top5"]].mean()
+    return {float(f): (float(r.top1), float(r.top5)) for f, r in means.iterrows()}
+
+
+def seed_table(rows: pd.DataFrame, aug: str) -> str:
+    """One aug's fine-tuning accuracies per label fraction beside the seed's and the scratch baseline."""
+    ours, scratch = _accuracy(rows, aug, SEED_MODE), _accuracy(rows, "scratch", SEED_MODE)
+    seed = SEED_RESULTS.get(aug, {})
+    header = ["labels", "ours top-1", "ours top-5"]
+    if seed:
+        header += ["seed top-1", "seed top-5", "Δ top-1"]
+    header += ["scratch top-1", "scratch top-5"]
+    body = []
+    for fraction in sorted({*ours, *seed}):
+        mine, theirs, base = ours.get(fraction, (None, None)), seed.get(fraction, (None, None)), scratch.get(fraction)
+        line = [_label(fraction), _cell(mine[0]), _cell(mine[1])]
+        if seed:
+            delta = None if mine[0] is None or theirs[0] is None else mine[0] - theirs[0]
+            line += [_cell(theirs[0]), _cell(theirs[1]), _MISSING if delta is None else f"{delta:+.2f}"]
+        line += [_cell(base[0]), _cell(base[1])] if base else [_MISSING, _MISSING]
+        body.append(line)
+    return _markdown(header, body) if body else "No runs yet."
+
+
+def mode_table(rows: pd.DataFrame, mode: str) -> str:
+    """Every encoder's top-1 / top-5 per label fraction in one mode (``finetune`` or ``linear``)."""
+    augs = sorted(rows.loc[rows["mode"] == mode, "aug"].unique(), key=aug_rank)
+    cells = {aug: _accuracy(rows, aug, mode) for aug in augs}
+    fractions = sorted({f for accuracy in cells.values() for f in accuracy})
+    body = [[_label(f), *(_pair(*cells[aug].get(f, (None, None))) for aug in augs)] for f in fractions]
+    return _markdown(["labels", *augs], body) if body else "No runs yet."
+
+
+def knn_table(knn: pd.DataFrame) -> str:
+    """Weighted k-NN top-1 / top-5 of every encoder, one column per k."""
+    ks = sorted(knn["k"].unique())
+    body = []
+    for aug in sorted(knn["aug"].unique(), key=aug_rank):
+        mine = knn[knn["aug"] == aug].groupby("k")[["top1", "top5"]].mean()
+        body.append([aug, *(_pair(*mine.loc[k]) if k in mine.index else _MISSING for k in ks)])
+    return _markdown(["encoder", *(f"k = {k}" for k in ks)], body)
+
+
+def markdown_tables(rows: pd.DataFrame, knn: pd.DataFrame, preset: str,
+                    metrics: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """The whole ``tables.md``: the seed's Tables 1 and 2 reproduced, then every encoder and probe."""
+    setup = []
+    if "test_images" in rows and len(rows):
+        setup.append(f"test images: {', '.join(str(int(n)) for n in sorted(rows['test_images'].unique()))}")
+    if len(rows):
+        setup.append(f"device: {', '.join(sorted(rows['device'].astype(str).unique()))}")
+    parts = [f"# Results of preset `{preset}`",
+             "Accuracies in percent on the CIFAR-100 test set" + (f" ({'; '.join(setup)})." if setup else ".")]
+    for aug in [*SEED_TABLES, *(a for a in AUG_ORDER if a not in SEED_TABLES and a != "scratch")]:
+        title = (f"{SEED_TABLES[aug]} of the seed: {aug} views" if aug in SEED_TABLES
+                 else f"{aug} views (not in the seed)")
+        parts += [f"## {title}, fine-tuned on a fraction of the labels", seed_table(rows, aug)]
+    parts += ["## Fine-tuning, every encoder (top-1 / top-5)", mode_table(rows, "finetune"),
+              "## Linear classifier on frozen features (top-1 / top-5)", mode_table(rows, "linear"),
+              "## Weighted k-NN on frozen features, whole labelled pool (top-1 / top-5)",
+              knn_table(knn) if len(knn) else "No probes yet."]
+    if metrics:
+        summary = pretrain_summary(metrics)
+        body = [[r.aug, str(r.epochs), f"{r.loss:.4f}", f"{r.usage_entropy:.2f}", f"{r.prototypes_used:.2f}",
+                 f"{r.seconds / 60:.1f}", r.device] for r in summary.itertuples()]
+        parts += ["## Pretraining runs", _markdown(["aug", "epochs", "final loss", "usage entropy", "prototypes used",
+                                                    "minutes", "device"], body)]
+    return "\n\n".join(parts) + "\n"
+
+
+@dataclass
+class StudyResults:
+    """What :func:`write_results` gathered and where it wrote it."""
+
+    rows: pd.DataFrame  # one row per finetune / linear run (results.csv)
+    knn: pd.DataFrame  # one row per (encoder, k) (knn.csv)
+    metrics: dict[str, dict[str, Any]]  # pretraining metrics per aug
+    tables: str  # the Markdown of tables.md
+    csv: Path
+    markdown: Path
+
+
+def write_results(preset: str, runs_dir: str | os.PathLike = "runs",
+                  results_dir: str | os.PathLike = "results") -> StudyResults:
+    """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv and tables.md."""
+    run_dir, out = Path(runs_dir) / preset, Path(results_dir) / preset
+    rows, knn = collect_results(run_dir), collect_knn(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(out / "results.csv", index=False)
+    knn.to_csv(out / "knn.csv", index=False)
+    metrics = collect_metrics(run_dir)
+    tables = markdown_tables(rows, knn, preset, metrics)
+    (out / "tables.md").write_text(tables)
+    return StudyResults(rows, knn, metrics, tables, out / "results.csv", out / "tables.md")

@@ -1,0 +1,322 @@
+"""The SwAV pretraining loop: resumable, reproducible, single- or multi-process."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in every notebook that imports this
+
+from swavnb import distributed
+from swavnb.augment import Augmentation, MultiCrop
+from swavnb.checkpoint import load_checkpoint, save_checkpoint
+from swavnb.config import PretrainConfig, as_dict, validate_pretrain
+from swavnb.data import batch_indices, label_subset, load_cifar100, steps_per_epoch
+from swavnb.loss import swav_loss
+from swavnb.model import SwAVModel
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the last checkpoint is kept."""
+
+
+def make_augmentation(config: PretrainConfig) -> Augmentation:
+    crop = MultiCrop(
+        n_local=config.n_local_crops, local_size=config.local_size, global_scale=(config.global_scale_min, 1.0),
+        local_scale=(config.local_scale_min, config.local_scale_max),
+    )
+    return Augmentation(config.aug, multicrop=crop)
+
+
+def learning_rate(config: PretrainConfig, step: int, total_steps: int) -> float:
+    """Linear warm-up, then constant or cosine decay, as a function of the global step."""
+    per_epoch = max(1, total_steps // config.epochs)
+    warmup = int(config.warmup_epochs * per_epoch)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if config.schedule == "constant":
+        return config.lr
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    final = config.lr * config.final_lr_ratio
+    return final + 0.5 * (config.lr - final) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(config: PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def usage_summary(counts: torch.Tensor) -> dict[str, float]:
+    """Assignment diagnostics from per-prototype counts of nearest-prototype hits.
+
+    A collapsing run sends everything to a handful of prototypes: the entropy of
+    the counts (normalised by log K, so 1 = uniform) falls towards 0 and the share
+    of prototypes used drops.
+    """
+    p = counts.double().cpu() / counts.sum().clamp(min=1).item()
+    nonzero = p[p > 0]
+    entropy = -(nonzero * nonzero.log()).sum() / math.log(len(counts))
+    return {"usage_entropy": float(entropy), "prototypes_used": float((counts > 0).double().mean())}
+
+
+def _new_tally(n_prototypes: int, device: torch.device) -> dict[str, Any]:
+    """What an epoch accumulates; saved with mid-epoch checkpoints so a resumed epoch reports the same."""
+    return {"loss": torch.zeros((), device=device, dtype=torch.float64), "steps": 0, "seconds": 0.0,
+            "usage": torch.zeros(n_prototypes, dtype=torch.int64, device=device)}
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "augment": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["augment"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_metrics(out_dir: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(out_dir) / METRICS).read_text())
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+class Pretrainer:
+    """One SwAV pretraining run in ``out_dir``: builds everything, resumes, trains, saves.
+
+    Use :func:`pretrain` for the common case; the class is there for code that needs
+    the live model afterwards (the multi-process test compares ranks' weights).
+    """
+
+    def __init__(self, config: PretrainConfig, out_dir: str | os.PathLike, progress: bool = True) -> None:
+        validate_pretrain(config)
+        self.config, self.out, self.progress = config, Path(out_dir), progress
+        self.ckpt_path = self.out / CHECKPOINT
+        self.runtime = distributed.setup(config.device)
+        device = self.device = self.runtime.device
+        self.state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
+        if self.state is not None and self.state["config"] != as_dict(config):
+            changed = sorted(k for k, v in as_dict(config).items() if self.state["config"].get(k) != v)
+            raise ValueError(f"'{self.ckpt_path}' was written with a different config (fields {changed}); "
+                             "use another --out folder, or delete it to start over")
+
+        torch.manual_seed(config.seed)
+        train = load_cifar100("train", config.data_root or None)
+        if config.train_images:
+            train = train.subset(label_subset(train.fine, config.train_images / len(train), config.seed))
+        self.images = train.images.to(device)  # the whole split stays on the device: no loader, no per-step copies
+        self.per_epoch = steps_per_epoch(len(self.images), config.batch_size)
+        if self.per_epoch == 0:
+            raise ValueError(f"batch_size {config.batch_size} is larger than the {len(self.images)} training images")
+        self.total_steps = self.per_epoch * config.epochs
+        self.freeze_steps = int(config.freeze_prototypes_epochs * self.per_epoch)
+
+        self.model = SwAVModel(config.feat_dim, config.n_prototypes, config.head, config.hidden_dim).to(device)
+        if self.runtime.distributed and device.type == "cuda":
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(config, self.model)
+        self.augment = make_augmentation(config)
+        self.generator = torch.Generator(device=device).manual_seed(config.seed * 1_000 + self.runtime.rank)
+        local_batch = config.batch_size // self.runtime.world_size
+        local_queue = config.queue_length // self.runtime.world_size
+        if local_queue and local_queue < local_batch:
+            raise ValueError(f"queue_length {config.queue_length} must hold at least one batch ({config.batch_size})")
+        self.queue = (torch.zeros(self.augment.n_assign, local_queue, config.feat_dim, device=device)
+                      if local_queue else None)
+        self.queue_pushes = 0
+        self.epoch, self.start_step = 0, 0
+        self.metrics: dict[str, Any] = {"config": as_dict(config), "device": _device_name(device),
+                                        "world_size": self.runtime.world_size, "epochs": []}
+        if self.state is not None:
+            self._restore(self.state)
+        self.net: torch.nn.Module = self.model
+        if self.runtime.distributed:
+            self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if config.compile:
+            self.net = torch.compile(self.net)
+        self.pending: list[tuple[int, torch.Tensor]] = []  # losses not yet checked: no GPU sync every step
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.queue is not None and state["queue"] is not None:
+            self.queue.copy_(state["queue"])
+        _set_rng_state(state["rng"], self.generator)
+        self.metrics = state["metrics"]
+        self.epoch, self.start_step, self.queue_pushes = state["epoch"], state["step"], state["queue_pushes"]
+
+    def _save(self, tally: dict[str, Any] | None = None) -> None:
+        if not self.runtime.is_main:
+            return
+        save_checkpoint({
+            "config": as_dict(self.config), "model_hparams": self.model.hparams, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "queue": None if self.queue is None else self.queue.cpu(),
+            "queue_pushes": self.queue_pushes, "rng": _rng_state(self.generator), "epoch": self.epoch,
+            "step": self.start_step, "metrics": self.metrics, "finished": self.finished,
+            "tally": None if tally is None else {k: v.cpu() if torch.is_tensor(v) else v for k, v in tally.items()},
+        }, self.ckpt_path)
+
+    def _check_finite(self, lr: float) -> None:
+        """Raise on the first NaN/inf loss since the last check, before anything is saved."""
+        if not self.pending:
+            return
+        losses = torch.stack([loss for _, loss in self.pending])
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step, value = self.pending[int(bad[0])][0], losses[int(bad[0])].item()
+            raise NonFiniteLossError(
+                f"loss is {value} at epoch {self.epoch} step {step} (lr {lr:.3g}); lower --lr, add --warmup_epochs, "
+                f"or try --amp false. The last checkpoint '{self.ckpt_path}' is intact: rerunning resumes from it."
+            )
+        self.pending.clear()
+
+    def make_views(self, index: torch.Tensor) -> list[torch.Tensor]:
+        """Augmented views of the images ``index``, made on the device."""
+        views = self.augment(self.images[index], self.generator)
+        if self.config.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return views
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp):
+            return self.net(views)
+
+    def loss(self, scores: list[torch.Tensor]) -> torch.Tensor:
+        """Swapped prediction over the views, with queued embeddings joining Sinkhorn once the queue is full."""
+        config, n_assign, queue_scores = self.config, self.augment.n_assign, None
+        use_queue = self.queue is not None and self.epoch >= config.queue_start_epoch
+        if use_queue and self.queue_pushes * len(scores[0]) >= self.queue.shape[1]:
+            with torch.no_grad():
+                queue_scores = [F.linear(self.queue[i], self.model.prototypes.weight) for i in range(n_assign)]
+        return swav_loss(scores, n_assign, config.temperature, config.epsilon, config.sinkhorn_iters, queue_scores)
+
+    def update(self, loss: torch.Tensor, embeddings: list[torch.Tensor], global_step: int) -> None:
+        """Backward, optimiser step (prototypes frozen early on), then push this batch into the queue."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if global_step < self.freeze_steps:
+            self.model.prototypes.weight.grad = None
+        self.optimizer.step()
+        if self.queue is not None:
+            with torch.no_grad():
+                batch = len(embeddings[0])
+                self.queue[:, batch:] = self.queue[:, :-batch].clone()
+                self.queue[:, :batch] = torch.stack([e.detach() for e in embeddings[: self.augment.n_assign]])
+            self.queue_pushes += 1
+
+    def train_step(self, index: torch.Tensor, global_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SwAV step on the images ``index`` (this rank's shard); returns loss and first-view scores."""
+        self.model.normalize_prototypes()
+        embeddings, scores = self.forward(self.make_views(index))
+        loss = self.loss(scores)
+        self.update(loss, embeddings, global_step)
+        return loss.detach(), scores[0].detach()
+
+    def _run_epoch(self, bar: tqdm) -> None:
+        config, runtime, device = self.config, self.runtime, self.device
+        self.model.train()
+        resumed = self.state is not None and self.start_step and self.state["tally"] is not None
+        tally = self.state["tally"] if resumed else _new_tally(config.n_prototypes, device)
+        tally = {k: v.to(device) if torch.is_tensor(v) else v for k, v in tally.items()}
+        tic, steps_since, lr = time.perf_counter(), 0, config.lr
+        batches = batch_indices(len(self.images), config.batch_size, config.seed, self.epoch, device,
+                                start_step=self.start_step)
+        for step, index in enumerate(batches, self.start_step):
+            global_step = self.epoch * self.per_epoch + step
+            lr = learning_rate(config, global_step, self.total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss, scores = self.train_step(index[runtime.rank :: runtime.world_size], global_step)
+            self.pending.append((step, loss))
+            tally["loss"] += loss
+            tally["usage"] += torch.bincount(scores.argmax(dim=1), minlength=config.n_prototypes)
+            tally["steps"] += 1
+            steps_since += 1
+            bar.update(1)
+            if (step + 1) % config.log_every_steps == 0:
+                self._check_finite(lr)
+                speed = steps_since * config.batch_size / (time.perf_counter() - tic)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2g}", img_s=f"{speed:.0f}")
+            every = config.checkpoint_every_steps
+            if every and (step + 1) % every == 0 and step + 1 < self.per_epoch:
+                self._check_finite(lr)
+                tally["seconds"] += time.perf_counter() - tic
+                tic, steps_since = time.perf_counter(), 0
+                self.start_step = step + 1
+                self._save(tally)
+        self._check_finite(lr)
+        tally["seconds"] += time.perf_counter() - tic
+        if runtime.distributed:
+            torch.distributed.all_reduce(tally["loss"])
+            torch.distributed.all_reduce(tally["usage"])
+            tally["loss"] /= runtime.world_size
+        self.metrics["epochs"].append({
+            "epoch": self.epoch + 1, "loss": tally["loss"].item() / tally["steps"], "lr": lr,
+            "img_per_s": tally["steps"] * config.batch_size / tally["seconds"], "seconds": tally["seconds"],
+            **usage_summary(tally["usage"]),
+        })
+        self.epoch, self.start_step, self.state = self.epoch + 1, 0, None
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``config.epochs``, saving after every epoch; returns the metrics."""
+        if self.finished:
+            return self.metrics
+        self.out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=self.total_steps, initial=self.epoch * self.per_epoch + self.start_step,
+                   disable=not (self.progress and self.runtime.is_main), unit="step", dynamic_ncols=True,
+                   desc=f"pretrain {self.config.preset}/{self.config.aug}")
+        with bar:
+            while not self.finished:
+                self._run_epoch(bar)
+                self._save()
+                if self.runtime.is_main:
+                    _write_json(self.out / METRICS, self.metrics)
+        distributed.barrier()
+        return self.metrics
+
+
+def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) SwAV pretraining into ``out_dir``.
+
+    Writes ``checkpoint.pt`` atomically after every epoch (and every
+    ``checkpoint_every_steps``) and ``metrics.json`` with per-epoch loss, lr, img/s,
+    seconds and prototype-usage diagnostics. Rerunning the same call after an
+    interruption continues from the last checkpoint and ends with the same weights
+    as an uninterrupted run (same seed, same device).
+
+    Returns:
+        The metrics dict (also in ``metrics.json``).
+    """
+    return Pretrainer(config, out_dir, progress).fit()
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

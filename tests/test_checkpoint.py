@@ -1,0 +1,75 @@
+"""Checkpoint files: atomic writes, clear errors, model rebuilt from the file alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swavnb.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from swavnb.config import pretrain_config
+from swavnb.model import SwAVModel
+from swavnb.train import pretrain
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = pretrain_config(
+        "smoke",
+        aug="flip",
+        train_images=32,
+        batch_size=16,
+        epochs=1,
+        n_prototypes=12,
+        feat_dim=8,
+        head="mlp",
+        hidden_dim=16,
+    )
+    pretrain(config, out, progress=False)
+    return out / "checkpoint.pt"
+
+
+def test_from_checkpoint_rebuilds_the_model(trained):
+    model = SwAVModel.from_checkpoint(trained)
+    saved = load_checkpoint(trained)["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    assert model.hparams == {"feat_dim": 8, "n_prototypes": 12, "head": "mlp", "hidden_dim": 16}
+    model.eval()
+    assert model.backbone(torch.randn(3, 3, 32, 32)).shape == (3, 512)
+
+
+def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"x": torch.arange(3)}, path)
+    save_checkpoint({"x": torch.arange(5)}, path)
+    assert torch.equal(load_checkpoint(path)["x"], torch.arange(5))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"x": torch.arange(3)}, path)
+
+    def broken_save(obj, file):
+        file.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"x": torch.arange(5)}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["x"], torch.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_missing_corrupt_and_foreign_files_are_clear_errors(tmp_path, trained):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(trained.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        SwAVModel.from_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a swavnb"):
+        SwAVModel.from_checkpoint(foreign)

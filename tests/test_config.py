@@ -1,0 +1,72 @@
+"""Presets and field overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from swavnb.cli import parse_overrides
+from swavnb.config import PRESETS, FinetuneConfig, PretrainConfig, finetune_config, pretrain_config
+
+
+def test_paper_preset_is_the_seed_setup():
+    config = pretrain_config("paper")
+    assert (config.epochs, config.batch_size, config.feat_dim, config.n_prototypes, config.lr) == (
+        100,
+        256,
+        128,
+        3000,
+        1e-3,
+    )
+    assert (config.optimizer, config.head, config.temperature, config.epsilon, config.sinkhorn_iters) == (
+        "adam",
+        "linear",
+        0.1,
+        0.05,
+        3,
+    )
+
+
+def test_swav_preset_uses_the_swav_recipe():
+    config = pretrain_config("swav")
+    assert config.aug == "swav" and config.head == "mlp" and config.schedule == "cosine"
+    assert config.queue_length > 0 and config.freeze_prototypes_epochs >= 1 and config.warmup_epochs > 0
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_builds(preset):
+    assert pretrain_config(preset).preset == preset
+    assert finetune_config(preset).preset == preset
+
+
+def test_string_overrides_are_typed():
+    config = pretrain_config(
+        "smoke", **parse_overrides(["--epochs", "7", "--amp=false", "--lr", "0.5"], PretrainConfig)
+    )
+    assert config.epochs == 7 and config.amp is False and config.lr == 0.5
+    assert finetune_config("smoke", knn_k="10,30").knn_k == (10, 30)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(aug="crop"), "unknown aug 'crop'; choose one of flip, jitter, swav"),
+        (dict(head="deep"), "unknown head"),
+        (dict(optimizer="lamb"), "unknown optimizer"),
+        (dict(epochs="many"), "cannot read 'many' as int"),
+        (dict(amp="maybe"), "cannot read 'maybe' as bool"),
+        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(colour=1), "unknown PretrainConfig field"),
+    ],
+)
+def test_bad_values_name_the_field(bad, message):
+    with pytest.raises(ValueError, match=message):
+        pretrain_config("smoke", **bad)
+
+
+def test_unknown_preset_and_option():
+    with pytest.raises(ValueError, match="unknown preset 'huge'; choose one of paper, swav, quick, smoke"):
+        pretrain_config("huge")
+    with pytest.raises(ValueError, match="unknown option --colour"):
+        parse_overrides(["--colour", "red"], FinetuneConfig)
+    with pytest.raises(ValueError, match="--epochs needs a value"):
+        parse_overrides(["--epochs"], PretrainConfig)

@@ -1,0 +1,58 @@
+"""Label-fraction evaluation: rows, modes, random-init baseline, bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from swavnb.config import finetune_config, pretrain_config
+from swavnb.finetune import SCRATCH, finetune
+from swavnb.train import pretrain
+
+TINY = dict(train_images=200, test_images=100, epochs=1, min_steps=2, batch_size=50, linear_epochs=3, n_evals=2)
+ROW = {"preset", "aug", "mode", "fraction", "top1", "top5", "epochs", "seconds", "device"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrained")
+    pretrain(pretrain_config("smoke", aug="jitter", train_images=32, batch_size=16, epochs=1, n_prototypes=10,
+                             feat_dim=8), out, progress=False)
+    return out / "checkpoint.pt"
+
+
+@pytest.mark.parametrize("mode", ["finetune", "linear"])
+def test_row_for_a_pretrained_backbone(tmp_path, checkpoint, mode):
+    row = finetune(str(checkpoint), 0.5, mode, tmp_path / "out", finetune_config("smoke", **TINY),
+                   cache_dir=tmp_path / "cache")
+    assert ROW <= set(row) and row["aug"] == "jitter" and row["mode"] == mode and row["preset"] == "smoke"
+    assert 0 <= row["top1"] <= row["top5"] <= 100
+    assert row["n_labels"] == 100 and row["test_images"] == 100  # stratified: half of 2 per class, 1 per class
+    assert len(row["curves"]) == 2 and len(row["per_superclass"]) == 20
+    assert json.loads((tmp_path / "out" / "result.json").read_text()) == row
+
+
+def test_linear_reuses_cached_features(tmp_path, checkpoint):
+    config = finetune_config("smoke", **TINY)
+    first = finetune(str(checkpoint), 1.0, "linear", tmp_path / "a", config, cache_dir=tmp_path / "cache")
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(cached) == 2  # train pool and test features
+    second = finetune(str(checkpoint), 1.0, "linear", tmp_path / "b", config, cache_dir=tmp_path / "cache")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == cached
+    assert second["top1"] == first["top1"] and second["top5"] == first["top5"]
+
+
+def test_random_init_baseline_is_labelled_scratch(tmp_path):
+    row = finetune("none", 0.5, "finetune", tmp_path, finetune_config("smoke", **TINY))
+    assert row["aug"] == SCRATCH and row["checkpoint"] == "none"
+
+
+@pytest.mark.parametrize("fraction", [0, 1.5, -0.1])
+def test_fraction_outside_unit_interval(tmp_path, fraction):
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
+        finetune("none", fraction, "finetune", tmp_path, finetune_config("smoke", **TINY))
+
+
+def test_unknown_mode(tmp_path):
+    with pytest.raises(ValueError, match="unknown mode 'probe'; choose one of finetune, linear"):
+        finetune("none", 0.1, "probe", tmp_path, finetune_config("smoke", **TINY))

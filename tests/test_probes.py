@@ -1,0 +1,77 @@
+"""k-NN, t-SNE, retrieval and prototype-usage probes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from swavnb.augment import eval_transform
+from swavnb.model import SwAVModel
+from swavnb.probes import (
+    extract_features,
+    knn_accuracy,
+    knn_scores,
+    nearest_neighbours,
+    prototype_usage,
+    tsne_embedding,
+)
+
+
+def _clusters(n_per_class: int, n_classes: int, dim: int = 16, noise: float = 0.05, seed: int = 0):
+    """Noisy samples around fixed class centres (the same centres for every ``seed``)."""
+    centres = F.normalize(torch.randn(n_classes, dim, generator=torch.Generator().manual_seed(0)), dim=1)
+    labels = torch.arange(n_classes).repeat_interleave(n_per_class)
+    noise_draw = torch.randn(len(labels), dim, generator=torch.Generator().manual_seed(seed + 1))
+    return centres[labels] + noise * noise_draw, labels
+
+
+def test_knn_is_perfect_on_separated_clusters_and_chance_on_noise():
+    train, train_labels = _clusters(20, 10)
+    test, test_labels = _clusters(5, 10, seed=1)
+    result = knn_accuracy(train, train_labels, test, test_labels, ks=(5,), n_classes=10)
+    assert result[5]["top1"] == 100.0
+    noise = torch.randn(200, 16)
+    chance = knn_accuracy(
+        noise, torch.randint(0, 10, (200,)), torch.randn(500, 16), torch.randint(0, 10, (500,)), ks=(20,), n_classes=10
+    )
+    assert chance[20]["top1"] < 25.0
+
+
+def test_knn_scores_match_the_weighted_vote_formula():
+    train, labels = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    query = torch.randn(2, 4)
+    scores = knn_scores(train, labels, query, k=5, temperature=0.5, n_classes=3)
+    similarity = F.normalize(query, dim=1) @ F.normalize(train, dim=1).T
+    for row in range(2):
+        top = similarity[row].topk(5)
+        expected = torch.zeros(3)
+        for sim, idx in zip(top.values, top.indices, strict=True):
+            expected[labels[idx]] += torch.exp(sim / 0.5)
+        assert torch.allclose(scores[row], expected, atol=1e-5)
+
+
+def test_knn_rejects_k_larger_than_the_bank():
+    with pytest.raises(ValueError, match="k must be in"):
+        knn_scores(torch.randn(5, 3), torch.zeros(5, dtype=torch.long), torch.randn(2, 3), k=10)
+
+
+def test_tsne_and_neighbours_shapes():
+    features, _ = _clusters(10, 3)
+    assert tsne_embedding(features, seed=0).shape == (30, 2)
+    neighbours = nearest_neighbours(features[:4], features, n=3)
+    assert neighbours.shape == (4, 3) and torch.equal(neighbours[:, 0], torch.arange(4))  # itself first
+
+
+def test_features_and_usage_from_a_model():
+    model = SwAVModel(feat_dim=8, n_prototypes=7)
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    features = extract_features(model.backbone, images, batch_size=4, amp=False)
+    assert features.shape == (10, 512) and features.dtype == torch.float32
+    model.eval()
+    with torch.no_grad():
+        expected = model.backbone(eval_transform(images))
+        nearest = model([eval_transform(images)])[1][0].argmax(dim=1)
+    assert torch.allclose(features, expected, atol=1e-4)  # eval mode, no augmentation, batching irrelevant
+    counts = prototype_usage(model, images, batch_size=4, amp=False)
+    assert torch.equal(counts, torch.bincount(nearest, minlength=7))

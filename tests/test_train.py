@@ -1,0 +1,123 @@
+"""Pretraining loop: metrics, resume after kill -9, finished runs, NaN handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from swavnb.checkpoint import load_checkpoint
+from swavnb.config import pretrain_config
+from swavnb.train import NonFiniteLossError, learning_rate, pretrain, usage_summary
+
+SMALL = dict(train_images=64, batch_size=16, epochs=3, n_prototypes=20, feat_dim=8, checkpoint_every_steps=2)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(out: Path, *extra: str) -> list[str]:
+    args = [
+        sys.executable,
+        "-m",
+        "swavnb.pretrain",
+        "--preset",
+        "smoke",
+        "--aug",
+        "flip",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    for key, value in SMALL.items():
+        args += [f"--{key}", str(value)]
+    return args + list(extra)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_metrics_record_every_epoch(tmp_path):
+    metrics = pretrain(pretrain_config("smoke", aug="jitter", **SMALL), tmp_path, progress=False)
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    for epoch in metrics["epochs"]:
+        assert set(epoch) >= {"loss", "lr", "img_per_s", "seconds", "usage_entropy", "prototypes_used"}
+        assert 0 < epoch["usage_entropy"] <= 1 and 0 < epoch["prototypes_used"] <= 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == metrics["epochs"]
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["finished"] and state["epoch"] == 3
+
+
+def test_finished_run_is_not_redone(tmp_path):
+    config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1})
+    pretrain(config, tmp_path, progress=False)
+    stamp = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
+    again = pretrain(config, tmp_path, progress=False)
+    assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns == stamp
+    assert len(again["epochs"]) == 1
+
+
+def test_other_config_in_same_folder_is_refused(tmp_path):
+    pretrain(pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1}), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different config.*lr"):
+        pretrain(pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "lr": 0.5}), tmp_path)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    """A run killed with SIGKILL mid-epoch and rerun ends with bit-identical weights."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    subprocess.run(_cli(straight), check=True, env=env, cwd=ROOT, capture_output=True)
+
+    process = subprocess.Popen(_cli(broken), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (broken / "metrics.json").exists():  # epoch 1 done: the run is now inside epoch 2
+        assert process.poll() is None and time.time() < deadline, "the run ended before it could be interrupted"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted = load_checkpoint(broken / "checkpoint.pt")
+    assert not interrupted["finished"], "the kill came too late to test a resume"
+
+    subprocess.run(_cli(broken), check=True, env=env, cwd=ROOT, capture_output=True)
+    expected, resumed = _weights(straight / "checkpoint.pt"), _weights(broken / "checkpoint.pt")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    losses = [e["loss"] for e in json.loads((straight / "metrics.json").read_text())["epochs"]]
+    assert [e["loss"] for e in json.loads((broken / "metrics.json").read_text())["epochs"]] == pytest.approx(losses)
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
+    # an absurd learning rate blows the weights up within a few steps
+    config = pretrain_config(
+        "smoke",
+        aug="flip",
+        **{**SMALL, "checkpoint_every_steps": 1, "log_every_steps": 1, "optimizer": "sgd", "lr": 1e30},
+    )
+    with pytest.raises(NonFiniteLossError, match=r"at epoch \d+ step \d+.*lower --lr.*intact"):
+        pretrain(config, tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")  # still readable
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_learning_rate_warmup_then_cosine():
+    config = pretrain_config("smoke", lr=1.0, epochs=10, warmup_epochs=2, schedule="cosine", final_lr_ratio=0.0)
+    lrs = [learning_rate(config, step, 100) for step in range(100)]
+    assert lrs[0] == pytest.approx(0.05) and lrs[19] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:19], lrs[1:20], strict=True))  # rising
+    assert all(a >= b for a, b in zip(lrs[19:-1], lrs[20:], strict=True))  # falling
+    assert lrs[-1] < 0.01
+
+
+def test_usage_summary_detects_collapse():
+    uniform = usage_summary(torch.full((100,), 5))
+    collapsed = usage_summary(torch.tensor([500] + [0] * 99))
+    assert uniform["usage_entropy"] == pytest.approx(1.0) and uniform["prototypes_used"] == 1.0
+    assert collapsed["usage_entropy"] == pytest.approx(0.0) and collapsed["prototypes_used"] == pytest.approx(0.01)
