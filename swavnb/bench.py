@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import tempfile
@@ -25,6 +24,7 @@ import torch
 
 from swavnb.config import pretrain_config
 from swavnb.data import epoch_permutation, label_subset, load_cifar100
+from swavnb.distributed import device_name
 from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
 from swavnb.reference import reference_loader
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cases.append(case)
                 print(_row(case), flush=True)
     report = {
-        "device": torch.cuda.get_device_name() if gpu else f"cpu: {platform.processor() or platform.machine()}",
+        "device": device_name(torch.device("cuda" if gpu else "cpu")),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "reference_workers": args.workers,
         "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup, "cases": cases,
     }

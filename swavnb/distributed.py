@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -35,6 +37,19 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise ValueError(f"unknown device {name!r}; choose auto, cuda or cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The hardware in words, for results and logs: the GPU's name, or the CPU model and threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"cpu: {model}, {torch.get_num_threads()} threads"
 
 
 def setup(device: str = "auto") -> Runtime:

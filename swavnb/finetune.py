@@ -21,7 +21,7 @@ from swavnb.augment import finetune_transform
 from swavnb.checkpoint import load_checkpoint
 from swavnb.config import FRACTIONS, MODES, PRESETS, FinetuneConfig, finetune_config
 from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset, load_cifar100
-from swavnb.distributed import pick_device
+from swavnb.distributed import device_name, pick_device
 from swavnb.evaluate import per_group_accuracy, topk_accuracy
 from swavnb.model import BACKBONE_DIM, SwAVModel, cifar_resnet18
 from swavnb.probes import extract_features
@@ -52,20 +52,6 @@ def evaluation_data(config: FinetuneConfig) -> tuple[CifarSplit, CifarSplit]:
     if config.test_images:
         test = test.subset(label_subset(test.fine, config.test_images / len(test), config.seed))
     return train, test
-
-
-@torch.no_grad()
-def _logits(model: nn.Module, images: torch.Tensor, device: torch.device, amp: bool, batch: int = 500) -> torch.Tensor:
-    from swavnb.augment import eval_transform
-
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch):
-        x = eval_transform(images[start : start + batch].to(device)).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(model(x).float().cpu())
-    model.train()
-    return torch.cat(out)
 
 
 def _n_steps(config: FinetuneConfig, n_labelled: int, epochs: int) -> tuple[int, int]:
@@ -110,7 +96,7 @@ def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, tes
             running["correct"] += (logits.argmax(1) == labels[index]).sum().item()
             running["seen"] += len(index)
             if step in evals:
-                accuracy = topk_accuracy(_logits(model, test.images, device, config.amp), test.fine)
+                accuracy = topk_accuracy(extract_features(model, test.images, device, amp=config.amp), test.fine)
                 curves.append({"step": step, "epoch": step * batch / len(train),
                                "train_loss": running["loss"] / running["seen"],
                                "train_top1": 100.0 * running["correct"] / running["seen"],
@@ -119,7 +105,7 @@ def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, tes
             if step == n_steps:
                 break
         epoch += 1
-    return _logits(model, test.images, device, config.amp), curves, n_steps * batch / len(train)
+    return extract_features(model, test.images, device, amp=config.amp), curves, n_steps * batch / len(train)
 
 
 def cached_features(backbone: nn.Module, split: CifarSplit, device: torch.device, config: FinetuneConfig,
@@ -213,7 +199,7 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
     row = {
         "preset": config.preset, "aug": aug, "mode": mode, "fraction": fraction, "top1": accuracy[1],
         "top5": accuracy[5], "epochs": round(epochs, 2), "seconds": round(time.perf_counter() - tic, 1),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": device_name(device),
         "n_labels": len(labelled), "test_images": len(test), "checkpoint": str(checkpoint or "none"),
         "curves": curves,
         "per_superclass": per_group_accuracy(logits.argmax(1), test.fine, test.coarse, test.coarse_names),

@@ -25,10 +25,10 @@ from swavnb.augment import AUGMENTATIONS
 from swavnb.checkpoint import CheckpointError, load_checkpoint
 from swavnb.config import FRACTIONS, MODES, PRESETS
 from swavnb.data import check_fraction
-from swavnb.distributed import pick_device
+from swavnb.distributed import device_name, pick_device
 from swavnb.finetune import RESULT, SCRATCH
 from swavnb.results import KNN
-from swavnb.train import CHECKPOINT, METRICS, _device_name
+from swavnb.train import CHECKPOINT, METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -41,7 +41,7 @@ PUBLISHED = {"pretrain": "pretrain-swav", "finetune": "finetune-swav-finetune-0.
 
 def hardware(device: str = "auto") -> str:
     """What ``device`` (auto / cuda / cpu) runs on, in words: the GPU's name or the CPU and its threads."""
-    return _device_name(pick_device(device))
+    return device_name(pick_device(device))
 
 
 @dataclass

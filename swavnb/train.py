@@ -18,10 +18,14 @@ from swavnb.augment import Augmentation, MultiCrop
 from swavnb.checkpoint import load_checkpoint, save_checkpoint
 from swavnb.config import PretrainConfig, as_dict, validate_pretrain
 from swavnb.data import batch_indices, label_subset, load_cifar100, steps_per_epoch
+from swavnb.distributed import device_name
 from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
 
 CHECKPOINT = "checkpoint.pt"
+# where the data lives, which device runs it and how often it logs or saves do not change the result,
+# so a run may resume with other values (another machine, a copy of the dataset, a GPU)
+RESUMABLE_CHANGES = frozenset({"data_root", "device", "log_every_steps", "checkpoint_every_steps"})
 METRICS = "metrics.json"
 
 
@@ -113,8 +117,9 @@ class Pretrainer:
         self.runtime = distributed.setup(config.device)
         device = self.device = self.runtime.device
         self.state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
-        if self.state is not None and self.state["config"] != as_dict(config):
-            changed = sorted(k for k, v in as_dict(config).items() if self.state["config"].get(k) != v)
+        changed = [] if self.state is None else sorted(
+            k for k, v in as_dict(config).items() if k not in RESUMABLE_CHANGES and self.state["config"].get(k) != v)
+        if changed:
             raise ValueError(f"'{self.ckpt_path}' was written with a different config (fields {changed}); "
                              "use another --out folder, or delete it to start over")
 
@@ -145,7 +150,7 @@ class Pretrainer:
                       if local_queue else None)
         self.queue_pushes = 0
         self.epoch, self.start_step = 0, 0
-        self.metrics: dict[str, Any] = {"config": as_dict(config), "device": _device_name(device),
+        self.metrics: dict[str, Any] = {"config": as_dict(config), "device": device_name(device),
                                         "world_size": self.runtime.world_size, "epochs": []}
         if self.state is not None:
             self._restore(self.state)
@@ -312,11 +317,3 @@ def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, progress: bool 
         The metrics dict (also in ``metrics.json``).
     """
     return Pretrainer(config, out_dir, progress).fit()
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -64,9 +64,14 @@ def test_finished_run_is_not_redone(tmp_path):
 
 
 def test_other_config_in_same_folder_is_refused(tmp_path):
-    pretrain(pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1}), tmp_path, progress=False)
-    with pytest.raises(ValueError, match="different config.*lr"):
+    config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1})
+    pretrain(config, tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"different config \(fields \['lr'\]\)"):
         pretrain(pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "lr": 0.5}), tmp_path)
+    # where the data lives and how often the run logs do not change its result: it is simply found finished
+    moved = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "log_every_steps": 3},
+                            data_root=os.environ["SWAVNB_DATA"])
+    assert len(pretrain(moved, tmp_path, progress=False)["epochs"]) == 1
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
