@@ -186,11 +186,6 @@ def as_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def field_help(cls: type) -> dict[str, str]:
-    """Field -> default, for ``--help`` texts."""
-    return {f.name: repr(f.default) for f in fields(cls)}
-
-
 __all__ = [
     "PRESETS", "MODES", "FRACTIONS", "PretrainConfig", "FinetuneConfig", "pretrain_config",
     "finetune_config", "validate_pretrain", "as_dict",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from swavnb import cli
 from swavnb.config import PRESETS, PretrainConfig, pretrain_config
+from swavnb.distributed import teardown
 from swavnb.train import pretrain
 
 
@@ -17,7 +18,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     args, extra = parser.parse_known_args(argv)
     config = pretrain_config(args.preset, **cli.parse_overrides(extra, PretrainConfig))
-    metrics = pretrain(config, args.out, progress=not args.no_progress)
+    try:
+        metrics = pretrain(config, args.out, progress=not args.no_progress)
+    finally:
+        teardown()  # leave torchrun's process group cleanly, also after an error
     last = metrics["epochs"][-1]
     print(f"done: {len(metrics['epochs'])} epochs, loss {last['loss']:.4f}, checkpoint {args.out}/checkpoint.pt")
     return metrics

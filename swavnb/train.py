@@ -93,10 +93,6 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def read_metrics(out_dir: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(out_dir) / METRICS).read_text())
-
-
 def _write_json(path: Path, payload: Any) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1))
