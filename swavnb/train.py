@@ -5,6 +5,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,12 +230,22 @@ class Pretrainer:
                 self.queue[:, :batch] = torch.stack([e.detach() for e in embeddings[: self.augment.n_assign]])
             self.queue_pushes += 1
 
-    def train_step(self, index: torch.Tensor, global_step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SwAV step on the images ``index`` (this rank's shard); returns loss and first-view scores."""
+    def train_step(self, index: torch.Tensor, global_step: int,
+                   phase_done: Callable[[str], None] = lambda phase: None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SwAV step on the images ``index`` (this rank's shard); returns loss and first-view scores.
+
+        ``phase_done`` is called after each phase (augment, forward, sinkhorn_loss,
+        backward_update): the benchmark times the real step through it.
+        """
         self.model.normalize_prototypes()
-        embeddings, scores = self.forward(self.make_views(index))
+        views = self.make_views(index)
+        phase_done("augment")
+        embeddings, scores = self.forward(views)
+        phase_done("forward")
         loss = self.loss(scores)
+        phase_done("sinkhorn_loss")
         self.update(loss, embeddings, global_step)
+        phase_done("backward_update")
         return loss.detach(), scores[0].detach()
 
     def _run_epoch(self, bar: tqdm) -> None:
