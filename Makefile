@@ -7,7 +7,7 @@ PRESET ?= quick
 SWAVNB_DATA ?= $(if $(wildcard ../shared/data/cifar-100-python/train),$(abspath ../shared/data),$(abspath data))
 export SWAVNB_DATA
 
-.PHONY: setup study demo test lint bench clean
+.PHONY: setup study demo test lint bench bench-curve clean
 
 setup: $(VENV)/.installed
 
@@ -29,8 +29,11 @@ test: setup
 lint: setup
 	$(BIN)/ruff check swavnb tests
 
-bench: setup
+bench: setup  ## throughput of our training step vs the torchvision DataLoader pipeline
 	$(BIN)/python -m swavnb.bench --json results/bench-cpu.json
+
+bench-curve: setup  ## the same quick run through both pipelines: do the loss curves agree?
+	$(BIN)/python -m swavnb.bench --loss-curve --json results/loss-curve-cpu.json --figures figures
 
 clean:
 	rm -rf runs .pytest_cache

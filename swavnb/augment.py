@@ -25,7 +25,7 @@ class MultiCrop:
     """Crop sizes and scales of the ``swav`` strategy (SwAV sec. 3.2, scaled to 32 px)."""
 
     n_global: int = 2  # views that get Sinkhorn codes; SwAV uses 2
-    global_size: int = 32  # CIFAR's full resolution
+    global_size: int = 32  # the training images' resolution (CIFAR's 32 px, or a CPU preset's 16)
     global_scale: tuple[float, float] = (0.14, 1.0)  # area range of SwAV's 224 px crops
     n_local: int = 4  # cheap low-resolution views that only predict codes
     local_size: int = 16  # 96/224 of 32 px, rounded up to a multiple of 8
@@ -175,12 +175,12 @@ class Augmentation:
     @property
     def view_sizes(self) -> list[int]:
         if self.name != "swav":
-            return [32] * self.n_views
+            return [self.multicrop.global_size] * self.n_views
         crop = self.multicrop
         return [crop.global_size] * crop.n_global + [crop.local_size] * crop.n_local
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
-        """(B, 3, 32, 32) uint8 -> list of (B, 3, S, S) float32 views, normalised."""
+        """(B, 3, S, S) uint8 -> list of float32 views, normalised, sized as ``view_sizes``."""
         x = to_unit_float(images)
         if self.name == "swav":
             crop = self.multicrop
@@ -206,11 +206,13 @@ def eval_transform(images: torch.Tensor) -> torch.Tensor:
     return normalize(to_unit_float(images))
 
 
-def finetune_transform(images: torch.Tensor, generator: torch.Generator, max_shift: int = 4) -> torch.Tensor:
+def finetune_transform(images: torch.Tensor, generator: torch.Generator, max_shift: int | None = None) -> torch.Tensor:
     """The standard supervised CIFAR augmentation: flip and a random shift of up to
-    ``max_shift`` pixels with black padding (pad-4 random crop), one view."""
+    ``max_shift`` pixels with black padding (pad-4 random crop at 32 px; by default
+    an eighth of the image side), one view."""
     x = to_unit_float(images)
     n, size = x.shape[0], x.shape[-1]
+    max_shift = size // 8 if max_shift is None else max_shift
     shift = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator, device=x.device)
     mirror = torch.where(_bernoulli(0.5, n, generator, x.device), -1.0, 1.0)
     theta = torch.zeros(n, 2, 3, device=x.device)

@@ -11,6 +11,8 @@ after warm-up is reported.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import os
 import resource
@@ -22,13 +24,11 @@ from typing import Any
 
 import torch
 
-from swavnb.config import pretrain_config
-from swavnb.data import epoch_permutation, label_subset, load_cifar100
-from swavnb.distributed import device_name
-from swavnb.loss import swav_loss
-from swavnb.model import SwAVModel
-from swavnb.reference import reference_loader
-from swavnb.train import Pretrainer, make_augmentation
+from swavnb.config import PretrainConfig, pretrain_config
+from swavnb.data import batch_indices, epoch_permutation, label_subset, load_cifar100
+from swavnb.distributed import device_name, pick_device
+from swavnb.reference import ReferenceTrainer
+from swavnb.train import Pretrainer, learning_rate, training_images
 
 
 def _sync(device: torch.device) -> None:
@@ -100,29 +100,61 @@ def bench_ours(aug: str, batch: int, args: argparse.Namespace, out: Path) -> dic
 def bench_reference(aug: str, batch: int, args: argparse.Namespace, images: torch.Tensor,
                     device: torch.device) -> dict[str, Any]:
     config = pretrain_config("paper", aug=aug, batch_size=batch)
-    augment = make_augmentation(config)
-    torch.manual_seed(0)
-    model = SwAVModel(config.feat_dim, config.n_prototypes, config.head, config.hidden_dim).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    loader = reference_loader(images, aug, batch, args.workers, multicrop=augment.multicrop)
+    trainer = ReferenceTrainer(config, images, args.workers, device)
     _reset_memory(device)
-    batches = iter(())
-
-    def step() -> None:
-        nonlocal batches
-        views = next(batches, None)
-        if views is None:
-            batches = iter(loader)
-            views = next(batches)
-        model.normalize_prototypes()
-        _, scores = model([v.to(device, non_blocking=True) for v in views])
-        loss = swav_loss(scores, augment.n_assign)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    times = _timed(step, args.steps, args.warmup, args.repeats, device)
+    counter = iter(range(10**9))
+    times = _timed(lambda: trainer.train_step(next(counter)), args.steps, args.warmup, args.repeats, device)
     return {"img_per_s": batch * args.steps / statistics.median(times), "peak_mem_mb": _peak_memory_mb(device)}
+
+
+def _ours_losses(config: PretrainConfig, out: Path) -> tuple[list[float], dict[str, Any]]:
+    """Per-step losses of ``Pretrainer.train_step`` over ``config.epochs``, and the model's initial weights."""
+    trainer = Pretrainer(config, out, progress=False)
+    init = copy.deepcopy(trainer.model.state_dict())
+    losses = []
+    for epoch in range(config.epochs):
+        trainer.epoch = epoch
+        for step, index in enumerate(batch_indices(len(trainer.images), config.batch_size, config.seed, epoch,
+                                                   trainer.device)):
+            global_step = epoch * trainer.per_epoch + step
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = learning_rate(config, global_step, trainer.total_steps)
+            losses.append(trainer.train_step(index, global_step)[0].item())
+    return losses, init
+
+
+def _window_means(losses: list[float], n_windows: int) -> list[float]:
+    return [float(chunk.mean()) for chunk in torch.tensor(losses).chunk(n_windows)]
+
+
+def loss_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Does the fast path train like the standard one? Same preset, seed and initial weights, three runs.
+
+    ``ours`` and ``reference`` (float32, torchvision PIL loader) start from identical
+    weights with the same seed; ``ours, seed + 1`` measures how far an honest rerun
+    moves the curve. The fast path passes when its mean gap to the reference over
+    ``args.windows`` equal windows of steps is no larger than the gap between the
+    two seeds.
+    """
+    config = pretrain_config(args.preset, aug=args.augs.split(",")[0], epochs=args.curve_epochs,
+                             device=args.device, seed=args.seed)
+    ours, init = _ours_losses(config, out / "ours")
+    rerun, _ = _ours_losses(dataclasses.replace(config, seed=config.seed + 1), out / "rerun")
+    reference = ReferenceTrainer(config, training_images(config).images, args.workers, pick_device(config.device),
+                                 init_state=init)
+    reference_losses = [reference.train_step(step).item() for step in range(len(ours))]
+    windows = {name: _window_means(curve, args.windows)
+               for name, curve in (("ours", ours), ("reference", reference_losses), ("rerun", rerun))}
+    path_gap = [abs(a - b) for a, b in zip(windows["ours"], windows["reference"], strict=True)]
+    seed_gap = [abs(a - b) for a, b in zip(windows["ours"], windows["rerun"], strict=True)]
+    mean_path_gap, mean_seed_gap = sum(path_gap) / len(path_gap), sum(seed_gap) / len(seed_gap)
+    return {
+        "preset": config.preset, "aug": config.aug, "seed": config.seed, "epochs": config.epochs,
+        "batch": config.batch_size, "steps": len(ours),
+        "curves": {"ours": ours, "reference": reference_losses, f"ours, seed {config.seed + 1}": rerun},
+        "window_means": windows, "mean_path_gap": mean_path_gap, "mean_seed_gap": mean_seed_gap,
+        "within_noise": mean_path_gap <= mean_seed_gap,
+    }
 
 
 HEADER = (f"{'case':<6}{'batch':>6}{'ours img/s':>12}{'ref img/s':>11}{'ratio':>7}"
@@ -147,10 +179,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--images", type=int, default=0, help="training images held (0 = all 50,000)")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model too")
     parser.add_argument("--json", default="", help="write the results here")
+    curve = parser.add_argument_group("--loss-curve: the fast and the reference path train the same run")
+    curve.add_argument("--loss-curve", action="store_true", help="compare loss curves instead of timing")
+    curve.add_argument("--preset", default="quick", help="pretraining preset of the compared runs")
+    curve.add_argument("--curve-epochs", type=int, default=2, help="epochs of each compared run")
+    curve.add_argument("--seed", type=int, default=0)
+    curve.add_argument("--windows", type=int, default=6, help="equal step windows whose mean losses are compared")
+    curve.add_argument("--figures", default="", help="also save the curves as FIGURES/loss-curve-<device>.png/svg")
     args = parser.parse_args(argv)
     gpu = torch.cuda.is_available() and args.device != "cpu"
     args.steps = args.steps or (20 if gpu else 3)
     args.workers = args.workers or len(os.sched_getaffinity(0))
+    if args.loss_curve:
+        return _loss_curve_main(args, gpu)
     batches = [int(b) for b in (args.batches or ("256" if gpu else "64")).split(",")]
 
     train = load_cifar100("train")
@@ -178,6 +219,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _loss_curve_main(args: argparse.Namespace, gpu: bool) -> dict[str, Any]:
+    tic = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = loss_curve(args, Path(tmp))
+    report.update(device=device_name(torch.device("cuda" if gpu else "cpu")), torch=torch.__version__,
+                  threads=torch.get_num_threads(), reference_workers=args.workers,
+                  seconds=time.perf_counter() - tic)
+    print(f"{report['preset']}/{report['aug']}, {report['steps']} steps of batch {report['batch']}, "
+          f"{args.windows} windows of mean loss:")
+    for name, means in report["window_means"].items():
+        print(f"  {name:<10}" + "".join(f"{m:8.3f}" for m in means))
+    verdict = "within" if report["within_noise"] else "OUTSIDE"
+    print(f"mean gap ours-reference {report['mean_path_gap']:.4f} vs seed-to-seed {report['mean_seed_gap']:.4f}: "
+          f"{verdict} noise ({report['seconds']:.0f} s on {report['device']})")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.figures:
+        from swavnb.plots import save_figure, step_loss_curves
+
+        kind = "gpu" if gpu else "cpu"
+        title = f"{report['preset']}/{report['aug']}: fast path vs reference ({report['device']})"
+        save_figure(step_loss_curves(report["curves"], title=title), args.figures, f"loss-curve-{kind}")
     return report
 
 

@@ -30,14 +30,23 @@ RESULT = "result.json"
 SCRATCH = "scratch"  # the aug name of random-init rows, as in results.csv
 
 
-def load_backbone(checkpoint: str | None, seed: int) -> tuple[nn.Module, str]:
-    """The pretrained ResNet-18 of a checkpoint, or a random one; with the row's aug label."""
+def load_backbone(checkpoint: str | None, seed: int, image_size: int | None = None) -> tuple[nn.Module, str]:
+    """The pretrained ResNet-18 of a checkpoint, or a random one; with the row's aug label.
+
+    Args:
+        image_size: the resolution it will be evaluated at; if given, it must be the
+            checkpoint's pretraining resolution (features do not transfer across scales).
+    """
     if checkpoint in (None, "", "none"):
         torch.manual_seed(seed)
         return cifar_resnet18(), SCRATCH
     state = load_checkpoint(checkpoint)
     if not state["finished"]:
         raise ValueError(f"'{checkpoint}' is an unfinished pretraining run; rerun its pretrain command to finish it")
+    trained_at = state["config"].get("image_size", 32)
+    if image_size is not None and image_size != trained_at:
+        raise ValueError(f"'{checkpoint}' was pretrained at {trained_at} px but evaluation is at {image_size} px; "
+                         f"pass --image_size {trained_at} (or the preset it was trained with)")
     model = SwAVModel(**state["model_hparams"])
     model.load_state_dict(state["model"])
     return model.backbone, state["config"]["aug"]
@@ -51,7 +60,7 @@ def evaluation_data(config: FinetuneConfig) -> tuple[CifarSplit, CifarSplit]:
         train = train.subset(label_subset(train.fine, config.train_images / len(train), config.seed))
     if config.test_images:
         test = test.subset(label_subset(test.fine, config.test_images / len(test), config.seed))
-    return train, test
+    return train.resized(config.image_size), test.resized(config.image_size)
 
 
 def _n_steps(config: FinetuneConfig, n_labelled: int, epochs: int) -> tuple[int, int]:
@@ -108,12 +117,18 @@ def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, tes
     return extract_features(model, test.images, device, amp=config.amp), curves, n_steps * batch / len(train)
 
 
+def feature_tag(checkpoint: str | None, aug: str) -> str:
+    """What identifies a backbone in the feature cache (linear evaluation and the probes share it)."""
+    return SCRATCH if aug == SCRATCH else str(Path(checkpoint).resolve())
+
+
 def cached_features(backbone: nn.Module, split: CifarSplit, device: torch.device, config: FinetuneConfig,
                     cache: Path | None, tag: str) -> torch.Tensor:
     """Backbone features of a split, kept on disk so the five fractions extract them once."""
     path = None
     if cache is not None:
-        key = hashlib.sha1(f"{tag}|{len(split)}|{config.seed}|{split.fine[:50].tolist()}".encode()).hexdigest()[:12]
+        signature = f"{tag}|{len(split)}|{split.images.shape[-1]}px|{config.seed}|{split.fine[:50].tolist()}"
+        key = hashlib.sha1(signature.encode()).hexdigest()[:12]
         path = cache / f"features-{key}.pt"
         if path.exists():
             return torch.load(path, weights_only=True)
@@ -180,7 +195,7 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     tic = time.perf_counter()
     device = pick_device(config.device)
-    backbone, aug = load_backbone(checkpoint, config.seed)
+    backbone, aug = load_backbone(checkpoint, config.seed, config.image_size)
     pool, test = evaluation_data(config)
     labelled = pool.subset(label_subset(pool.fine, fraction, config.seed))
     if mode == "finetune":
@@ -189,7 +204,7 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
         if cache_dir is None and checkpoint not in (None, "", "none"):
             cache_dir = Path(checkpoint).parent
         cache = None if cache_dir is None else Path(cache_dir)
-        tag = f"{Path(checkpoint).resolve() if aug != SCRATCH else 'scratch'}"
+        tag = feature_tag(checkpoint, aug)
         pool_features = cached_features(backbone, pool, device, config, cache, tag + "|train")
         test_features = cached_features(backbone, test, device, config, cache, tag + "|test")
         chosen = label_subset(pool.fine, fraction, config.seed)
@@ -200,7 +215,8 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
         "preset": config.preset, "aug": aug, "mode": mode, "fraction": fraction, "top1": accuracy[1],
         "top5": accuracy[5], "epochs": round(epochs, 2), "seconds": round(time.perf_counter() - tic, 1),
         "device": device_name(device),
-        "n_labels": len(labelled), "test_images": len(test), "checkpoint": str(checkpoint or "none"),
+        "n_labels": len(labelled), "test_images": len(test), "image_size": config.image_size,
+        "checkpoint": str(checkpoint or "none"),
         "curves": curves,
         "per_superclass": per_group_accuracy(logits.argmax(1), test.fine, test.coarse, test.coarse_names),
     }

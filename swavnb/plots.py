@@ -253,6 +253,24 @@ def loss_curves(metrics_by_aug: Mapping[str, Mapping[str, Any]]) -> Figure:
     return fig
 
 
+def step_loss_curves(curves: Mapping[str, Sequence[float]], window: int = 5, title: str = "") -> Figure:
+    """Per-step pretraining loss of several runs (faint) with a ``window``-step running mean (solid).
+
+    Args:
+        curves: run label -> loss at every step, as ``swavnb.bench --loss-curve`` records them.
+    """
+    fig, axes = _figure(1, 1, (7.0, 4.0))
+    ax = axes[0, 0]
+    for i, (label, losses) in enumerate(curves.items()):
+        series = pd.Series(losses, index=np.arange(1, len(losses) + 1))
+        color = _PALETTE[i % len(_PALETTE)]
+        ax.plot(series.index, series, color=color, alpha=0.25, linewidth=0.8)
+        ax.plot(series.index, series.rolling(window, min_periods=1).mean(), color=color, label=label)
+    ax.set(xlabel="step", ylabel="SwAV loss", title=title)
+    ax.legend()
+    return fig
+
+
 def save_figure(fig: Figure, folder: str | os.PathLike, name: str) -> list[Path]:
     """Write ``folder/name.png`` and ``folder/name.svg``; returns both paths.
 

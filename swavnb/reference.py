@@ -5,12 +5,18 @@ float32 tensors: what ``swavnb.augment`` replaces with batched on-device ops.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from swavnb.augment import CIFAR100_MEAN, CIFAR100_STD, SEED_JITTER, SWAV_JITTER, ColorJitter, MultiCrop
+from swavnb.config import PretrainConfig
+from swavnb.loss import swav_loss
+from swavnb.model import SwAVModel
+from swavnb.train import learning_rate, make_augmentation, make_optimizer
 
 
 def _jitter(jitter: ColorJitter) -> T.RandomApply:
@@ -55,3 +61,55 @@ def reference_loader(images: torch.Tensor, name: str, batch_size: int, workers: 
     dataset = MultiViewDataset(images.cpu(), view_transforms(name, multicrop))
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+
+
+class ReferenceTrainer:
+    """The seed's training step fed by :func:`reference_loader`, in float32: the baseline of the benchmark.
+
+    Same model, ``swav_loss``, optimiser, learning-rate schedule and prototype freezing
+    as ``Pretrainer``; only the input pipeline and the precision differ. The queue is
+    left out: the presets the benchmark compares (``paper``, ``quick``) have none.
+
+    Args:
+        config: the run's pretraining config (aug, batch size, loss and optimiser settings).
+        images: (N, 3, 32, 32) uint8 training images.
+        workers: DataLoader worker processes.
+        device: where the model trains.
+        init_state: a ``SwAVModel`` state dict to start from (so both paths share one init).
+    """
+
+    def __init__(self, config: PretrainConfig, images: torch.Tensor, workers: int, device: torch.device,
+                 init_state: dict[str, Any] | None = None) -> None:
+        if config.queue_length:
+            raise ValueError("the reference path has no queue; compare runs with --queue_length 0")
+        self.config, self.device = config, device
+        self.augment = make_augmentation(config)
+        torch.manual_seed(config.seed)
+        self.model = SwAVModel(config.feat_dim, config.n_prototypes, config.head, config.hidden_dim).to(device)
+        if init_state is not None:
+            self.model.load_state_dict(init_state)
+        self.optimizer = make_optimizer(config, self.model, fused=False)  # torch's default, as people write it
+        self.loader = reference_loader(images, config.aug, config.batch_size, workers, config.seed,
+                                       self.augment.multicrop)
+        self.total_steps = len(self.loader) * config.epochs
+        self.freeze_steps = int(config.freeze_prototypes_epochs * len(self.loader))
+        self.batches = iter(())
+
+    def train_step(self, global_step: int) -> torch.Tensor:
+        """One step on the loader's next batch (a new epoch starts when it runs out); returns the loss."""
+        views = next(self.batches, None)
+        if views is None:
+            self.batches = iter(self.loader)
+            views = next(self.batches)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, global_step, self.total_steps)
+        self.model.normalize_prototypes()
+        _, scores = self.model([v.to(self.device, non_blocking=True) for v in views])
+        config = self.config
+        loss = swav_loss(scores, self.augment.n_assign, config.temperature, config.epsilon, config.sinkhorn_iters)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if global_step < self.freeze_steps:
+            self.model.prototypes.weight.grad = None
+        self.optimizer.step()
+        return loss.detach()

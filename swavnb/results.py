@@ -46,7 +46,7 @@ def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
 
     Returns:
         The :data:`COLUMNS` first, in that order, then any other flat fields
-        (n_labels, test_images, checkpoint); sorted by aug, mode and fraction.
+        (n_labels, test_images, image_size, checkpoint); sorted by aug, mode and fraction.
     """
     rows = [json.loads(path.read_text()) for path in sorted(Path(run_dir).rglob(RESULT))]
     rows = [{k: v for k, v in row.items() if k not in _NESTED} for row in rows]
@@ -167,6 +167,8 @@ def markdown_tables(rows: pd.DataFrame, knn: pd.DataFrame, preset: str,
     setup = []
     if "test_images" in rows and len(rows):
         setup.append(f"test images: {', '.join(str(int(n)) for n in sorted(rows['test_images'].unique()))}")
+    if "image_size" in rows and len(rows):
+        setup.append(f"image size: {', '.join(f'{int(n)} px' for n in sorted(rows['image_size'].unique()))}")
     if len(rows):
         setup.append(f"device: {', '.join(sorted(rows['device'].astype(str).unique()))}")
     parts = [f"# Results of preset `{preset}`",

@@ -18,7 +18,7 @@ from swavnb import distributed
 from swavnb.augment import Augmentation, MultiCrop
 from swavnb.checkpoint import load_checkpoint, save_checkpoint
 from swavnb.config import PretrainConfig, as_dict, validate_pretrain
-from swavnb.data import batch_indices, label_subset, load_cifar100, steps_per_epoch
+from swavnb.data import CifarSplit, batch_indices, label_subset, load_cifar100, steps_per_epoch
 from swavnb.distributed import device_name
 from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
@@ -36,7 +36,8 @@ class NonFiniteLossError(FloatingPointError):
 
 def make_augmentation(config: PretrainConfig) -> Augmentation:
     crop = MultiCrop(
-        n_local=config.n_local_crops, local_size=config.local_size, global_scale=(config.global_scale_min, 1.0),
+        global_size=config.image_size, n_local=config.n_local_crops, local_size=config.local_size,
+        global_scale=(config.global_scale_min, 1.0),
         local_scale=(config.local_scale_min, config.local_scale_max),
     )
     return Augmentation(config.aug, multicrop=crop)
@@ -55,9 +56,11 @@ def learning_rate(config: PretrainConfig, step: int, total_steps: int) -> float:
     return final + 0.5 * (config.lr - final) * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(config: PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(config: PretrainConfig, model: torch.nn.Module, fused: bool = True) -> torch.optim.Optimizer:
+    """The run's optimiser. ``fused`` Adam updates all parameters in one kernel (same maths, fewer
+    memory passes); fused SGD is not used: it fails once frozen prototypes join without a momentum buffer."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
 
 
@@ -100,6 +103,14 @@ def _write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def training_images(config: PretrainConfig) -> CifarSplit:
+    """The training split a run learns from (all of it, or the preset's stratified subset), at its resolution."""
+    train = load_cifar100("train", config.data_root or None)
+    if config.train_images:
+        train = train.subset(label_subset(train.fine, config.train_images / len(train), config.seed))
+    return train.resized(config.image_size)
+
+
 class Pretrainer:
     """One SwAV pretraining run in ``out_dir``: builds everything, resumes, trains, saves.
 
@@ -121,10 +132,8 @@ class Pretrainer:
                              "use another --out folder, or delete it to start over")
 
         torch.manual_seed(config.seed)
-        train = load_cifar100("train", config.data_root or None)
-        if config.train_images:
-            train = train.subset(label_subset(train.fine, config.train_images / len(train), config.seed))
-        self.images = train.images.to(device)  # the whole split stays on the device: no loader, no per-step copies
+        # the whole split stays on the device: no loader, no per-step copies
+        self.images = training_images(config).images.to(device)
         self.per_epoch = steps_per_epoch(len(self.images), config.batch_size)
         if self.per_epoch == 0:
             raise ValueError(f"batch_size {config.batch_size} is larger than the {len(self.images)} training images")

@@ -22,6 +22,9 @@ from swavnb.augment import (
     random_resized_crop_flip,
     to_unit_float,
 )
+from swavnb.config import pretrain_config
+from swavnb.data import downsample
+from swavnb.train import make_augmentation
 
 MEAN = torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(CIFAR100_STD).view(1, 3, 1, 1)
@@ -254,3 +257,11 @@ def test_hue_shift_spans_the_requested_fraction_of_the_wheel(real_images):
     assert len(per_image) > 30
     assert np.abs(per_image).max() <= 0.1 + 2e-3
     assert per_image.max() > 0.08 and per_image.min() < -0.08
+
+
+@pytest.mark.parametrize("name", ["flip", "jitter", "swav"])
+def test_low_resolution_runs_get_views_at_their_size(real_images, name):
+    augment = make_augmentation(pretrain_config("quick", aug=name, image_size=16, local_size=8, n_local_crops=2))
+    views = augment(downsample(real_images[:8], 16), gen())
+    assert [tuple(v.shape[-2:]) for v in views] == [(s, s) for s in augment.view_sizes]
+    assert augment.view_sizes[:2] == [16, 16] and (name != "swav" or augment.view_sizes[2:] == [8, 8])

@@ -55,6 +55,8 @@ def test_string_overrides_are_typed():
         (dict(epochs="many"), "cannot read 'many' as int"),
         (dict(amp="maybe"), "cannot read 'maybe' as bool"),
         (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(image_size=24), "image_size must be 32, 16 or 8"),
+        (dict(image_size=16, local_size=24), r"local_size must be in \[1, image_size=16\]"),
         (dict(colour=1), "unknown PretrainConfig field"),
     ],
 )

@@ -14,6 +14,7 @@ from swavnb.data import (
     FOLDER,
     DatasetNotFoundError,
     batch_indices,
+    downsample,
     find_cifar100,
     label_subset,
     load_cifar100,
@@ -202,3 +203,20 @@ def test_subset_and_to_keep_labels_with_images(train_split):
     assert moved.images.device.type == "cpu"
     assert torch.equal(moved.images, sub.images) and torch.equal(moved.fine, sub.fine)
     assert torch.equal(moved.coarse, sub.coarse)
+
+
+def test_downsample_averages_blocks_of_real_images(train_split):
+    images = train_split.images[:16]
+    half = downsample(images, 16)
+    assert half.shape == (16, 3, 16, 16) and half.dtype == torch.uint8
+    blocks = images.double().view(16, 3, 16, 2, 16, 2).mean(dim=(3, 5))
+    assert (half.double() - blocks).abs().max() <= 0.5  # rounded block means
+    assert torch.equal(downsample(images, 32), images)
+    small = train_split.subset(slice(0, 16)).resized(8)
+    assert small.images.shape[-1] == 8 and torch.equal(small.fine, train_split.fine[:16])
+
+
+@pytest.mark.parametrize("size", [4, 12, 24, 64])
+def test_downsample_rejects_uneven_sizes(train_split, size):
+    with pytest.raises(ValueError, match="image_size must be 32, 16 or 8"):
+        downsample(train_split.images[:2], size)

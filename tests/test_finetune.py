@@ -56,3 +56,13 @@ def test_fraction_outside_unit_interval(tmp_path, fraction):
 def test_unknown_mode(tmp_path):
     with pytest.raises(ValueError, match="unknown mode 'probe'; choose one of finetune, linear"):
         finetune("none", 0.1, "probe", tmp_path, finetune_config("smoke", **TINY))
+
+
+def test_resolution_must_match_the_checkpoint(tmp_path, checkpoint):
+    with pytest.raises(ValueError, match="pretrained at 32 px but evaluation is at 16 px; pass --image_size 32"):
+        finetune(str(checkpoint), 0.5, "linear", tmp_path, finetune_config("smoke", **TINY, image_size=16))
+
+
+def test_low_resolution_evaluation_runs_at_that_size(tmp_path):
+    row = finetune("none", 0.5, "finetune", tmp_path, finetune_config("smoke", **TINY, image_size=16))
+    assert row["image_size"] == 16 and 0 <= row["top1"] <= row["top5"] <= 100

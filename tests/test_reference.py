@@ -1,10 +1,14 @@
-"""The benchmark's reference pipeline and our batched views agree in distribution."""
+"""The benchmark's reference pipeline: its views agree with ours in distribution, its trainer with Pretrainer."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from swavnb.augment import Augmentation, MultiCrop, denormalize
-from swavnb.reference import MultiViewDataset, reference_loader, view_transforms
+from swavnb.config import pretrain_config
+from swavnb.model import SwAVModel
+from swavnb.reference import MultiViewDataset, ReferenceTrainer, reference_loader, view_transforms
+from swavnb.train import learning_rate
 
 
 def _statistics(views: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -36,3 +40,33 @@ def test_reference_loader_yields_view_batches(real_images):
     assert len(batches) == 2  # the last partial batch is dropped, as in pretraining
     assert [v.shape for v in batches[0]] == [(8, 3, 32, 32)] * 2
     assert len(view_transforms("swav", MultiCrop(n_local=3))) == 5
+
+
+def test_reference_trainer_starts_from_given_weights_and_follows_the_schedule(real_images):
+    config = pretrain_config("smoke", aug="flip", batch_size=8, epochs=2, warmup_epochs=1, schedule="cosine")
+    init = SwAVModel(config.feat_dim, config.n_prototypes, config.head, config.hidden_dim).state_dict()
+    trainer = ReferenceTrainer(config, real_images[:32], workers=0, device=torch.device("cpu"), init_state=init)
+    assert all(torch.equal(value, init[name]) for name, value in trainer.model.state_dict().items())
+    losses = torch.stack([trainer.train_step(step) for step in range(6)])  # 4 steps per epoch: crosses into epoch 2
+    assert torch.isfinite(losses).all()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(learning_rate(config, 5, trainer.total_steps))
+    assert trainer.total_steps == 8
+    assert not torch.equal(trainer.model.state_dict()["prototypes.weight"], init["prototypes.weight"])
+
+
+def test_reference_trainer_freezes_prototypes_like_pretrainer(real_images):
+    config = pretrain_config("smoke", aug="flip", batch_size=8, freeze_prototypes_epochs=0.5)  # 2 of 4 steps
+    trainer = ReferenceTrainer(config, real_images[:32], workers=0, device=torch.device("cpu"))
+    prototypes = trainer.model.prototypes.weight
+    trainer.model.normalize_prototypes()
+    start = prototypes.detach().clone()
+    trainer.train_step(0), trainer.train_step(1)
+    torch.testing.assert_close(prototypes.detach(), start, rtol=0, atol=1e-6)  # only renormalisation rounding
+    trainer.train_step(2)
+    assert (prototypes.detach() - start).abs().max() > 1e-4  # Adam's first step moves each weight by ~lr
+
+
+def test_reference_trainer_refuses_what_it_does_not_implement(real_images):
+    config = pretrain_config("smoke", aug="flip", queue_length=64)
+    with pytest.raises(ValueError, match="no queue"):
+        ReferenceTrainer(config, real_images[:32], workers=0, device=torch.device("cpu"))
