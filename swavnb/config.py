@@ -103,7 +103,7 @@ _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # 300 prototypes (3000 need far larger batches or a queue) and a sharper Sinkhorn (epsilon 0.02: at 0.05 the
     # codes of near-identical early embeddings are almost uniform, so the loss sits at log K and nothing is learned)
     "quick": dict(
-        image_size=16, local_size=8, n_local_crops=2, train_images=10000, epochs=4, batch_size=64, head="mlp",
+        image_size=16, local_size=8, n_local_crops=2, train_images=9000, epochs=4, batch_size=64, head="mlp",
         n_prototypes=300, epsilon=0.02, optimizer="sgd", lr=0.1, weight_decay=1e-5, warmup_epochs=1,
         schedule="cosine", freeze_prototypes_epochs=0.5, log_every_steps=5,
     ),
@@ -117,8 +117,8 @@ _FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "swav": {},
     # 16 px like its pretraining, a 5,000-image labelled pool (50 per class), a 2,000-image stratified test subset;
-    # at least 40 steps so the 1 % and 10 % runs train the head at all
-    "quick": dict(image_size=16, train_images=5000, test_images=2000, epochs=2, min_steps=40, batch_size=64,
+    # one epoch, but at least 40 steps so the 1 % and 10 % runs train the head at all
+    "quick": dict(image_size=16, train_images=5000, test_images=2000, epochs=1, min_steps=40, batch_size=64,
                   linear_epochs=30, n_evals=2, tsne_images=1000),
     "smoke": dict(
         train_images=200, test_images=100, epochs=1, min_steps=3, batch_size=32, linear_epochs=5,
