@@ -125,8 +125,10 @@ class Pretrainer:
         self.runtime = distributed.setup(config.device)
         device = self.device = self.runtime.device
         self.state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
+        # a field added after the checkpoint was written counts as its default (image_size: 32), as it ran then
+        saved = {**as_dict(PretrainConfig()), **(self.state or {}).get("config", {})}
         changed = [] if self.state is None else sorted(
-            k for k, v in as_dict(config).items() if k not in RESUMABLE_CHANGES and self.state["config"].get(k) != v)
+            k for k, v in as_dict(config).items() if k not in RESUMABLE_CHANGES and saved[k] != v)
         if changed:
             raise ValueError(f"'{self.ckpt_path}' was written with a different config (fields {changed}); "
                              "use another --out folder, or delete it to start over")

@@ -74,6 +74,17 @@ def test_other_config_in_same_folder_is_refused(tmp_path):
     assert len(pretrain(moved, tmp_path, progress=False)["epochs"]) == 1
 
 
+def test_checkpoint_from_before_a_new_field_resumes_with_its_default(tmp_path):
+    config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1})
+    pretrain(config, tmp_path, progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    del state["config"]["image_size"]  # as written before image_size existed (everything ran at 32 px)
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert len(pretrain(config, tmp_path, progress=False)["epochs"]) == 1
+    with pytest.raises(ValueError, match=r"fields \['image_size'\]"):
+        pretrain(pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "image_size": 16}), tmp_path)
+
+
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     """A run killed with SIGKILL mid-epoch and rerun ends with bit-identical weights."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
