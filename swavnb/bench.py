@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from swavnb.config import PretrainConfig, pretrain_config
-from swavnb.data import batch_indices, epoch_permutation, label_subset, load_cifar100
+from swavnb.data import batch_indices, epoch_permutation
 from swavnb.distributed import device_name, pick_device
 from swavnb.reference import ReferenceTrainer
 from swavnb.train import Pretrainer, learning_rate, training_images
@@ -194,9 +194,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return _loss_curve_main(args, gpu)
     batches = [int(b) for b in (args.batches or ("256" if gpu else "64")).split(",")]
 
-    train = load_cifar100("train")
-    if args.images:
-        train = train.subset(label_subset(train.fine, args.images / len(train)))
+    # the images ours trains on (Pretrainer picks the same subset from train_images), loaded once for every case
+    train = training_images(pretrain_config("paper", train_images=args.images))
     cases = []
     print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
