@@ -84,6 +84,10 @@ class FinetuneConfig:
     knn_k: tuple[int, ...] = (20, 200)
     knn_temperature: float = 0.07
     tsne_images: int = 2000  # t-SNE is quadratic-ish: a stratified sample of the test set
+    # BN statistics behind frozen features (linear, k-NN, t-SNE): "precise" recomputes them on the clean labelled
+    # pool, the same way for every encoder; "ema" keeps pretraining's running averages, which multi-crop takes
+    # from its small local crops (and a random-init backbone from nothing: mean 0, variance 1)
+    bn_stats: str = "precise"
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
@@ -174,8 +178,12 @@ def pretrain_config(preset: str = "quick", **overrides: Any) -> PretrainConfig:
 
 def finetune_config(preset: str = "quick", **overrides: Any) -> FinetuneConfig:
     """The preset's evaluation config with ``overrides`` applied (strings are parsed)."""
+    from swavnb.probes import BN_STATS
+
     config = _build(FinetuneConfig, _FINETUNE_PRESETS, preset, overrides)
     check_image_size(config.image_size)
+    if config.bn_stats not in BN_STATS:
+        raise ValueError(f"unknown bn_stats {config.bn_stats!r}; choose one of {', '.join(BN_STATS)}")
     return config
 
 

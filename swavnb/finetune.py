@@ -24,7 +24,7 @@ from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset,
 from swavnb.distributed import device_name, pick_device
 from swavnb.evaluate import per_group_accuracy, topk_accuracy
 from swavnb.model import BACKBONE_DIM, SwAVModel, cifar_resnet18
-from swavnb.probes import extract_features
+from swavnb.probes import BN_STATS, extract_features, precise_batchnorm
 
 RESULT = "result.json"
 SCRATCH = "scratch"  # the aug name of random-init rows, as in results.csv
@@ -122,24 +122,51 @@ def feature_tag(checkpoint: str | None, aug: str) -> str:
     return SCRATCH if aug == SCRATCH else str(Path(checkpoint).resolve())
 
 
-def cached_features(backbone: nn.Module, split: CifarSplit, device: torch.device, config: FinetuneConfig,
-                    cache: Path | None, tag: str) -> torch.Tensor:
-    """Backbone features of a split, kept on disk so the five fractions extract them once."""
-    path = None
-    if cache is not None:
-        signature = f"{tag}|{len(split)}|{split.images.shape[-1]}px|{config.seed}|{split.fine[:50].tolist()}"
-        key = hashlib.sha1(signature.encode()).hexdigest()[:12]
-        path = cache / f"features-{key}.pt"
-        if path.exists():
-            return torch.load(path, weights_only=True)
-    features = extract_features(backbone.to(device), split.images, device, amp=config.amp,
-                                channels_last=config.channels_last)
-    if path is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(features, tmp)
-        os.replace(tmp, path)
-    return features
+def _cache_path(cache: Path | None, tag: str, split: CifarSplit, config: FinetuneConfig, bn_stats: str) -> Path | None:
+    if cache is None:
+        return None
+    signature = f"{tag}|{len(split)}|{split.images.shape[-1]}px|{config.seed}|{split.fine[:50].tolist()}"
+    if bn_stats != "ema":  # features cached before bn_stats existed were EMA ones and keep their key
+        signature += f"|bn-{bn_stats}"
+    return cache / f"features-{hashlib.sha1(signature.encode()).hexdigest()[:12]}.pt"
+
+
+def frozen_features(backbone: nn.Module, pool: CifarSplit, test: CifarSplit, device: torch.device,
+                    config: FinetuneConfig, cache: Path | None, tag: str,
+                    bn_stats: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen-backbone features of the labelled pool and the test images, kept on disk.
+
+    Linear evaluation of the five fractions and the probes share them, so each backbone is
+    extracted once per BN setting.
+
+    Args:
+        tag: identifies the backbone (see :func:`feature_tag`).
+        bn_stats: ``precise`` (BN statistics recomputed on the pool's clean images, see
+            :func:`swavnb.probes.precise_batchnorm`) or ``ema``; default ``config.bn_stats``.
+
+    Returns:
+        (N_pool, 512) and (N_test, 512) float32 features on the CPU.
+    """
+    bn_stats = bn_stats or config.bn_stats
+    if bn_stats not in BN_STATS:
+        raise ValueError(f"unknown bn_stats {bn_stats!r}; choose one of {', '.join(BN_STATS)}")
+    paths = [_cache_path(cache, f"{tag}|{name}", split, config, bn_stats)
+             for name, split in (("train", pool), ("test", test))]
+    if all(path is not None and path.exists() for path in paths):
+        return tuple(torch.load(path, weights_only=True) for path in paths)
+    options = dict(amp=config.amp, channels_last=config.channels_last)
+    backbone = backbone.to(device)
+    if bn_stats == "precise":  # from the pool, never the test images
+        backbone = precise_batchnorm(backbone, pool.images, device, **options)
+    features = []
+    for split, path in zip((pool, test), paths, strict=True):
+        features.append(extract_features(backbone, split.images, device, **options))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(features[-1], tmp)
+            os.replace(tmp, path)
+    return features[0], features[1]
 
 
 def train_linear(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
@@ -205,8 +232,7 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
             cache_dir = Path(checkpoint).parent
         cache = None if cache_dir is None else Path(cache_dir)
         tag = feature_tag(checkpoint, aug)
-        pool_features = cached_features(backbone, pool, device, config, cache, tag + "|train")
-        test_features = cached_features(backbone, test, device, config, cache, tag + "|test")
+        pool_features, test_features = frozen_features(backbone, pool, test, device, config, cache, tag)
         chosen = label_subset(pool.fine, fraction, config.seed)
         logits, curves, epochs = train_linear(pool_features[chosen], pool.fine[chosen], test_features, test.fine,
                                               config)
@@ -216,6 +242,8 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
         "top5": accuracy[5], "epochs": round(epochs, 2), "seconds": round(time.perf_counter() - tic, 1),
         "device": device_name(device),
         "n_labels": len(labelled), "test_images": len(test), "image_size": config.image_size,
+        # fine-tuning trains the BN statistics with the rest; frozen features use config.bn_stats
+        "bn_stats": config.bn_stats if mode == "linear" else "trained",
         "checkpoint": str(checkpoint or "none"),
         "curves": curves,
         "per_superclass": per_group_accuracy(logits.argmax(1), test.fine, test.coarse, test.coarse_names),

@@ -1,6 +1,7 @@
-"""Frozen-feature probes: feature extraction, weighted k-NN, t-SNE, retrieval, prototype usage."""
+"""Frozen-feature probes: BN statistics, feature extraction, weighted k-NN, t-SNE, retrieval, prototype usage."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -9,6 +10,56 @@ from torch import nn
 
 from swavnb.augment import eval_transform
 from swavnb.evaluate import topk_accuracy
+
+BN_STATS = ("precise", "ema")
+
+
+@torch.no_grad()
+def precise_batchnorm(
+    backbone: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 500,
+    amp: bool = True, channels_last: bool = True,
+) -> nn.Module:
+    """A copy of ``backbone`` whose BatchNorm statistics are recomputed on clean ``images``.
+
+    Training leaves each BN layer an exponential moving average of the statistics of the
+    last batches it saw. With multi-crop those are the small local crops (the model runs
+    them last), so eval-mode features of whole images get normalised with the statistics of
+    another input distribution. PreciseBN replaces the average by the mean over clean,
+    unaugmented images; the weights stay untouched. A random-init backbone, whose running
+    statistics are the defaults (mean 0, variance 1), gets the statistics of the data too.
+
+    Reference: Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021, section 3 (PreciseBN).
+
+    Args:
+        backbone: maps (B, 3, S, S) normalised images to features; it is not modified.
+        images: (N, 3, S, S) uint8 training images (never the test images: that would leak).
+        batch_size: statistics are averaged over equal-weight batches of this size.
+
+    Returns:
+        The recalibrated copy, in eval mode, on ``device``.
+    """
+    if len(images) == 0:
+        raise ValueError("precise_batchnorm needs at least one image to measure statistics on")
+    device = torch.device(device)
+    model = copy.deepcopy(backbone).to(device)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError("the backbone has no BatchNorm layers, so it has no statistics to recompute; "
+                         "use bn_stats='ema'")
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # None = cumulative mean over batches instead of an exponential average
+    model.train()
+    for start in range(0, len(images), batch_size):
+        x = eval_transform(images[start : start + batch_size].to(device))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            model(x)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    return model.eval()
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from swavnb.finetune import RESULT
+from swavnb.probes import BN_STATS
 from swavnb.train import METRICS
 
 # The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
@@ -24,7 +25,7 @@ SEED_RESULTS: dict[str, dict[float, tuple[float, float]]] = {
 SEED_TABLES = {"jitter": "Table 1", "flip": "Table 2"}
 SEED_MODE = "finetune"  # the seed fine-tunes the whole network; its tables compare only with these rows
 COLUMNS = ("preset", "aug", "mode", "fraction", "top1", "top5", "epochs", "seconds", "device")
-KNN_COLUMNS = ("preset", "aug", "k", "top1", "top5")
+KNN_COLUMNS = ("preset", "aug", "bn_stats", "k", "top1", "top5")
 AUG_ORDER = ("jitter", "flip", "swav", "scratch")
 KNN = "knn.json"
 _NESTED = ("curves", "per_superclass")  # per-run detail that stays in result.json
@@ -55,15 +56,16 @@ def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     return _sorted(frame.round({"top1": 4, "top5": 4}), ["aug", "mode", "fraction"])
 
 
-def save_knn(knn: Mapping[int, Mapping[str, float]], preset: str, aug: str,
+def save_knn(knn: Mapping[str, Mapping[int, Mapping[str, float]]], preset: str, aug: str,
              out_dir: str | os.PathLike) -> pd.DataFrame:
-    """Write the k-NN accuracies of one encoder to ``out_dir/knn.json``, one row per k.
+    """Write the k-NN accuracies of one encoder to ``out_dir/knn.json``, one row per (BN statistics, k).
 
     Args:
-        knn: ``{k: {"top1": %, "top5": %}}`` as :func:`swavnb.probes.knn_accuracy` returns it.
+        knn: ``{bn_stats: {k: {"top1": %, "top5": %}}}``, each inner mapping as
+            :func:`swavnb.probes.knn_accuracy` returns it.
     """
-    rows = [{"preset": preset, "aug": aug, "k": int(k), "top1": acc["top1"], "top5": acc["top5"]}
-            for k, acc in knn.items()]
+    rows = [{"preset": preset, "aug": aug, "bn_stats": bn_stats, "k": int(k), "top1": acc["top1"],
+             "top5": acc["top5"]} for bn_stats, by_k in knn.items() for k, acc in by_k.items()]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / KNN).write_text(json.dumps(rows, indent=1))
@@ -71,9 +73,11 @@ def save_knn(knn: Mapping[int, Mapping[str, float]], preset: str, aug: str,
 
 
 def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every ``knn.json`` row under ``run_dir``: preset, aug, k, top1, top5."""
-    rows = [row for path in sorted(Path(run_dir).rglob(KNN)) for row in json.loads(path.read_text())]
-    return _sorted(pd.DataFrame(rows, columns=list(KNN_COLUMNS)), ["aug", "k"])
+    """Every ``knn.json`` row under ``run_dir``: preset, aug, bn_stats, k, top1, top5."""
+    # rows written before bn_stats existed used pretraining's running averages
+    rows = [{"bn_stats": "ema", **row}
+            for path in sorted(Path(run_dir).rglob(KNN)) for row in json.loads(path.read_text())]
+    return _sorted(pd.DataFrame(rows, columns=list(KNN_COLUMNS)), ["aug", "bn_stats", "k"])
 
 
 def collect_metrics(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -152,13 +156,22 @@ def mode_table(rows: pd.DataFrame, mode: str) -> str:
 
 
 def knn_table(knn: pd.DataFrame) -> str:
-    """Weighted k-NN top-1 / top-5 of every encoder, one column per k."""
-    ks = sorted(knn["k"].unique())
+    """Weighted k-NN top-1 / top-5 of every encoder, one column per (BN statistics, k), precise first."""
+    settings = sorted({(bn, int(k)) for bn, k in zip(knn["bn_stats"], knn["k"], strict=True)},
+                      key=lambda s: (BN_STATS.index(s[0]) if s[0] in BN_STATS else len(BN_STATS), s))
     body = []
     for aug in sorted(knn["aug"].unique(), key=aug_rank):
-        mine = knn[knn["aug"] == aug].groupby("k")[["top1", "top5"]].mean()
-        body.append([aug, *(_pair(*mine.loc[k]) if k in mine.index else _MISSING for k in ks)])
-    return _markdown(["encoder", *(f"k = {k}" for k in ks)], body)
+        mine = knn[knn["aug"] == aug].groupby(["bn_stats", "k"])[["top1", "top5"]].mean()
+        body.append([aug, *(_pair(*mine.loc[s]) if s in mine.index else _MISSING for s in settings)])
+    return _markdown(["encoder", *(f"k = {k}, {bn} BN" for bn, k in settings)], body)
+
+
+def _bn_note(rows: pd.DataFrame) -> str:
+    """Which BN statistics the linear rows' features used (rows written before bn_stats existed: ema)."""
+    if not len(rows) or "bn_stats" not in rows:
+        return ""
+    used = sorted(rows.loc[rows["mode"] == "linear", "bn_stats"].fillna("ema").unique())
+    return f", {' and '.join(used)} BN statistics" if used else ""
 
 
 def markdown_tables(rows: pd.DataFrame, knn: pd.DataFrame, preset: str,
@@ -178,8 +191,10 @@ def markdown_tables(rows: pd.DataFrame, knn: pd.DataFrame, preset: str,
                  else f"{aug} views (not in the seed)")
         parts += [f"## {title}, fine-tuned on a fraction of the labels", seed_table(rows, aug)]
     parts += ["## Fine-tuning, every encoder (top-1 / top-5)", mode_table(rows, "finetune"),
-              "## Linear classifier on frozen features (top-1 / top-5)", mode_table(rows, "linear"),
+              f"## Linear classifier on frozen features{_bn_note(rows)} (top-1 / top-5)", mode_table(rows, "linear"),
               "## Weighted k-NN on frozen features, whole labelled pool (top-1 / top-5)",
+              "BN statistics: *precise* ones are recomputed on the labelled pool's clean images for every encoder; "
+              "*ema* ones are the running averages pretraining left (a random-init backbone's are mean 0, variance 1).",
               knn_table(knn) if len(knn) else "No probes yet."]
     if metrics:
         summary = pretrain_summary(metrics)

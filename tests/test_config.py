@@ -65,6 +65,12 @@ def test_bad_values_name_the_field(bad, message):
         pretrain_config("smoke", **bad)
 
 
+def test_unknown_bn_stats_names_the_choices():
+    assert finetune_config("smoke").bn_stats == "precise"
+    with pytest.raises(ValueError, match="unknown bn_stats 'batch'; choose one of precise, ema"):
+        finetune_config("smoke", bn_stats="batch")
+
+
 def test_unknown_preset_and_option():
     with pytest.raises(ValueError, match="unknown preset 'huge'; choose one of paper, swav, quick, smoke"):
         pretrain_config("huge")

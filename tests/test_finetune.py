@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from swavnb.config import finetune_config, pretrain_config
-from swavnb.finetune import SCRATCH, finetune
+from swavnb.finetune import SCRATCH, evaluation_data, feature_tag, finetune, frozen_features, load_backbone
+from swavnb.probes import extract_features, precise_batchnorm
 from swavnb.train import pretrain
 
 TINY = dict(train_images=200, test_images=100, epochs=1, min_steps=2, batch_size=50, linear_epochs=3, n_evals=2)
@@ -40,6 +42,21 @@ def test_linear_reuses_cached_features(tmp_path, checkpoint):
     second = finetune(str(checkpoint), 1.0, "linear", tmp_path / "b", config, cache_dir=tmp_path / "cache")
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == cached
     assert second["top1"] == first["top1"] and second["top5"] == first["top5"]
+
+
+def test_bn_settings_are_cached_apart_and_precise_statistics_come_from_the_pool(tmp_path, checkpoint):
+    config = finetune_config("smoke", **TINY)
+    backbone, aug = load_backbone(str(checkpoint), config.seed)
+    pool, test = evaluation_data(config)
+    cache, tag = tmp_path / "cache", feature_tag(str(checkpoint), aug)
+    precise = frozen_features(backbone, pool, test, torch.device("cpu"), config, cache, tag)
+    ema = frozen_features(backbone, pool, test, torch.device("cpu"), config, cache, tag, bn_stats="ema")
+    assert len(list(cache.iterdir())) == 4 and not torch.allclose(precise[1], ema[1])
+    assert torch.allclose(ema[1], extract_features(backbone, test.images, amp=config.amp))
+    recalibrated = precise_batchnorm(backbone, pool.images, amp=config.amp)  # the pool's statistics, not the test's
+    assert torch.allclose(precise[1], extract_features(recalibrated, test.images, amp=config.amp), atol=1e-5)
+    row = finetune(str(checkpoint), 1.0, "linear", tmp_path / "out", config, cache_dir=cache)
+    assert row["bn_stats"] == "precise" and len(list(cache.iterdir())) == 4  # the linear run reused them
 
 
 def test_random_init_baseline_is_labelled_scratch(tmp_path):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from swavnb.augment import eval_transform
-from swavnb.model import SwAVModel
+from swavnb.model import SwAVModel, cifar_resnet18
 from swavnb.probes import (
     extract_features,
     knn_accuracy,
     knn_scores,
     nearest_neighbours,
+    precise_batchnorm,
     prototype_usage,
     tsne_embedding,
 )
@@ -75,3 +77,50 @@ def test_features_and_usage_from_a_model():
     assert torch.allclose(features, expected, atol=1e-4)  # eval mode, no augmentation, batching irrelevant
     counts = prototype_usage(model, images, batch_size=4, amp=False)
     assert torch.equal(counts, torch.bincount(nearest, minlength=7))
+
+
+def _stem_statistics(backbone: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and unbiased variance of what the first BN layer sees."""
+    with torch.no_grad():
+        stem = backbone.conv1(eval_transform(images))  # (N, 64, S, S)
+    return stem.mean(dim=(0, 2, 3)), stem.var(dim=(0, 2, 3))
+
+
+def test_precise_batchnorm_measures_the_population_statistics():
+    torch.manual_seed(0)
+    backbone = cifar_resnet18()
+    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8)
+    one_batch = precise_batchnorm(backbone, images, batch_size=16, amp=False, channels_last=False)
+    mean, var = _stem_statistics(backbone, images)
+    assert torch.allclose(one_batch.bn1.running_mean, mean, atol=1e-5)
+    assert torch.allclose(one_batch.bn1.running_var, var, rtol=1e-4)
+    # equal batches count equally: the running mean is the mean over every image
+    two_batches = precise_batchnorm(backbone, images, batch_size=8, amp=False, channels_last=False)
+    assert torch.allclose(two_batches.bn1.running_mean, mean, atol=1e-5)
+    assert not one_batch.training and one_batch.bn1.momentum == backbone.bn1.momentum
+
+
+def test_precise_batchnorm_ignores_stale_statistics_and_leaves_the_input_alone():
+    torch.manual_seed(0)
+    backbone = cifar_resnet18()
+    images = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8)
+    stale = cifar_resnet18()
+    stale.load_state_dict(backbone.state_dict())
+    for module in stale.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0, 3)  # what a different input distribution would leave behind
+            module.running_var.uniform_(0.1, 10)
+    before = {k: v.clone() for k, v in stale.state_dict().items()}
+    fresh_features = extract_features(precise_batchnorm(backbone, images, amp=False), images, amp=False)
+    stale_features = extract_features(precise_batchnorm(stale, images, amp=False), images, amp=False)
+    assert torch.allclose(fresh_features, stale_features, atol=1e-4)
+    assert not torch.allclose(extract_features(stale, images, amp=False), stale_features, atol=1e-2)
+    assert all(torch.equal(before[k], v) for k, v in stale.state_dict().items())
+
+
+def test_precise_batchnorm_rejects_what_it_cannot_measure():
+    with pytest.raises(ValueError, match="no BatchNorm layers.*bn_stats='ema'"):
+        precise_batchnorm(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)),
+                          torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="at least one image"):
+        precise_batchnorm(cifar_resnet18(), torch.zeros(0, 3, 8, 8, dtype=torch.uint8))

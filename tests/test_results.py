@@ -29,8 +29,8 @@ def _study(tmp_path: Path) -> Path:
     _result(run_dir, "flip", "finetune", 0.1, 17.5)
     _result(run_dir, "flip", "finetune", 0.01, 4.0)
     _result(run_dir, "swav", "finetune", 1.0, 40.0)
-    save_knn({20: {"top1": 11.0, "top5": 30.0}, 200: {"top1": 10.0, "top5": 31.0}}, "smoke", "flip",
-             run_dir / "flip" / "probes")
+    save_knn({"precise": {20: {"top1": 11.0, "top5": 30.0}, 200: {"top1": 10.0, "top5": 31.0}},
+              "ema": {20: {"top1": 9.0, "top5": 28.0}}}, "smoke", "flip", run_dir / "flip" / "probes")
     metrics = {"config": {"aug": "flip"}, "device": "cpu", "epochs": [
         {"epoch": 1, "loss": 3.0, "lr": 1e-3, "img_per_s": 10.0, "seconds": 60.0, "usage_entropy": 0.8,
          "prototypes_used": 0.9}]}
@@ -64,15 +64,22 @@ def test_tables_put_ours_beside_every_seed_number_and_the_scratch_baseline(tmp_p
     assert "| 1% | 4.00 | 24.00 | 4.72 | 16.22 | -0.72 | – | – |" in flip
     assert "| 10% | 12.00 / 32.00 |" in tables.split("## Linear")[1]  # the linear row
     knn = tables.split("## Weighted k-NN")[1]
-    assert "| k = 20 | k = 200 |" in knn and "| flip | 11.00 / 30.00 | 10.00 / 31.00 |" in knn
+    assert "| k = 20, precise BN | k = 200, precise BN | k = 20, ema BN |" in knn
+    assert "| flip | 11.00 / 30.00 | 10.00 / 31.00 | 9.00 / 28.00 |" in knn
     assert "## Pretraining runs" in tables and "| flip | 1 | 3.0000 |" in tables
 
 
 def test_knn_rows_round_trip_through_knn_json(tmp_path):
-    written = save_knn({5: {"top1": 1.5, "top5": 7.0}}, "smoke", "scratch", tmp_path / "a" / "probes")
-    assert list(written.columns) == ["preset", "aug", "k", "top1", "top5"]
+    written = save_knn({"precise": {5: {"top1": 1.5, "top5": 7.0}}}, "smoke", "scratch", tmp_path / "a" / "probes")
+    assert list(written.columns) == ["preset", "aug", "bn_stats", "k", "top1", "top5"]
+    # a knn.json from before bn_stats existed: its features used pretraining's running averages
+    old = tmp_path / "b" / "probes"
+    old.mkdir(parents=True)
+    (old / "knn.json").write_text(json.dumps([{"preset": "smoke", "aug": "flip", "k": 5, "top1": 2.0, "top5": 8.0}]))
     collected = collect_knn(tmp_path)
-    assert collected.to_dict("records") == [{"preset": "smoke", "aug": "scratch", "k": 5, "top1": 1.5, "top5": 7.0}]
+    assert collected.to_dict("records") == [
+        {"preset": "smoke", "aug": "flip", "bn_stats": "ema", "k": 5, "top1": 2.0, "top5": 8.0},
+        {"preset": "smoke", "aug": "scratch", "bn_stats": "precise", "k": 5, "top1": 1.5, "top5": 7.0}]
 
 
 def test_an_empty_study_gives_empty_tables_not_errors(tmp_path):

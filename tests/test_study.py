@@ -128,7 +128,8 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
     rows = pd.read_csv(smoke_study["results"] / "smoke" / "results.csv")
     assert sorted(zip(rows["aug"], rows["mode"], strict=True)) == [
         ("flip", "finetune"), ("flip", "linear"), ("scratch", "finetune"), ("scratch", "linear")]
-    assert len(list((runs / "smoke" / "flip").glob("features-*.pt"))) == 2  # probes reused linear's features
+    # probes reused linear evaluation's (precise-BN) features and added only the EMA ones for its comparison
+    assert len(list((runs / "smoke" / "flip").glob("features-*.pt"))) == 4
     assert (smoke_study["figures"] / "smoke" / "accuracy-finetune.svg").is_file()
 
     assert main(argv) == 0
