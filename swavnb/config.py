@@ -85,8 +85,8 @@ class FinetuneConfig:
     knn_temperature: float = 0.07
     tsne_images: int = 2000  # t-SNE is quadratic-ish: a stratified sample of the test set
     # BN statistics behind frozen features (linear, k-NN, t-SNE): "precise" recomputes them on the clean labelled
-    # pool, the same way for every encoder; "ema" keeps pretraining's running averages, which multi-crop takes
-    # from its small local crops (and a random-init backbone from nothing: mean 0, variance 1)
+    # pool, the same way for every encoder; "ema" keeps pretraining's running averages, taken over augmented views
+    # (with multi-crop, small local crops last) and for a random-init backbone over nothing (mean 0, variance 1)
     bn_stats: str = "precise"
     device: str = "auto"
     amp: bool = True

@@ -122,12 +122,14 @@ def feature_tag(checkpoint: str | None, aug: str) -> str:
     return SCRATCH if aug == SCRATCH else str(Path(checkpoint).resolve())
 
 
-def _cache_path(cache: Path | None, tag: str, split: CifarSplit, config: FinetuneConfig, bn_stats: str) -> Path | None:
+def _cache_path(cache: Path | None, tag: str, split: CifarSplit, pool: CifarSplit, config: FinetuneConfig,
+                bn_stats: str) -> Path | None:
     if cache is None:
         return None
     signature = f"{tag}|{len(split)}|{split.images.shape[-1]}px|{config.seed}|{split.fine[:50].tolist()}"
     if bn_stats != "ema":  # features cached before bn_stats existed were EMA ones and keep their key
-        signature += f"|bn-{bn_stats}"
+        # precise statistics come from the pool: another pool means other test features too
+        signature += f"|bn-{bn_stats}|pool-{len(pool)}-{pool.fine[:50].tolist()}"
     return cache / f"features-{hashlib.sha1(signature.encode()).hexdigest()[:12]}.pt"
 
 
@@ -150,7 +152,7 @@ def frozen_features(backbone: nn.Module, pool: CifarSplit, test: CifarSplit, dev
     bn_stats = bn_stats or config.bn_stats
     if bn_stats not in BN_STATS:
         raise ValueError(f"unknown bn_stats {bn_stats!r}; choose one of {', '.join(BN_STATS)}")
-    paths = [_cache_path(cache, f"{tag}|{name}", split, config, bn_stats)
+    paths = [_cache_path(cache, f"{tag}|{name}", split, pool, config, bn_stats)
              for name, split in (("train", pool), ("test", test))]
     if all(path is not None and path.exists() for path in paths):
         return tuple(torch.load(path, weights_only=True) for path in paths)

@@ -22,18 +22,20 @@ def precise_batchnorm(
     """A copy of ``backbone`` whose BatchNorm statistics are recomputed on clean ``images``.
 
     Training leaves each BN layer an exponential moving average of the statistics of the
-    last batches it saw. With multi-crop those are the small local crops (the model runs
-    them last), so eval-mode features of whole images get normalised with the statistics of
-    another input distribution. PreciseBN replaces the average by the mean over clean,
-    unaugmented images; the weights stay untouched. A random-init backbone, whose running
-    statistics are the defaults (mean 0, variance 1), gets the statistics of the data too.
+    last batches it saw: augmented views, with multi-crop a mix of global and small local
+    crops (the local ones last), so eval-mode features of clean whole images get normalised
+    with the statistics of another input distribution. PreciseBN replaces the average by the
+    mean over clean, unaugmented images; the weights stay untouched. A random-init backbone,
+    whose running statistics are the defaults (mean 0, variance 1), gets the statistics of
+    the data too, so every encoder is evaluated with statistics of the same images.
 
     Reference: Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021, section 3 (PreciseBN).
 
     Args:
         backbone: maps (B, 3, S, S) normalised images to features; it is not modified.
         images: (N, 3, S, S) uint8 training images (never the test images: that would leak).
-        batch_size: statistics are averaged over equal-weight batches of this size.
+        batch_size: the per-batch means and (unbiased) variances of batches of this size are
+            averaged, each batch weighing the same (a shorter last batch included).
 
     Returns:
         The recalibrated copy, in eval mode, on ``device``.

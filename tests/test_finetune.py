@@ -57,6 +57,13 @@ def test_bn_settings_are_cached_apart_and_precise_statistics_come_from_the_pool(
     assert torch.allclose(precise[1], extract_features(recalibrated, test.images, amp=config.amp), atol=1e-5)
     row = finetune(str(checkpoint), 1.0, "linear", tmp_path / "out", config, cache_dir=cache)
     assert row["bn_stats"] == "precise" and len(list(cache.iterdir())) == 4  # the linear run reused them
+    # another pool gives other precise statistics, so the same test images get new features, not stale ones
+    smaller = finetune_config("smoke", **{**TINY, "train_images": 100})
+    other_pool, _ = evaluation_data(smaller)
+    _, other_test = frozen_features(backbone, other_pool, test, torch.device("cpu"), smaller, cache, tag)
+    assert len(list(cache.iterdir())) == 6
+    recalibrated = precise_batchnorm(backbone, other_pool.images, amp=config.amp)
+    assert torch.allclose(other_test, extract_features(recalibrated, test.images, amp=config.amp), atol=1e-5)
 
 
 def test_random_init_baseline_is_labelled_scratch(tmp_path):

@@ -86,7 +86,7 @@ def _stem_statistics(backbone: nn.Module, images: torch.Tensor) -> tuple[torch.T
     return stem.mean(dim=(0, 2, 3)), stem.var(dim=(0, 2, 3))
 
 
-def test_precise_batchnorm_measures_the_population_statistics():
+def test_precise_batchnorm_averages_the_statistics_of_clean_batches():
     torch.manual_seed(0)
     backbone = cifar_resnet18()
     images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8)
@@ -94,9 +94,12 @@ def test_precise_batchnorm_measures_the_population_statistics():
     mean, var = _stem_statistics(backbone, images)
     assert torch.allclose(one_batch.bn1.running_mean, mean, atol=1e-5)
     assert torch.allclose(one_batch.bn1.running_var, var, rtol=1e-4)
-    # equal batches count equally: the running mean is the mean over every image
+    # equal batches count equally: the running mean is the mean over every image, the running
+    # variance the mean of the two batches' variances
     two_batches = precise_batchnorm(backbone, images, batch_size=8, amp=False, channels_last=False)
     assert torch.allclose(two_batches.bn1.running_mean, mean, atol=1e-5)
+    halves = [_stem_statistics(backbone, half)[1] for half in images.split(8)]
+    assert torch.allclose(two_batches.bn1.running_var, (halves[0] + halves[1]) / 2, rtol=1e-4)
     assert not one_batch.training and one_batch.bn1.momentum == backbone.bn1.momentum
 
 
