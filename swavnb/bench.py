@@ -210,24 +210,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "ours_step_share": ours["share"]}
                 cases.append(case)
                 print(_row(case), flush=True)
-    report = {
-        "device": device_name(torch.device("cuda" if gpu else "cpu")),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "reference_workers": args.workers,
-        "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup, "cases": cases,
-    }
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    report = {**_run_facts(args, gpu), "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
+              "cases": cases}
+    _write_json(report, args.json)
     return report
+
+
+def _run_facts(args: argparse.Namespace, gpu: bool) -> dict[str, Any]:
+    """What a reader needs to compare two reports: device, torch version, threads, reference workers."""
+    return {"device": device_name(torch.device("cuda" if gpu else "cpu")), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "reference_workers": args.workers}
+
+
+def _write_json(report: dict[str, Any], path: str) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=1))
 
 
 def _loss_curve_main(args: argparse.Namespace, gpu: bool) -> dict[str, Any]:
     tic = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         report = loss_curve(args, Path(tmp))
-    report.update(device=device_name(torch.device("cuda" if gpu else "cpu")), torch=torch.__version__,
-                  threads=torch.get_num_threads(), reference_workers=args.workers,
-                  seconds=time.perf_counter() - tic)
+    report.update(_run_facts(args, gpu), seconds=time.perf_counter() - tic)
     print(f"{report['preset']}/{report['aug']}, {report['steps']} steps of batch {report['batch']}, "
           f"{args.windows} windows of mean loss:")
     for name, means in report["window_means"].items():
@@ -235,9 +240,7 @@ def _loss_curve_main(args: argparse.Namespace, gpu: bool) -> dict[str, Any]:
     verdict = "within" if report["within_noise"] else "OUTSIDE"
     print(f"mean gap ours-reference {report['mean_path_gap']:.4f} vs seed-to-seed {report['mean_seed_gap']:.4f}: "
           f"{verdict} noise ({report['seconds']:.0f} s on {report['device']})")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1))
+    _write_json(report, args.json)
     if args.figures:
         from swavnb.plots import save_figure, step_loss_curves
 

@@ -178,12 +178,11 @@ def pretrain_config(preset: str = "quick", **overrides: Any) -> PretrainConfig:
 
 def finetune_config(preset: str = "quick", **overrides: Any) -> FinetuneConfig:
     """The preset's evaluation config with ``overrides`` applied (strings are parsed)."""
-    from swavnb.probes import BN_STATS
+    from swavnb.probes import check_bn_stats
 
     config = _build(FinetuneConfig, _FINETUNE_PRESETS, preset, overrides)
     check_image_size(config.image_size)
-    if config.bn_stats not in BN_STATS:
-        raise ValueError(f"unknown bn_stats {config.bn_stats!r}; choose one of {', '.join(BN_STATS)}")
+    check_bn_stats(config.bn_stats)
     return config
 
 

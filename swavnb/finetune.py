@@ -24,7 +24,7 @@ from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset,
 from swavnb.distributed import device_name, pick_device
 from swavnb.evaluate import per_group_accuracy, topk_accuracy
 from swavnb.model import BACKBONE_DIM, SwAVModel, cifar_resnet18
-from swavnb.probes import BN_STATS, extract_features, precise_batchnorm
+from swavnb.probes import check_bn_stats, extract_features, precise_batchnorm
 
 RESULT = "result.json"
 SCRATCH = "scratch"  # the aug name of random-init rows, as in results.csv
@@ -149,9 +149,7 @@ def frozen_features(backbone: nn.Module, pool: CifarSplit, test: CifarSplit, dev
     Returns:
         (N_pool, 512) and (N_test, 512) float32 features on the CPU.
     """
-    bn_stats = bn_stats or config.bn_stats
-    if bn_stats not in BN_STATS:
-        raise ValueError(f"unknown bn_stats {bn_stats!r}; choose one of {', '.join(BN_STATS)}")
+    bn_stats = check_bn_stats(bn_stats or config.bn_stats)
     paths = [_cache_path(cache, f"{tag}|{name}", split, pool, config, bn_stats)
              for name, split in (("train", pool), ("test", test))]
     if all(path is not None and path.exists() for path in paths):

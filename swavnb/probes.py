@@ -14,6 +14,13 @@ from swavnb.evaluate import topk_accuracy
 BN_STATS = ("precise", "ema")
 
 
+def check_bn_stats(bn_stats: str) -> str:
+    """``bn_stats`` itself if it is one of :data:`BN_STATS`; otherwise a ValueError naming the choices."""
+    if bn_stats not in BN_STATS:
+        raise ValueError(f"unknown bn_stats {bn_stats!r}; choose one of {', '.join(BN_STATS)}")
+    return bn_stats
+
+
 @torch.no_grad()
 def precise_batchnorm(
     backbone: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 500,
