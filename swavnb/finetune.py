@@ -224,7 +224,8 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
     device = pick_device(config.device)
     backbone, aug = load_backbone(checkpoint, config.seed, config.image_size)
     pool, test = evaluation_data(config)
-    labelled = pool.subset(label_subset(pool.fine, fraction, config.seed))
+    chosen = label_subset(pool.fine, fraction, config.seed)
+    labelled = pool.subset(chosen)
     if mode == "finetune":
         logits, curves, epochs = train_finetune(backbone, aug != SCRATCH, labelled, test, config, device)
     else:
@@ -233,7 +234,6 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
         cache = None if cache_dir is None else Path(cache_dir)
         tag = feature_tag(checkpoint, aug)
         pool_features, test_features = frozen_features(backbone, pool, test, device, config, cache, tag)
-        chosen = label_subset(pool.fine, fraction, config.seed)
         logits, curves, epochs = train_linear(pool_features[chosen], pool.fine[chosen], test_features, test.fine,
                                               config)
     accuracy = topk_accuracy(logits, test.fine)
