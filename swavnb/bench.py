@@ -7,6 +7,12 @@ channels_last); *reference* is torchvision PIL transforms in a ``DataLoader`` wi
 workers, float32, with the same model and ``swav_loss``. Throughput counts each
 image once whatever its number of views; the median of several timed repetitions
 after warm-up is reported.
+
+How close to the hardware: the same run counts the step's FLOPs (torch's
+``FlopCounterMode``: convolutions and matmuls, forward + backward) and times a large
+bf16 and float32 matmul on the device. ``ratio_ceiling`` is the ratio ours would reach
+if every FLOP ran at that bf16 matmul peak against the reference as measured: a target
+above it needs fewer FLOPs, not a faster pipeline.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from swavnb.config import PretrainConfig, pretrain_config
 from swavnb.data import batch_indices, epoch_permutation
@@ -64,6 +71,29 @@ def _timed(step, n_steps: int, warmup: int, repeats: int, device: torch.device) 
     return times
 
 
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """FLOP/s of a large square matmul in ``dtype``: the practical compute peak of the device for that precision."""
+    gpu = device.type == "cuda"
+    size, calls = (8192, 20) if gpu else (2048, 1)  # compute-bound sizes; ~0.05 s per repetition on either
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    times = _timed(lambda: a @ b, n_steps=calls, warmup=2, repeats=repeats, device=device)
+    return 2 * size**3 * calls / statistics.median(times)
+
+
+def step_flops_per_image(trainer: Pretrainer, images: int = 8) -> float:
+    """Convolution and matmul FLOPs of one training step (forward + backward, all views) per image.
+
+    Counted on a copy of the model, so the timed trainer's weights and gradients are untouched.
+    """
+    model = copy.deepcopy(trainer.model)
+    views = trainer.make_views(torch.arange(images, device=trainer.device))
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=trainer.config.amp):
+            _, scores = model(views)
+        trainer.loss(scores).backward()
+    return counter.get_total_flops() / images
+
+
 def bench_ours(aug: str, batch: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     config = pretrain_config("paper", aug=aug, batch_size=batch, device=args.device, train_images=args.images,
                              compile=args.compile)
@@ -77,6 +107,7 @@ def bench_ours(aug: str, batch: int, args: argparse.Namespace, out: Path) -> dic
         i = next(counter) % trainer.per_epoch
         trainer.train_step(order[i * batch : (i + 1) * batch], i)
 
+    flops = step_flops_per_image(trainer)
     times = _timed(step, args.steps, args.warmup, args.repeats, device)
     phases: dict[str, float] = {}
     clock = [0.0]
@@ -94,7 +125,7 @@ def bench_ours(aug: str, batch: int, args: argparse.Namespace, out: Path) -> dic
         trainer.train_step(order[step * batch : (step + 1) * batch], step, phase_done)
     total = sum(phases.values())
     return {"img_per_s": batch * args.steps / statistics.median(times), "peak_mem_mb": _peak_memory_mb(device),
-            "share": {name: value / total for name, value in phases.items()}, "device": device}
+            "share": {name: value / total for name, value in phases.items()}, "device": device, "flops": flops}
 
 
 def bench_reference(aug: str, batch: int, args: argparse.Namespace, images: torch.Tensor,
@@ -157,21 +188,22 @@ def loss_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     }
 
 
-HEADER = (f"{'case':<6}{'batch':>6}{'ours img/s':>12}{'ref img/s':>11}{'ratio':>7}"
+HEADER = (f"{'case':<6}{'batch':>6}{'ours img/s':>12}{'ref img/s':>11}{'ratio':>7}{'ceiling':>9}{'ours/peak':>10}"
           f"{'augment':>9}{'forward':>9}{'sk+loss':>9}{'bwd+opt':>9}")
 
 
 def _row(case: dict[str, Any]) -> str:
     share = case["ours_step_share"]
     return (f"{case['case']:<6}{case['batch']:>6}{case['ours_img_per_s']:>12.1f}{case['reference_img_per_s']:>11.1f}"
-            f"{case['ratio']:>6.2f}x" + "".join(f"{100 * share[k]:>8.1f}%" for k in share))
+            f"{case['ratio']:>6.2f}x{case['ratio_ceiling']:>8.2f}x{100 * case['ours_share_of_bf16_peak']:>9.0f}%"
+            + "".join(f"{100 * share[k]:>8.1f}%" for k in share))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m swavnb.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--augs", default="flip,swav", help="cases, comma-separated")
-    parser.add_argument("--batches", default="", help="batch sizes (default: 256 on GPU, 64 on CPU)")
+    parser.add_argument("--batches", default="", help="batch sizes (default: 256 on GPU; 64,256 on CPU)")
     parser.add_argument("--steps", type=int, default=0, help="steps per timed repetition (default 20 GPU / 3 CPU)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=3)
@@ -192,10 +224,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.workers = args.workers or len(os.sched_getaffinity(0))
     if args.loss_curve:
         return _loss_curve_main(args, gpu)
-    batches = [int(b) for b in (args.batches or ("256" if gpu else "64")).split(",")]
+    batches = [int(b) for b in (args.batches or ("256" if gpu else "64,256")).split(",")]
 
     # the images ours trains on (Pretrainer picks the same subset from train_images), loaded once for every case
     train = training_images(pretrain_config("paper", train_images=args.images))
+    device = pick_device(args.device)
+    peak = {"bfloat16": matmul_peak_flops(device, torch.bfloat16), "float32": matmul_peak_flops(device, torch.float32)}
+    print(f"matmul peak on {device_name(device)}: bf16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s, "
+          f"float32 {peak['float32'] / 1e9:.0f} GFLOP/s")
     cases = []
     print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,13 +243,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "reference_img_per_s": reference["img_per_s"],
                         "ratio": ours["img_per_s"] / reference["img_per_s"],
                         "ours_peak_mem_mb": ours["peak_mem_mb"], "reference_peak_mem_mb": reference["peak_mem_mb"],
-                        "ours_step_share": ours["share"]}
+                        "ours_step_share": ours["share"], **_roofline(ours, reference, peak)}
                 cases.append(case)
                 print(_row(case), flush=True)
     report = {**_run_facts(args, gpu), "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
-              "cases": cases}
+              "matmul_peak_gflop_per_s": {dtype: flops / 1e9 for dtype, flops in peak.items()}, "cases": cases}
     _write_json(report, args.json)
     return report
+
+
+def _roofline(ours: dict[str, Any], reference: dict[str, Any], peak: dict[str, float]) -> dict[str, float]:
+    """Achieved compute of both pipelines (same model, same views: same FLOPs per image) against the matmul peaks."""
+    ours_rate, reference_rate = (run["img_per_s"] * ours["flops"] for run in (ours, reference))
+    return {"gflop_per_image": ours["flops"] / 1e9, "ours_gflop_per_s": ours_rate / 1e9,
+            "reference_gflop_per_s": reference_rate / 1e9,
+            "ours_share_of_bf16_peak": ours_rate / peak["bfloat16"],
+            "reference_share_of_fp32_peak": reference_rate / peak["float32"],
+            "ratio_ceiling": peak["bfloat16"] / reference_rate}
 
 
 def _run_facts(args: argparse.Namespace, gpu: bool) -> dict[str, Any]:

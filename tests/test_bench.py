@@ -4,8 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from swavnb.bench import main
+from swavnb.bench import main, step_flops_per_image
+from swavnb.config import pretrain_config
+from swavnb.train import Pretrainer
 
 
 def test_bench_writes_ratios_and_step_shares(tmp_path):
@@ -19,6 +23,14 @@ def test_bench_writes_ratios_and_step_shares(tmp_path):
         assert case["ratio"] == pytest.approx(case["ours_img_per_s"] / case["reference_img_per_s"])
         assert set(case["ours_step_share"]) == {"augment", "forward", "sinkhorn_loss", "backward_update"}
         assert sum(case["ours_step_share"].values()) == pytest.approx(1.0)
+        # the ceiling is the ratio ours would reach at the bf16 matmul peak against the reference as measured
+        reference_rate = case["reference_img_per_s"] * case["gflop_per_image"]
+        assert case["reference_gflop_per_s"] == pytest.approx(reference_rate)
+        assert case["ratio_ceiling"] == pytest.approx(report["matmul_peak_gflop_per_s"]["bfloat16"] / reference_rate)
+        assert case["ours_share_of_bf16_peak"] == pytest.approx(
+            case["ours_gflop_per_s"] / report["matmul_peak_gflop_per_s"]["bfloat16"])
+    flip, swav = report["cases"]
+    assert swav["gflop_per_image"] > flip["gflop_per_image"]  # the local crops add compute
 
 
 def test_loss_curve_compares_both_paths_and_a_rerun_over_the_same_steps(tmp_path):
@@ -35,3 +47,16 @@ def test_loss_curve_compares_both_paths_and_a_rerun_over_the_same_steps(tmp_path
     assert report["curves"]["ours, seed 1"] != ours
     assert report["within_noise"] == (report["mean_path_gap"] <= report["mean_seed_gap"])
     assert (tmp_path / "loss-curve-cpu.png").exists() and (tmp_path / "loss-curve-cpu.svg").exists()
+
+
+def test_step_flops_are_forward_and_backward_of_every_view(tmp_path):
+    trainer = Pretrainer(pretrain_config("smoke", aug="flip", device="cpu"), tmp_path, progress=False)
+    per_image = step_flops_per_image(trainer, images=4)
+    assert step_flops_per_image(trainer, images=2) == pytest.approx(per_image)  # a per-image count
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        trainer.model(trainer.make_views(torch.arange(4)))
+    forward = counter.get_total_flops() / 4  # both views
+    # backward costs two forwards (input and weight gradients), less the stem's unused input gradient
+    assert 2.99 * forward < per_image < 3.0 * forward
+    # ResNet-18 with the CIFAR stem is ~0.56 GMAC per 32 px image: 1.11 GFLOP forward per view
+    assert forward / 2 == pytest.approx(1.11e9, rel=0.02)
