@@ -9,10 +9,11 @@ image once whatever its number of views; the median of several timed repetitions
 after warm-up is reported.
 
 How close to the hardware: the same run counts the step's FLOPs (torch's
-``FlopCounterMode``: convolutions and matmuls, forward + backward) and times a large
-bf16 and float32 matmul on the device. ``ratio_ceiling`` is the ratio ours would reach
-if every FLOP ran at that bf16 matmul peak against the reference as measured: a target
-above it needs fewer FLOPs, not a faster pipeline.
+``FlopCounterMode``: convolutions and matmuls, forward + backward) and, next to each
+case, times a large bf16 and float32 matmul on the device. ``ratio_ceiling`` estimates
+the ratio ours would reach if every counted FLOP ran at that bf16 matmul peak, against
+the reference as measured: a target well above it is not reachable by a faster
+pipeline around the same network.
 """
 from __future__ import annotations
 
@@ -71,22 +72,36 @@ def _timed(step, n_steps: int, warmup: int, repeats: int, device: torch.device) 
     return times
 
 
-def matmul_peak_flops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
-    """FLOP/s of a large square matmul in ``dtype``: the practical compute peak of the device for that precision."""
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int = 0, repeats: int = 5) -> float:
+    """FLOP/s of a large square matmul in ``dtype``, best of ``repeats``: the device's practical compute peak.
+
+    On CUDA, float32 uses TF32 exactly when cuDNN does, so the peak is that of the reference's
+    float32 convolutions (TF32 by default) rather than of strict float32.
+    """
     gpu = device.type == "cuda"
-    size, calls = (8192, 20) if gpu else (2048, 1)  # compute-bound sizes; ~0.05 s per repetition on either
+    size = size or (8192 if gpu else 4096)  # compute-bound; ~0.3 s (CPU bf16) to ~0.5 s per repetition
+    calls = 20 if gpu else 1
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    times = _timed(lambda: a @ b, n_steps=calls, warmup=2, repeats=repeats, device=device)
-    return 2 * size**3 * calls / statistics.median(times)
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        times = _timed(lambda: a @ b, n_steps=calls, warmup=2, repeats=repeats, device=device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+    return 2 * size**3 * calls / min(times)
 
 
 def step_flops_per_image(trainer: Pretrainer, images: int = 8) -> float:
     """Convolution and matmul FLOPs of one training step (forward + backward, all views) per image.
 
-    Counted on a copy of the model, so the timed trainer's weights and gradients are untouched.
+    Counted on a copy of the model with the augmentation generator restored afterwards, so the
+    timed trainer's weights, gradients and later augmentation draws are untouched. BatchNorm,
+    activations and the optimiser are not counted: they are what separates a step from the peak.
     """
     model = copy.deepcopy(trainer.model)
+    generator_state = trainer.generator.get_state()
     views = trainer.make_views(torch.arange(images, device=trainer.device))
+    trainer.generator.set_state(generator_state)
     with FlopCounterMode(display=False) as counter:
         with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=trainer.config.amp):
             _, scores = model(views)
@@ -189,14 +204,15 @@ def loss_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 HEADER = (f"{'case':<6}{'batch':>6}{'ours img/s':>12}{'ref img/s':>11}{'ratio':>7}{'ceiling':>9}{'ours/peak':>10}"
-          f"{'augment':>9}{'forward':>9}{'sk+loss':>9}{'bwd+opt':>9}")
+          f"{'peak bf16/fp32':>16}{'augment':>9}{'forward':>9}{'sk+loss':>9}{'bwd+opt':>9}")
 
 
 def _row(case: dict[str, Any]) -> str:
-    share = case["ours_step_share"]
+    share, peak = case["ours_step_share"], case["matmul_peak_gflop_per_s"]
+    peaks = f"{peak['bfloat16']:.0f}/{peak['float32']:.0f}"
     return (f"{case['case']:<6}{case['batch']:>6}{case['ours_img_per_s']:>12.1f}{case['reference_img_per_s']:>11.1f}"
             f"{case['ratio']:>6.2f}x{case['ratio_ceiling']:>8.2f}x{100 * case['ours_share_of_bf16_peak']:>9.0f}%"
-            + "".join(f"{100 * share[k]:>8.1f}%" for k in share))
+            f"{peaks:>16}" + "".join(f"{100 * share[k]:>8.1f}%" for k in share))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -210,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=0, help="reference DataLoader workers (default: CPU count)")
     parser.add_argument("--images", type=int, default=0, help="training images held (0 = all 50,000)")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model too")
+    parser.add_argument("--peak-size", type=int, default=0, help="peak matmul side (default 4096 CPU, 8192 GPU)")
     parser.add_argument("--json", default="", help="write the results here")
     curve = parser.add_argument_group("--loss-curve: the fast and the reference path train the same run")
     curve.add_argument("--loss-curve", action="store_true", help="compare loss curves instead of timing")
@@ -229,14 +246,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # the images ours trains on (Pretrainer picks the same subset from train_images), loaded once for every case
     train = training_images(pretrain_config("paper", train_images=args.images))
     device = pick_device(args.device)
-    peak = {"bfloat16": matmul_peak_flops(device, torch.bfloat16), "float32": matmul_peak_flops(device, torch.float32)}
-    print(f"matmul peak on {device_name(device)}: bf16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s, "
-          f"float32 {peak['float32'] / 1e9:.0f} GFLOP/s")
+    tic = time.perf_counter()
     cases = []
     print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
         for aug in args.augs.split(","):
             for batch in batches:
+                # measured next to each case, so clock or thermal drift over a long run does not skew its shares
+                peak = {str(dtype).removeprefix("torch."): matmul_peak_flops(device, dtype, args.peak_size)
+                        for dtype in (torch.bfloat16, torch.float32)}
                 ours = bench_ours(aug, batch, args, Path(tmp))
                 reference = bench_reference(aug, batch, args, train.images, ours.pop("device"))
                 case = {"case": aug, "batch": batch, "ours_img_per_s": ours["img_per_s"],
@@ -247,7 +265,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cases.append(case)
                 print(_row(case), flush=True)
     report = {**_run_facts(args, gpu), "steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
-              "matmul_peak_gflop_per_s": {dtype: flops / 1e9 for dtype, flops in peak.items()}, "cases": cases}
+              "float32_peak_uses_tf32": gpu and torch.backends.cudnn.allow_tf32, "cases": cases,
+              "seconds": time.perf_counter() - tic}
     _write_json(report, args.json)
     return report
 
@@ -255,7 +274,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _roofline(ours: dict[str, Any], reference: dict[str, Any], peak: dict[str, float]) -> dict[str, float]:
     """Achieved compute of both pipelines (same model, same views: same FLOPs per image) against the matmul peaks."""
     ours_rate, reference_rate = (run["img_per_s"] * ours["flops"] for run in (ours, reference))
-    return {"gflop_per_image": ours["flops"] / 1e9, "ours_gflop_per_s": ours_rate / 1e9,
+    return {"matmul_peak_gflop_per_s": {dtype: flops / 1e9 for dtype, flops in peak.items()},
+            "gflop_per_image": ours["flops"] / 1e9, "ours_gflop_per_s": ours_rate / 1e9,
             "reference_gflop_per_s": reference_rate / 1e9,
             "ours_share_of_bf16_peak": ours_rate / peak["bfloat16"],
             "reference_share_of_fp32_peak": reference_rate / peak["float32"],

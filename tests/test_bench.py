@@ -1,6 +1,7 @@
 """The benchmark runs end to end and reports what the README quotes (no timing asserted)."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -15,7 +16,7 @@ from swavnb.train import Pretrainer
 def test_bench_writes_ratios_and_step_shares(tmp_path):
     out = tmp_path / "bench.json"
     report = main(["--device", "cpu", "--augs", "flip,swav", "--batches", "8", "--steps", "1", "--repeats", "1",
-                   "--warmup", "1", "--images", "200", "--workers", "1", "--json", str(out)])
+                   "--warmup", "1", "--images", "200", "--workers", "1", "--peak-size", "256", "--json", str(out)])
     assert json.loads(out.read_text()) == report
     assert {"device", "torch", "threads", "cases"} <= set(report)
     assert [case["case"] for case in report["cases"]] == ["flip", "swav"]
@@ -23,12 +24,17 @@ def test_bench_writes_ratios_and_step_shares(tmp_path):
         assert case["ratio"] == pytest.approx(case["ours_img_per_s"] / case["reference_img_per_s"])
         assert set(case["ours_step_share"]) == {"augment", "forward", "sinkhorn_loss", "backward_update"}
         assert sum(case["ours_step_share"].values()) == pytest.approx(1.0)
-        # the ceiling is the ratio ours would reach at the bf16 matmul peak against the reference as measured
+        # achieved compute is throughput x FLOPs per image; the ceiling is the ratio at the bf16 matmul peak
+        peak = case["matmul_peak_gflop_per_s"]
+        assert set(peak) == {"bfloat16", "float32"} and min(peak.values()) > 0
+        ours_rate = case["ours_img_per_s"] * case["gflop_per_image"]
         reference_rate = case["reference_img_per_s"] * case["gflop_per_image"]
+        assert case["ours_gflop_per_s"] == pytest.approx(ours_rate)
         assert case["reference_gflop_per_s"] == pytest.approx(reference_rate)
-        assert case["ratio_ceiling"] == pytest.approx(report["matmul_peak_gflop_per_s"]["bfloat16"] / reference_rate)
-        assert case["ours_share_of_bf16_peak"] == pytest.approx(
-            case["ours_gflop_per_s"] / report["matmul_peak_gflop_per_s"]["bfloat16"])
+        assert case["ours_share_of_bf16_peak"] == pytest.approx(ours_rate / peak["bfloat16"])
+        assert case["reference_share_of_fp32_peak"] == pytest.approx(reference_rate / peak["float32"])
+        assert case["ratio_ceiling"] == pytest.approx(peak["bfloat16"] / reference_rate)
+        assert case["ratio"] == pytest.approx(case["ratio_ceiling"] * case["ours_share_of_bf16_peak"])
     flip, swav = report["cases"]
     assert swav["gflop_per_image"] > flip["gflop_per_image"]  # the local crops add compute
 
@@ -51,7 +57,12 @@ def test_loss_curve_compares_both_paths_and_a_rerun_over_the_same_steps(tmp_path
 
 def test_step_flops_are_forward_and_backward_of_every_view(tmp_path):
     trainer = Pretrainer(pretrain_config("smoke", aug="flip", device="cpu"), tmp_path, progress=False)
+    weights, draws = copy.deepcopy(trainer.model.state_dict()), trainer.generator.get_state()
     per_image = step_flops_per_image(trainer, images=4)
+    # the timed trainer is untouched: same weights and BN statistics, no gradients, same augmentation draws next
+    assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
+    assert all(p.grad is None for p in trainer.model.parameters())
+    assert torch.equal(trainer.generator.get_state(), draws)
     assert step_flops_per_image(trainer, images=2) == pytest.approx(per_image)  # a per-image count
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         trainer.model(trainer.make_views(torch.arange(4)))
