@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from swavnb.bench import main, step_flops_per_image
+from swavnb.bench import _convolutions_use_tf32, _float32_matmul_like_convolutions, main, step_flops_per_image
 from swavnb.config import pretrain_config
 from swavnb.train import Pretrainer
 
@@ -71,3 +71,15 @@ def test_step_flops_are_forward_and_backward_of_every_view(tmp_path):
     assert 2.99 * forward < per_image < 3.0 * forward
     # ResNet-18 with the CIFAR stem is ~0.56 GMAC per 32 px image: 1.11 GFLOP forward per view
     assert forward / 2 == pytest.approx(1.11e9, rel=0.02)
+
+
+def test_float32_peak_follows_the_convolutions_tf32_setting_and_restores_the_matmul_one():
+    matmul = torch.backends.cuda.matmul
+    name = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    before = getattr(matmul, name)
+    with _float32_matmul_like_convolutions(gpu=True):
+        inside = getattr(matmul, name)
+    assert inside in (("tf32", True) if _convolutions_use_tf32() else ("ieee", False))
+    assert getattr(matmul, name) == before
+    with _float32_matmul_like_convolutions(gpu=False):  # a CPU run touches no CUDA flag
+        assert getattr(matmul, name) == before
