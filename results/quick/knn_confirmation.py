@@ -5,7 +5,7 @@ random-init encoder at k = 20 and at k = 200. EMA statistics are reported alongs
 
     for s in 1 2 3; do python -m swavnb.pretrain --preset quick --aug swav --seed $s --out runs/confirm/swav-s$s; done
     python results/quick/knn_confirmation.py runs/quick/swav/checkpoint.pt runs/confirm/swav-s{1,2,3}/checkpoint.pt \
-        --json results/quick/knn-confirmation.json
+        --pretraining "..." --json results/quick/knn-confirmation.json
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from swavnb.checkpoint import load_checkpoint
 from swavnb.config import finetune_config
 from swavnb.distributed import device_name
 from swavnb.finetune import evaluation_data, load_backbone
@@ -24,16 +25,16 @@ from swavnb.probes import extract_features, knn_accuracy, precise_batchnorm
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("swav", nargs="+", help="swav quick checkpoints, in seed order from --first-swav-seed")
-    parser.add_argument("--first-swav-seed", type=int, default=0)
+    parser.add_argument("swav", nargs="+", help="swav quick checkpoints")
     parser.add_argument("--random-seeds", type=int, nargs="+", default=[3, 4, 5])
     parser.add_argument("--eval-seed", type=int, default=1, help="draws the pool and test subset (the study uses 0)")
+    parser.add_argument("--pretraining", default="", help="how the checkpoints were made (kept in the JSON)")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     tic = time.perf_counter()
     config = finetune_config("quick", seed=args.eval_seed)
     pool, test = evaluation_data(config)
-    encoders = [("swav", args.first_swav_seed + i, path) for i, path in enumerate(args.swav)]
+    encoders = [("swav", load_checkpoint(path)["config"]["seed"], path) for path in args.swav]
     encoders += [("random", seed, "none") for seed in args.random_seeds]
     rows = []
     for kind, seed, checkpoint in encoders:
@@ -53,7 +54,8 @@ def main() -> None:
     if args.json:
         report = {"rule": __doc__.split("\n\n")[1].replace("\n", " "), "eval_seed": args.eval_seed,
                   "pool_images": len(pool), "test_images": len(test), "image_size": config.image_size,
-                  "checkpoints": args.swav, "device": device_name(torch.device("cpu")), "torch": torch.__version__,
+                  "checkpoints": args.swav, "pretraining": args.pretraining,
+                  "device": device_name(torch.device("cpu")), "torch": torch.__version__,
                   "date": datetime.date.today().isoformat(), "seconds": round(time.perf_counter() - tic),
                   "rows": rows, "verdict": verdict}
         with open(args.json, "w") as f:
