@@ -15,25 +15,30 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or not one of ours."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` so that ``path`` always holds either the old or the new file.
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` so that ``path`` always holds either the old or the new file.
 
     The data goes to a temporary file in the same folder, is flushed to disk, and
     replaces ``path`` with one ``os.replace``; a crash (even ``kill -9``) mid-write
-    leaves the previous checkpoint intact.
+    leaves the previous file intact.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save({"format": FORMAT, **state}, file)
+            torch.save(obj, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``state`` atomically (see :func:`atomic_save`), tagged as one of our checkpoints."""
+    atomic_save({"format": FORMAT, **state}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from swavnb import cli
 from swavnb.augment import finetune_transform
-from swavnb.checkpoint import load_checkpoint
+from swavnb.checkpoint import atomic_save, load_checkpoint
 from swavnb.config import FRACTIONS, MODES, PRESETS, FinetuneConfig, finetune_config
 from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset, load_cifar100
 from swavnb.distributed import device_name, pick_device
@@ -162,10 +162,7 @@ def frozen_features(backbone: nn.Module, pool: CifarSplit, test: CifarSplit, dev
     for split, path in zip((pool, test), paths, strict=True):
         features.append(extract_features(backbone, split.images, device, **options))
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(features[-1], tmp)
-            os.replace(tmp, path)
+            atomic_save(features[-1], path)
     return features[0], features[1]
 
 
