@@ -19,8 +19,8 @@ import torch
 from swavnb.checkpoint import load_checkpoint
 from swavnb.config import finetune_config
 from swavnb.distributed import device_name
-from swavnb.finetune import evaluation_data, load_backbone
-from swavnb.probes import extract_features, knn_accuracy, precise_batchnorm
+from swavnb.finetune import evaluation_data, frozen_features, load_backbone
+from swavnb.probes import knn_accuracy
 
 
 def main() -> None:
@@ -40,9 +40,10 @@ def main() -> None:
     for kind, seed, checkpoint in encoders:
         backbone, _ = load_backbone(checkpoint, seed, config.image_size)
         row = {"encoder": kind, "seed": seed}
-        for bn_stats, net in (("ema", backbone), ("precise", precise_batchnorm(backbone, pool.images))):
-            accuracy = knn_accuracy(extract_features(net, pool.images), pool.fine, extract_features(net, test.images),
-                                    test.fine)
+        for bn_stats in ("ema", "precise"):
+            pool_features, test_features = frozen_features(backbone, pool, test, torch.device("cpu"), config,
+                                                           cache=None, tag="", bn_stats=bn_stats)
+            accuracy = knn_accuracy(pool_features, pool.fine, test_features, test.fine)
             row[bn_stats] = {k: round(v["top1"], 2) for k, v in accuracy.items()}
         rows.append(row)
         print(json.dumps(row), flush=True)
