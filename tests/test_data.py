@@ -74,6 +74,7 @@ def test_failed_download_raises_dataset_not_found(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(data, "_download", offline)
+    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)  # an air-gapped developer's setting would skip the attempt
     with pytest.raises(DatasetNotFoundError) as info:
         find_cifar100(tmp_path, download=True)
     assert calls == [tmp_path]
@@ -84,6 +85,7 @@ def test_failed_download_raises_dataset_not_found(tmp_path, monkeypatch):
 
 def test_download_that_leaves_no_files_raises(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_download", lambda root: None)
+    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
     with pytest.raises(DatasetNotFoundError):
         find_cifar100(tmp_path, download=True)
 
