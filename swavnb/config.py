@@ -57,7 +57,10 @@ class PretrainConfig:
     device: str = "auto"  # auto = the GPU when there is one
     amp: bool = True  # bf16 autocast for the backbone; Sinkhorn and the loss stay float32
     channels_last: bool = True  # faster convolutions on GPUs and oneDNN CPUs
-    compile: bool = False  # torch.compile the backbone (pays off on long GPU runs)
+    # torch.compile the network (fuses BatchNorm + ReLU around the convolutions): on the 2-core CPU +7-8 % at batch
+    # 256, nothing at batch 64 (-1 to -4 %; quick -8 % flip, +3 % swav), after a 31-63 s compile
+    # (results/compile-ab-cpu.json), so the batch-256 presets compile and the CPU ones don't
+    compile: bool = True
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = once per epoch)
     log_every_steps: int = 10
 
@@ -100,7 +103,7 @@ _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "swav": dict(
         aug="swav", head="mlp", epochs=200, optimizer="sgd", lr=0.12, weight_decay=5e-4,
         warmup_epochs=10, schedule="cosine", freeze_prototypes_epochs=1, queue_length=3840,
-        queue_start_epoch=30, compile=True,
+        queue_start_epoch=30,
     ),
     # the whole study in < 30 min on a 2-core CPU: 16 px images (ResNet-18 ~3x cheaper) and a recipe that leaves
     # SwAV's log K plateau within ~600 steps of batch 64 (measured, see README): SGD + warm-up + cosine, MLP head,
@@ -109,12 +112,12 @@ _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(
         image_size=16, local_size=8, n_local_crops=2, train_images=9000, epochs=4, batch_size=64, head="mlp",
         n_prototypes=300, epsilon=0.02, optimizer="sgd", lr=0.1, weight_decay=1e-5, warmup_epochs=1,
-        schedule="cosine", freeze_prototypes_epochs=0.5, log_every_steps=5,
+        schedule="cosine", freeze_prototypes_epochs=0.5, log_every_steps=5, compile=False,
     ),
     # seconds, for tests
     "smoke": dict(
         train_images=200, n_prototypes=30, feat_dim=16, hidden_dim=32, epochs=2, batch_size=32,
-        n_local_crops=2, log_every_steps=1,
+        n_local_crops=2, log_every_steps=1, compile=False,
     ),
 }
 _FINETUNE_PRESETS: dict[str, dict[str, Any]] = {

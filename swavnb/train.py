@@ -1,11 +1,13 @@
 """The SwAV pretraining loop: resumable, reproducible, single- or multi-process."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,34 @@ from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
 
 CHECKPOINT = "checkpoint.pt"
-# where the data lives, which device runs it and how often it logs or saves do not change the result,
-# so a run may resume with other values (another machine, a copy of the dataset, a GPU)
-RESUMABLE_CHANGES = frozenset({"data_root", "device", "log_every_steps", "checkpoint_every_steps"})
+# where the data lives, which device runs it, whether the network is compiled and how often it logs or saves do not
+# change the result, so a run may resume with other values (another machine, a copy of the dataset, a GPU)
+RESUMABLE_CHANGES = frozenset({"data_root", "device", "compile", "log_every_steps", "checkpoint_every_steps"})
 METRICS = "metrics.json"
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf; the last checkpoint is kept."""
+
+
+class CompileError(RuntimeError):
+    """``torch.compile`` could not build the network here (no C++ compiler, no Triton, an unsupported platform)."""
+
+
+@contextlib.contextmanager
+def _compile_failure_names_the_fix() -> Iterator[None]:
+    # the forward graph compiles at the first forward, the backward graph at the first backward; torch._dynamo is
+    # looked up, not imported (1.3 s): only a compiled network, which has imported it, can raise its errors
+    try:
+        yield
+    except RuntimeError as error:
+        dynamo_errors = sys.modules.get("torch._dynamo.exc")
+        if dynamo_errors is None or not isinstance(error, dynamo_errors.BackendCompilerFailed):
+            raise
+        cause = getattr(error, "inner_exception", None) or error
+        reason = f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
+        raise CompileError(f"torch.compile could not build the network ({reason}); rerun with --compile false: "
+                           "the same training, eager, without the compile speed-up") from error
 
 
 def make_augmentation(config: PretrainConfig) -> Augmentation:
@@ -251,11 +273,12 @@ class Pretrainer:
         self.model.normalize_prototypes()
         views = self.make_views(index)
         phase_done("augment")
-        embeddings, scores = self.forward(views)
-        phase_done("forward")
-        loss = self.loss(scores)
-        phase_done("sinkhorn_loss")
-        self.update(loss, embeddings, global_step)
+        with _compile_failure_names_the_fix():
+            embeddings, scores = self.forward(views)
+            phase_done("forward")
+            loss = self.loss(scores)
+            phase_done("sinkhorn_loss")
+            self.update(loss, embeddings, global_step)
         phase_done("backward_update")
         return loss.detach(), scores[0].detach()
 
