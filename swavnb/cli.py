@@ -9,8 +9,10 @@ from typing import Any
 
 from swavnb.checkpoint import CheckpointError
 from swavnb.data import DatasetNotFoundError
+from swavnb.train import CompileError
 
-USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, FloatingPointError, FileNotFoundError)
+USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, FloatingPointError, FileNotFoundError,
+               CompileError)
 
 
 def parse_overrides(extra: Sequence[str], config_cls: type) -> dict[str, str]:

@@ -42,8 +42,9 @@ class CompileError(RuntimeError):
 
 @contextlib.contextmanager
 def _compile_failure_names_the_fix() -> Iterator[None]:
-    # the forward graph compiles at the first forward, the backward graph at the first backward; torch._dynamo is
-    # looked up, not imported (1.3 s): only a compiled network, which has imported it, can raise its errors
+    # the forward graph compiles at the first forward, the backward graph at the first backward (inductor's
+    # InductorError is a BackendCompilerFailed); torch._dynamo is looked up, not imported (1.3 s): only a compiled
+    # network, which has imported it, can raise its errors
     try:
         yield
     except RuntimeError as error:
@@ -188,7 +189,10 @@ class Pretrainer:
         if self.runtime.distributed:
             self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         if config.compile:
-            self.net = torch.compile(self.net)
+            # static shapes: a run's batch and crop sizes never change (drop_last), and torch's automatic dynamic
+            # shapes would otherwise recompile a second run in the same process (a notebook, the benchmark's next
+            # case) for any batch size, with slower kernels
+            self.net = torch.compile(self.net, dynamic=False)
         self.pending: list[tuple[int, torch.Tensor]] = []  # losses not yet checked: no GPU sync every step
 
     @property

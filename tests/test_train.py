@@ -15,6 +15,7 @@ import torch
 
 from swavnb.checkpoint import load_checkpoint
 from swavnb.config import pretrain_config
+from swavnb.model import SwAVModel
 from swavnb.train import CompileError, NonFiniteLossError, Pretrainer, learning_rate, pretrain, usage_summary
 
 SMALL = dict(train_images=64, batch_size=16, epochs=3, n_prototypes=20, feat_dim=8, checkpoint_every_steps=2)
@@ -124,22 +125,35 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
 
 
 def test_compiled_run_trains_like_the_eager_one_and_saves_plain_weights(tmp_path):
-    """torch.compile (the ``paper`` and ``swav`` presets' default) changes the speed, not the training."""
-    runs = {}
+    """torch.compile (the ``paper`` and ``swav`` presets' default) changes the speed, not the training.
+
+    The yardstick is eager float32 with another memory layout: the same maths summed in another
+    order. Compiling may move the weight updates no further than that (0.8 % either way when written).
+    """
+    from torch._dynamo.utils import counters
+
     # float32, as bf16 rounds fused and unfused kernels differently; SGD, as Adam's first steps move each weight by
     # +-lr whatever its gradient's size, so float noise on a near-zero gradient would flip whole steps
-    for compiled in (False, True):
-        config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1}, compile=compiled, amp=False,
-                                 optimizer="sgd", lr=0.05)
-        runs[compiled] = pretrain(config, tmp_path / str(compiled), progress=False)["epochs"][0]["loss"]
-    assert runs[True] == pytest.approx(runs[False], rel=1e-4)
-    eager, compiled = _weights(tmp_path / "False" / "checkpoint.pt"), _weights(tmp_path / "True" / "checkpoint.pt")
-    assert compiled.keys() == eager.keys()  # no torch.compile wrapper prefix: the weights load into a plain model
-    # a BN bias's gradient is a sum over 32k positions with heavy cancellation: 1 % apart after one step, as far as
-    # eager float32 with another memory layout (channels_last off) lands from eager itself
-    for name, weight in eager.items():
-        if weight.is_floating_point():
-            assert (compiled[name] - weight).norm() <= 0.05 * weight.norm(), name
+    variants = {"eager": {}, "compiled": {"compile": True}, "eager, channels first": {"channels_last": False}}
+    losses, updates = {}, {}
+    for name, change in variants.items():
+        config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1}, amp=False, optimizer="sgd", lr=0.05,
+                                 **change)
+        trainer = Pretrainer(config, tmp_path / name, progress=False)
+        start = {k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()}
+        graphs = counters["stats"]["unique_graphs"]
+        losses[name] = trainer.fit()["epochs"][0]["loss"]
+        assert (counters["stats"]["unique_graphs"] > graphs) == config.compile  # compiled for real, not a fallback
+        saved = _weights(tmp_path / name / "checkpoint.pt")
+        updates[name] = {k: saved[k] - v for k, v in start.items()}
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
+
+    def worst_gap(name: str) -> float:
+        return max(float((updates[name][k] - u).norm() / u.norm()) for k, u in updates["eager"].items())
+
+    assert worst_gap("compiled") <= max(3 * worst_gap("eager, channels first"), 1e-4)
+    # no torch.compile wrapper prefix in the checkpoint: it loads into a plain model
+    SwAVModel.from_checkpoint(tmp_path / "compiled" / "checkpoint.pt")
 
 
 def test_compile_failure_names_the_fix(tmp_path):
