@@ -190,8 +190,8 @@ class Pretrainer:
             self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         if config.compile:
             # static shapes: a run's batch and crop sizes never change (drop_last), and torch's automatic dynamic
-            # shapes would otherwise recompile a second run in the same process (a notebook, the benchmark's next
-            # case) for any batch size, with slower kernels
+            # shapes would otherwise compile a second run in the same process (a notebook, the benchmark's next
+            # case) for a symbolic batch size: another program than the one a fresh run gets
             self.net = torch.compile(self.net, dynamic=False)
         self.pending: list[tuple[int, torch.Tensor]] = []  # losses not yet checked: no GPU sync every step
 
