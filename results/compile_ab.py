@@ -1,24 +1,32 @@
 """The A/B behind compile-ab-cpu.json: which presets should ``torch.compile`` the network by default?
 
-Per case, an eager and a compiled ``Pretrainer`` (same config otherwise) are built in one
-process; each compiles cold (a fresh inductor cache) during its warm-up, whose time is kept;
-then timed repetitions alternate eager / compiled, so drift in the machine's speed hits both.
+Each case runs in a process of its own, as a fresh ``pretrain`` would, with an empty inductor
+cache: no compiled code or shape history carries over from another case. There an eager and a
+compiled ``Pretrainer`` (same config otherwise) warm up (the compiled one compiles; both times
+are kept), then timed repetitions alternate eager / compiled, so drift in the machine's speed
+hits both. ``speedup`` is the ratio of the two medians; ``paired_speedup`` the median of the
+per-repetition ratios.
 
     python results/compile_ab.py --json results/compile-ab-cpu.json
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-# before torch is imported: every compile below starts from an empty cache, as on a fresh machine
+# before torch is imported: each process (one per case) compiles from an empty cache, as on a fresh machine
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="swavnb-inductor-")
+atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 import torch  # noqa: E402
 
@@ -63,9 +71,10 @@ def measure(preset: str, aug: str, batch: int, steps: int, args: argparse.Namesp
                 step()
             img_per_s[mode].append(batch * steps / (time.perf_counter() - tic))
     eager, compiled = (statistics.median(img_per_s[mode]) for mode in ("eager", "compiled"))
+    paired = statistics.median(c / e for e, c in zip(img_per_s["eager"], img_per_s["compiled"], strict=True))
     return {"preset": preset, "aug": aug, "batch": batch, "steps_per_repeat": steps, "img_per_s": img_per_s,
             "eager_img_per_s": eager, "compiled_img_per_s": compiled, "speedup": compiled / eager,
-            "warmup_s": warmup_s, "compile_s": warmup_s["compiled"] - warmup_s["eager"]}
+            "paired_speedup": paired, "warmup_s": warmup_s, "compile_s": warmup_s["compiled"] - warmup_s["eager"]}
 
 
 def main() -> None:
@@ -74,18 +83,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3, help="steps before timing, the first one compiles")
     parser.add_argument("--json", default="")
+    parser.add_argument("--case", type=int, default=-1, help="run only CASES[i] and print its row as JSON")
     args = parser.parse_args()
+    if args.case >= 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(measure(*CASES[args.case], args, Path(tmp))))
+        return
     tic, rows = time.perf_counter(), []
-    with tempfile.TemporaryDirectory() as tmp:
-        for case in CASES:
-            rows.append(measure(*case, args, Path(tmp)))
-            row = rows[-1]
-            print(f"{row['preset']:<6}{row['aug']:<5}{row['batch']:>4}  eager {row['eager_img_per_s']:6.1f}  "
-                  f"compiled {row['compiled_img_per_s']:6.1f} img/s  x{row['speedup']:.3f}  "
-                  f"compile {row['compile_s']:.0f} s", flush=True)
+    for index in range(len(CASES)):
+        child = [sys.executable, __file__, "--case", str(index), "--device", args.device,
+                 "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+        row = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        rows.append(row)
+        print(f"{row['preset']:<6}{row['aug']:<5}{row['batch']:>4}  eager {row['eager_img_per_s']:6.1f}  "
+              f"compiled {row['compiled_img_per_s']:6.1f} img/s  x{row['speedup']:.3f} (paired "
+              f"x{row['paired_speedup']:.3f})  compile {row['compile_s']:.0f} s", flush=True)
+    command = "python results/compile_ab.py" + (f" --json {args.json}" if args.json else "")
     report = {"device": device_name(pick_device(args.device)), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "date": datetime.date.today().isoformat(),
-              "command": "python results/compile_ab.py " + (f"--json {args.json}" if args.json else ""),
+              "threads": torch.get_num_threads(), "date": datetime.date.today().isoformat(), "command": command,
               "cases": rows, "seconds": time.perf_counter() - tic}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
