@@ -58,8 +58,8 @@ class PretrainConfig:
     amp: bool = True  # bf16 autocast for the backbone; Sinkhorn and the loss stay float32
     channels_last: bool = True  # faster convolutions on GPUs and oneDNN CPUs
     # torch.compile the network (presumably fusing BatchNorm + ReLU around the convolutions); the A/B on the 2-core
-    # CPU (results/compile-ab-cpu.json): a few % at batch 256, noise at batch 64, nothing or a loss for quick, each
-    # after a ~1 min compile; so the batch-256 presets compile and the CPU ones don't
+    # CPU (results/compile-ab-cpu.json): a few % for the paper preset (swav at batch 64: noise), nothing or a loss
+    # for quick, each after a 40-65 s compile; so the batch-256 presets compile and the CPU ones don't
     compile: bool = True
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = once per epoch)
     log_every_steps: int = 10
