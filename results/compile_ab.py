@@ -30,8 +30,8 @@ atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_err
 
 import torch  # noqa: E402
 
+from swavnb.bench import cycling_steps  # noqa: E402
 from swavnb.config import pretrain_config  # noqa: E402
-from swavnb.data import epoch_permutation  # noqa: E402
 from swavnb.distributed import device_name, pick_device  # noqa: E402
 from swavnb.train import Pretrainer  # noqa: E402
 
@@ -41,24 +41,13 @@ CASES = [("paper", "flip", 256, 2), ("paper", "flip", 64, 4), ("paper", "swav", 
          ("quick", "flip", 64, 8), ("quick", "swav", 64, 8)]
 
 
-def _stepper(trainer: Pretrainer):
-    order = epoch_permutation(len(trainer.images), trainer.config.seed, 0, trainer.device)
-    batch, counter = trainer.config.batch_size, iter(range(10**9))
-
-    def step() -> None:
-        i = next(counter) % trainer.per_epoch
-        trainer.train_step(order[i * batch : (i + 1) * batch], i)
-
-    return step
-
-
 def measure(preset: str, aug: str, batch: int, steps: int, args: argparse.Namespace, out: Path) -> dict:
     steppers, warmup_s = {}, {}
+    extra = {"train_images": 4096} if preset == "paper" else {}  # a sample is enough to time steps
     for mode in ("eager", "compiled"):
-        extra = {"train_images": 4096} if preset == "paper" else {}  # a sample is enough to time steps
         config = pretrain_config(preset, aug=aug, batch_size=batch, device=args.device, compile=mode == "compiled",
                                  **extra)
-        steppers[mode] = _stepper(Pretrainer(config, out / f"{preset}-{aug}-{batch}-{mode}", progress=False))
+        steppers[mode] = cycling_steps(Pretrainer(config, out / f"{preset}-{aug}-{batch}-{mode}", progress=False))
         tic = time.perf_counter()
         for _ in range(args.warmup):
             steppers[mode]()

@@ -27,7 +27,7 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,21 +131,27 @@ def step_flops_per_image(trainer: Pretrainer, images: int = 8) -> float:
     return counter.get_total_flops() / images
 
 
+def cycling_steps(trainer: Pretrainer) -> Callable[..., None]:
+    """One ``train_step`` per call (``phase_done`` passed on), over epoch 0's batches again and again."""
+    batch = trainer.config.batch_size
+    order = epoch_permutation(len(trainer.images), trainer.config.seed, 0, trainer.device)
+    counter = iter(range(10**9))
+
+    def step(phase_done: Callable[[str], None] = lambda phase: None) -> None:
+        i = next(counter) % trainer.per_epoch
+        trainer.train_step(order[i * batch : (i + 1) * batch], i, phase_done)
+
+    return step
+
+
 def bench_ours(aug: str, batch: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     config = pretrain_config("paper", aug=aug, batch_size=batch, device=args.device, train_images=args.images,
                              compile=not args.eager)
     trainer = Pretrainer(config, out / f"ours-{aug}-{batch}", progress=False)
     device = trainer.device
     _reset_memory(device)
-    order = epoch_permutation(len(trainer.images), config.seed, 0, device)
-    counter = iter(range(10**9))
-
-    def step() -> None:
-        i = next(counter) % trainer.per_epoch
-        trainer.train_step(order[i * batch : (i + 1) * batch], i)
-
     flops = step_flops_per_image(trainer)
-    times = _timed(step, args.steps, args.warmup, args.repeats, device)
+    times = _timed(cycling_steps(trainer), args.steps, args.warmup, args.repeats, device)
     phases: dict[str, float] = {}
     clock = [0.0]
 
@@ -155,11 +161,11 @@ def bench_ours(aug: str, batch: int, args: argparse.Namespace, out: Path) -> dic
         phases[phase] = phases.get(phase, 0.0) + now - clock[0]
         clock[0] = now
 
-    for i in range(args.steps):
+    phased_step = cycling_steps(trainer)  # the timed run's batches again, from the first
+    for _ in range(args.steps):
         _sync(device)
         clock[0] = time.perf_counter()
-        step = i % trainer.per_epoch
-        trainer.train_step(order[step * batch : (step + 1) * batch], step, phase_done)
+        phased_step(phase_done)
     total = sum(phases.values())
     return {"img_per_s": batch * args.steps / statistics.median(times), "peak_mem_mb": _peak_memory_mb(device),
             "share": {name: value / total for name, value in phases.items()}, "device": device, "flops": flops}
