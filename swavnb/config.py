@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
 from swavnb.data import check_image_size
+from swavnb.precision import check_amp
 
 PRESETS = ("paper", "swav", "quick", "smoke")
 MODES = ("finetune", "linear")
@@ -55,7 +56,9 @@ class PretrainConfig:
     final_lr_ratio: float = 0.001  # cosine ends at lr * this
     # runtime
     device: str = "auto"  # auto = the GPU when there is one
-    amp: bool = True  # bf16 autocast for the backbone; Sinkhorn and the loss stay float32
+    # bf16 autocast for the backbone (Sinkhorn and the loss stay float32): auto = only where the hardware runs bf16
+    # natively (a bf16 GPU, an AVX512_BF16 / AMX CPU), since emulated bf16 is 30-80x slower than float32
+    amp: str = "auto"
     channels_last: bool = True  # faster convolutions on GPUs and oneDNN CPUs
     # torch.compile the network (presumably fusing BatchNorm + ReLU around the convolutions); the A/B on the 2-core
     # CPU (results/compile-ab-cpu.json): a few % for the paper preset (swav at batch 64: noise), nothing or a loss
@@ -63,6 +66,9 @@ class PretrainConfig:
     compile: bool = True
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = once per epoch)
     log_every_steps: int = 10
+
+    def __post_init__(self) -> None:
+        self.amp = check_amp(self.amp)  # a bool from a notebook or an older checkpoint reads as true / false
 
 
 @dataclass
@@ -92,8 +98,11 @@ class FinetuneConfig:
     # (with multi-crop, small local crops last) and for a random-init backbone over nothing (mean 0, variance 1)
     bn_stats: str = "precise"
     device: str = "auto"
-    amp: bool = True
+    amp: str = "auto"  # as PretrainConfig.amp: bf16 only where the hardware runs it natively
     channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        self.amp = check_amp(self.amp)
 
 
 _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from swavnb.precision import cpu_capability
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -40,7 +42,11 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
-    """The hardware in words, for results and logs: the GPU's name, or the CPU model and threads."""
+    """The hardware in words, for results and logs: the GPU's name, or the CPU model, capability and threads.
+
+    The capability tells apart CPUs sold under one name (``AMD EPYC`` is AVX2-only Zen 3 or
+    AVX512 + bf16 Zen 4), which decides the precision and the speed of a run.
+    """
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = platform.processor() or platform.machine()
@@ -49,7 +55,7 @@ def device_name(device: torch.device) -> str:
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                  if line.startswith("model name")]
         model = names[0] if names else model
-    return f"cpu: {model}, {torch.get_num_threads()} threads"
+    return f"cpu: {model} ({cpu_capability()}), {torch.get_num_threads()} threads"
 
 
 def setup(device: str = "auto") -> Runtime:

@@ -24,6 +24,7 @@ from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset,
 from swavnb.distributed import device_name, pick_device
 from swavnb.evaluate import per_group_accuracy, topk_accuracy
 from swavnb.model import BACKBONE_DIM, SwAVModel, cifar_resnet18
+from swavnb.precision import autocast, precision_name, use_bf16
 from swavnb.probes import check_bn_stats, extract_features, precise_batchnorm
 
 RESULT = "result.json"
@@ -88,13 +89,13 @@ def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, tes
     generator = torch.Generator(device=device).manual_seed(config.seed)
     images, labels = train.images.to(device), train.fine.to(device)
     curves, step, epoch, running = [], 0, 0, {"loss": 0.0, "correct": 0, "seen": 0}
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
+    bf16 = use_bf16(config.amp, device)
     while step < n_steps:
         for index in batch_indices(len(train), batch, config.seed, epoch, device, drop_last=False):
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / n_steps))
             x = finetune_transform(images[index], generator).contiguous(memory_format=torch.channels_last)
-            with amp:
+            with autocast(device, bf16):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), labels[index])
             optimizer.zero_grad(set_to_none=True)
@@ -105,7 +106,7 @@ def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, tes
             running["correct"] += (logits.argmax(1) == labels[index]).sum().item()
             running["seen"] += len(index)
             if step in evals:
-                accuracy = topk_accuracy(extract_features(model, test.images, device, amp=config.amp), test.fine)
+                accuracy = topk_accuracy(extract_features(model, test.images, device, amp=bf16), test.fine)
                 curves.append({"step": step, "epoch": step * batch / len(train),
                                "train_loss": running["loss"] / running["seen"],
                                "train_top1": 100.0 * running["correct"] / running["seen"],
@@ -114,7 +115,7 @@ def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, tes
             if step == n_steps:
                 break
         epoch += 1
-    return extract_features(model, test.images, device, amp=config.amp), curves, n_steps * batch / len(train)
+    return extract_features(model, test.images, device, amp=bf16), curves, n_steps * batch / len(train)
 
 
 def feature_tag(checkpoint: str | None, aug: str) -> str:
@@ -123,10 +124,10 @@ def feature_tag(checkpoint: str | None, aug: str) -> str:
 
 
 def _cache_path(cache: Path | None, tag: str, split: CifarSplit, pool: CifarSplit, config: FinetuneConfig,
-                bn_stats: str) -> Path | None:
+                bn_stats: str, precision: str) -> Path | None:
     if cache is None:
         return None
-    signature = f"{tag}|{len(split)}|{split.images.shape[-1]}px|{config.seed}|{split.fine[:50].tolist()}"
+    signature = f"{tag}|{len(split)}|{split.images.shape[-1]}px|{config.seed}|{split.fine[:50].tolist()}|{precision}"
     if bn_stats != "ema":  # features cached before bn_stats existed were EMA ones and keep their key
         # precise statistics come from the pool: another pool means other test features too
         signature += f"|bn-{bn_stats}|pool-{len(pool)}-{pool.fine[:50].tolist()}"
@@ -150,11 +151,12 @@ def frozen_features(backbone: nn.Module, pool: CifarSplit, test: CifarSplit, dev
         (N_pool, 512) and (N_test, 512) float32 features on the CPU.
     """
     bn_stats = check_bn_stats(bn_stats or config.bn_stats)
-    paths = [_cache_path(cache, f"{tag}|{name}", split, pool, config, bn_stats)
+    bf16 = use_bf16(config.amp, device)
+    paths = [_cache_path(cache, f"{tag}|{name}", split, pool, config, bn_stats, precision_name(bf16))
              for name, split in (("train", pool), ("test", test))]
     if all(path is not None and path.exists() for path in paths):
         return tuple(torch.load(path, weights_only=True) for path in paths)
-    options = dict(amp=config.amp, channels_last=config.channels_last)
+    options = dict(amp=bf16, channels_last=config.channels_last)
     backbone = backbone.to(device)
     if bn_stats == "precise":  # from the pool, never the test images
         backbone = precise_batchnorm(backbone, pool.images, device, **options)
@@ -237,7 +239,7 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
     row = {
         "preset": config.preset, "aug": aug, "mode": mode, "fraction": fraction, "top1": accuracy[1],
         "top5": accuracy[5], "epochs": round(epochs, 2), "seconds": round(time.perf_counter() - tic, 1),
-        "device": device_name(device),
+        "device": device_name(device), "precision": precision_name(use_bf16(config.amp, device)),
         "n_labels": len(labelled), "test_images": len(test), "image_size": config.image_size,
         # fine-tuning trains the BN statistics with the rest; frozen features use config.bn_stats
         "bn_stats": config.bn_stats if mode == "linear" else "trained",

@@ -10,6 +10,7 @@ from torch import nn
 
 from swavnb.augment import eval_transform
 from swavnb.evaluate import topk_accuracy
+from swavnb.precision import autocast, use_bf16
 
 BN_STATS = ("precise", "ema")
 
@@ -24,7 +25,7 @@ def check_bn_stats(bn_stats: str) -> str:
 @torch.no_grad()
 def precise_batchnorm(
     backbone: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 500,
-    amp: bool = True, channels_last: bool = True,
+    amp: str | bool = "auto", channels_last: bool = True,
 ) -> nn.Module:
     """A copy of ``backbone`` whose BatchNorm statistics are recomputed on clean ``images``.
 
@@ -43,6 +44,7 @@ def precise_batchnorm(
         images: (N, 3, S, S) uint8 training images (never the test images: that would leak).
         batch_size: the per-batch means and (unbiased) variances of batches of this size are
             averaged, each batch weighing the same (a shorter last batch included).
+        amp: ``auto`` (bf16 where the hardware runs it natively), or True / False to force it.
 
     Returns:
         The recalibrated copy, in eval mode, on ``device``.
@@ -64,7 +66,7 @@ def precise_batchnorm(
         x = eval_transform(images[start : start + batch_size].to(device))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, use_bf16(amp, device)):
             model(x)
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
@@ -74,13 +76,14 @@ def precise_batchnorm(
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 500,
-    amp: bool = True, channels_last: bool = True,
+    amp: str | bool = "auto", channels_last: bool = True,
 ) -> torch.Tensor:
     """Pooled backbone features of uint8 images, in eval mode, without augmentation.
 
     Args:
         backbone: maps (B, 3, 32, 32) normalised images to (B, D) features.
         images: (N, 3, 32, 32) uint8, on any device.
+        amp: ``auto`` (bf16 where the hardware runs it natively), or True / False to force it.
 
     Returns:
         (N, D) float32 features on the CPU.
@@ -93,7 +96,7 @@ def extract_features(
         x = eval_transform(images[start : start + batch_size].to(device))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, use_bf16(amp, device)):
             chunks.append(backbone(x).float().cpu())
     backbone.train(was_training)
     return torch.cat(chunks)
@@ -159,7 +162,7 @@ def nearest_neighbours(query: torch.Tensor, bank: torch.Tensor, n: int = 8) -> t
 
 @torch.no_grad()
 def prototype_usage(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
-                    batch_size: int = 500, amp: bool = True) -> torch.Tensor:
+                    batch_size: int = 500, amp: str | bool = "auto") -> torch.Tensor:
     """How many images have each prototype as their nearest: (K,) counts.
 
     A healthy SwAV model spreads images over many prototypes; a collapsed one
@@ -170,7 +173,7 @@ def prototype_usage(model: nn.Module, images: torch.Tensor, device: torch.device
     counts = torch.zeros(model.prototypes.weight.shape[0], dtype=torch.int64)
     for start in range(0, len(images), batch_size):
         x = eval_transform(images[start : start + batch_size].to(device))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, use_bf16(amp, device)):
             _, scores = model([x])
         counts += torch.bincount(scores[0].argmax(dim=1).cpu(), minlength=len(counts))
     return counts

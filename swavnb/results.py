@@ -24,7 +24,7 @@ SEED_RESULTS: dict[str, dict[float, tuple[float, float]]] = {
 }
 SEED_TABLES = {"jitter": "Table 1", "flip": "Table 2"}
 SEED_MODE = "finetune"  # the seed fine-tunes the whole network; its tables compare only with these rows
-COLUMNS = ("preset", "aug", "mode", "fraction", "top1", "top5", "epochs", "seconds", "device")
+COLUMNS = ("preset", "aug", "mode", "fraction", "top1", "top5", "epochs", "seconds", "device", "precision")
 KNN_COLUMNS = ("preset", "aug", "bn_stats", "k", "top1", "top5")
 AUG_ORDER = ("jitter", "flip", "swav", "scratch")
 KNN = "knn.json"
@@ -90,15 +90,16 @@ def collect_metrics(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 
 def pretrain_summary(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per pretraining run: epochs, final loss and usage, training time and device."""
+    """One row per pretraining run: epochs, final loss and usage, training time, device and precision."""
     rows = []
     for aug, run in metrics.items():
         last = run["epochs"][-1]
         rows.append({"aug": aug, "epochs": last["epoch"], "loss": last["loss"], "usage_entropy": last["usage_entropy"],
                      "prototypes_used": last["prototypes_used"],
-                     "seconds": sum(epoch["seconds"] for epoch in run["epochs"]), "device": run["device"]})
+                     "seconds": sum(epoch["seconds"] for epoch in run["epochs"]), "device": run["device"],
+                     "precision": run.get("precision")})  # None: written before precision was recorded
     return pd.DataFrame(rows, columns=["aug", "epochs", "loss", "usage_entropy", "prototypes_used", "seconds",
-                                       "device"])
+                                       "device", "precision"])
 
 
 def _cell(value: float | None) -> str:

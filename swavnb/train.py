@@ -24,11 +24,12 @@ from swavnb.data import CifarSplit, batch_indices, label_subset, load_cifar100, 
 from swavnb.distributed import device_name
 from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
+from swavnb.precision import autocast, precision_name, use_bf16
 
 CHECKPOINT = "checkpoint.pt"
-# where the data lives, which device runs it, whether the network is compiled and how often it logs or saves do not
-# change the result, so a run may resume with other values (another machine, a copy of the dataset, a GPU)
-RESUMABLE_CHANGES = frozenset({"data_root", "device", "compile", "log_every_steps", "checkpoint_every_steps"})
+# where the data lives, the device, its precision (bf16 or float32: the same training within bf16 noise), compiling
+# and how often a run logs or saves do not change its result: a run may resume with other values (another machine)
+RESUMABLE_CHANGES = frozenset({"data_root", "device", "compile", "amp", "log_every_steps", "checkpoint_every_steps"})
 METRICS = "metrics.json"
 
 
@@ -147,6 +148,7 @@ class Pretrainer:
         self.ckpt_path = self.out / CHECKPOINT
         self.runtime = distributed.setup(config.device)
         device = self.device = self.runtime.device
+        self.bf16 = use_bf16(config.amp, device)
         self.state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
         # a field added after the checkpoint was written counts as its default (image_size: 32), as it ran then
         saved = {**as_dict(PretrainConfig()), **(self.state or {}).get("config", {})}
@@ -181,10 +183,12 @@ class Pretrainer:
                       if local_queue else None)
         self.queue_pushes = 0
         self.epoch, self.start_step = 0, 0
-        self.metrics: dict[str, Any] = {"config": as_dict(config), "device": device_name(device),
-                                        "world_size": self.runtime.world_size, "epochs": []}
+        self.metrics: dict[str, Any] = {"config": as_dict(config), "epochs": []}
         if self.state is not None:
             self._restore(self.state)
+        # what runs now (a resumed run may have started elsewhere; each epoch records its own precision too)
+        self.metrics.update(device=device_name(device), precision=precision_name(self.bf16),
+                            world_size=self.runtime.world_size)
         self.net: torch.nn.Module = self.model
         if self.runtime.distributed:
             self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -241,7 +245,7 @@ class Pretrainer:
         return views
 
     def forward(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp):
+        with autocast(self.device, self.bf16):
             return self.net(views)
 
     def loss(self, scores: list[torch.Tensor]) -> torch.Tensor:
@@ -327,6 +331,7 @@ class Pretrainer:
         self.metrics["epochs"].append({
             "epoch": self.epoch + 1, "loss": tally["loss"].item() / tally["steps"], "lr": lr,
             "img_per_s": tally["steps"] * config.batch_size / tally["seconds"], "seconds": tally["seconds"],
+            "precision": precision_name(self.bf16),
             **usage_summary(tally["usage"]),
         })
         self.epoch, self.start_step, self.state = self.epoch + 1, 0, None

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from swavnb.bench import _convolutions_use_tf32, _float32_matmul_like_convolutions, main, step_flops_per_image
 from swavnb.config import pretrain_config
+from swavnb.precision import native_bf16
 from swavnb.train import Pretrainer
 
 
@@ -26,17 +27,19 @@ def test_bench_writes_ratios_and_step_shares(tmp_path):
         assert case["ratio"] == pytest.approx(case["ours_img_per_s"] / case["reference_img_per_s"])
         assert set(case["ours_step_share"]) == {"augment", "forward", "sinkhorn_loss", "backward_update"}
         assert sum(case["ours_step_share"].values()) == pytest.approx(1.0)
-        # achieved compute is throughput x FLOPs per image; the ceiling is the ratio at the bf16 matmul peak
-        peak = case["matmul_peak_gflop_per_s"]
-        assert set(peak) == {"bfloat16", "float32"} and min(peak.values()) > 0
+        # achieved compute is throughput x FLOPs per image; the ceiling is the ratio at the matmul peak of ours'
+        # precision, which auto picks from the hardware (float32 where bf16 would be emulated)
+        peak, precision = case["matmul_peak_gflop_per_s"], case["ours_precision"]
+        assert precision == report["ours_precision"] == ("bf16" if native_bf16("cpu") else "float32")
+        assert set(peak) == {"float32", precision} and min(peak.values()) > 0
         ours_rate = case["ours_img_per_s"] * case["gflop_per_image"]
         reference_rate = case["reference_img_per_s"] * case["gflop_per_image"]
         assert case["ours_gflop_per_s"] == pytest.approx(ours_rate)
         assert case["reference_gflop_per_s"] == pytest.approx(reference_rate)
-        assert case["ours_share_of_bf16_peak"] == pytest.approx(ours_rate / peak["bfloat16"])
+        assert case["ours_share_of_peak"] == pytest.approx(ours_rate / peak[precision])
         assert case["reference_share_of_fp32_peak"] == pytest.approx(reference_rate / peak["float32"])
-        assert case["ratio_ceiling"] == pytest.approx(peak["bfloat16"] / reference_rate)
-        assert case["ratio"] == pytest.approx(case["ratio_ceiling"] * case["ours_share_of_bf16_peak"])
+        assert case["ratio_ceiling"] == pytest.approx(peak[precision] / reference_rate)
+        assert case["ratio"] == pytest.approx(case["ratio_ceiling"] * case["ours_share_of_peak"])
     flip, swav = report["cases"]
     assert swav["gflop_per_image"] > flip["gflop_per_image"]  # the local crops add compute
 

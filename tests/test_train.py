@@ -111,6 +111,45 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert [e["loss"] for e in json.loads((broken / "metrics.json").read_text())["epochs"]] == pytest.approx(losses)
 
 
+# 8 px, 100 images: the property needs no size, and bf16 is emulated (slow) on CPUs without native bf16; SGD, as
+# Adam's first steps move each weight by +-lr whatever its gradient's size, so rounding flips whole steps
+TINY = dict(train_images=100, batch_size=16, epochs=2, n_prototypes=20, feat_dim=8, image_size=8, local_size=4,
+            log_every_steps=1, optimizer="sgd", lr=0.05)
+
+
+def test_bf16_and_float32_train_alike_from_the_same_seed(tmp_path):
+    epochs = {amp: pretrain(pretrain_config("smoke", aug="flip", **TINY, amp=amp), tmp_path / amp, progress=False)
+              ["epochs"] for amp in ("true", "false")}
+    assert [e["precision"] for e in epochs["true"]] == ["bf16"] * 2
+    assert [e["precision"] for e in epochs["false"]] == ["float32"] * 2
+    bf16, float32 = ([e["loss"] for e in epochs[amp]] for amp in ("true", "false"))
+    assert bf16 != float32  # bf16 really ran
+    # the same run in both precisions: its epoch losses agree to bf16 rounding accumulated over 12 steps (0.2-0.5 %
+    # when written), far closer than another seed lands (15-20 %)
+    assert bf16 == pytest.approx(float32, rel=0.02)
+    other_seed = pretrain(pretrain_config("smoke", aug="flip", **TINY, amp="false", seed=1), tmp_path / "seed1",
+                          progress=False)["epochs"]
+    assert max(abs(a - b) for a, b in zip(bf16, float32, strict=True)) < min(
+        abs(e["loss"] - b) for e, b in zip(other_seed, float32, strict=True))
+
+
+def test_a_run_resumes_with_the_other_precision(tmp_path, monkeypatch):
+    train_step = Pretrainer.train_step
+
+    def stop_in_epoch_2(self, index, global_step, *args, **kwargs):
+        if global_step == self.per_epoch:
+            raise KeyboardInterrupt
+        return train_step(self, index, global_step, *args, **kwargs)
+
+    monkeypatch.setattr(Pretrainer, "train_step", stop_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):  # epoch 1 saved in float32
+        pretrain(pretrain_config("smoke", aug="flip", **TINY, amp="false"), tmp_path, progress=False)
+    monkeypatch.setattr(Pretrainer, "train_step", train_step)
+    metrics = pretrain(pretrain_config("smoke", aug="flip", **TINY, amp="true"), tmp_path, progress=False)
+    assert [e["precision"] for e in metrics["epochs"]] == ["float32", "bf16"]
+    assert metrics["precision"] == "bf16" and json.loads((tmp_path / "metrics.json").read_text()) == metrics
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
     # an absurd learning rate blows the weights up within a few steps
     config = pretrain_config(
