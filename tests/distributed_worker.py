@@ -31,7 +31,7 @@ def reference_codes(scores: torch.Tensor, epsilon: float, n_iters: int) -> torch
 
 def main(out: Path) -> None:
     config = pretrain_config("smoke", aug="flip", device="cpu", train_images=64, batch_size=16, epochs=1,
-                             n_prototypes=20, feat_dim=8, queue_length=32)
+                             n_prototypes=20, feat_dim=8, queue_length=32, image_size=8, local_size=4)
     trainer = Pretrainer(config, out / "run", progress=False)  # joins the gloo group torchrun describes
     rank, world = dist.get_rank(), dist.get_world_size()
 

@@ -61,7 +61,7 @@ def test_loss_curve_compares_both_paths_and_a_rerun_over_the_same_steps(tmp_path
 
 
 def test_step_flops_are_forward_and_backward_of_every_view(tmp_path):
-    trainer = Pretrainer(pretrain_config("smoke", aug="flip", device="cpu"), tmp_path, progress=False)
+    trainer = Pretrainer(pretrain_config("smoke", aug="flip", device="cpu", image_size=32), tmp_path, progress=False)
     weights, draws = copy.deepcopy(trainer.model.state_dict()), trainer.generator.get_state()
     per_image = step_flops_per_image(trainer, images=4)
     # the timed trainer is untouched: same weights and BN statistics, no gradients, same augmentation draws next

@@ -42,7 +42,7 @@ def test_string_overrides_are_typed():
     config = pretrain_config(
         "smoke", **parse_overrides(["--epochs", "7", "--amp=false", "--lr", "0.5"], PretrainConfig)
     )
-    assert config.epochs == 7 and config.amp is False and config.lr == 0.5
+    assert config.epochs == 7 and config.amp == "false" and config.lr == 0.5
     assert finetune_config("smoke", knn_k="10,30").knn_k == (10, 30)
 
 
@@ -53,7 +53,8 @@ def test_string_overrides_are_typed():
         (dict(head="deep"), "unknown head"),
         (dict(optimizer="lamb"), "unknown optimizer"),
         (dict(epochs="many"), "cannot read 'many' as int"),
-        (dict(amp="maybe"), "cannot read 'maybe' as bool"),
+        (dict(amp="maybe"), "unknown amp 'maybe'; choose one of auto, true, false"),
+        (dict(channels_last="maybe"), "cannot read 'maybe' as bool"),
         (dict(batch_size=0), "batch_size must be >= 1"),
         (dict(image_size=24), "image_size must be 32, 16 or 8"),
         (dict(image_size=16, local_size=24), r"local_size must be in \[1, image_size=16\]"),

@@ -12,7 +12,7 @@ from swavnb.probes import extract_features, precise_batchnorm
 from swavnb.train import pretrain
 
 TINY = dict(train_images=200, test_images=100, epochs=1, min_steps=2, batch_size=50, linear_epochs=3, n_evals=2)
-ROW = {"preset", "aug", "mode", "fraction", "top1", "top5", "epochs", "seconds", "device"}
+ROW = {"preset", "aug", "mode", "fraction", "top1", "top5", "epochs", "seconds", "device", "precision"}
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +83,10 @@ def test_unknown_mode(tmp_path):
 
 
 def test_resolution_must_match_the_checkpoint(tmp_path, checkpoint):
-    with pytest.raises(ValueError, match="pretrained at 32 px but evaluation is at 16 px; pass --image_size 32"):
-        finetune(str(checkpoint), 0.5, "linear", tmp_path, finetune_config("smoke", **TINY, image_size=16))
+    with pytest.raises(ValueError, match="pretrained at 16 px but evaluation is at 8 px; pass --image_size 16"):
+        finetune(str(checkpoint), 0.5, "linear", tmp_path, finetune_config("smoke", **TINY, image_size=8))
 
 
 def test_low_resolution_evaluation_runs_at_that_size(tmp_path):
-    row = finetune("none", 0.5, "finetune", tmp_path, finetune_config("smoke", **TINY, image_size=16))
-    assert row["image_size"] == 16 and 0 <= row["top1"] <= row["top5"] <= 100
+    row = finetune("none", 0.5, "finetune", tmp_path, finetune_config("smoke", **TINY, image_size=8))
+    assert row["image_size"] == 8 and 0 <= row["top1"] <= row["top5"] <= 100
