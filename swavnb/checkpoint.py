@@ -1,12 +1,16 @@
-"""Atomic checkpoint files and loading that fails with a clear message."""
+"""Atomic files (checkpoints, feature caches, JSON) and checkpoint loading that fails with a clear message."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
+
+from swavnb.layout import resolve
 
 FORMAT = "swavnb-checkpoint-v1"
 
@@ -22,12 +26,21 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     replaces ``path`` with one ``os.replace``; a crash (even ``kill -9``) mid-write
     leaves the previous file intact.
     """
-    path = Path(path)
+    _atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write ``payload`` as indented JSON to ``path`` atomically (as :func:`atomic_save`)."""
+    _atomic_write(path, lambda file: file.write(json.dumps(payload, indent=1).encode()))
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+    path = resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
@@ -47,7 +60,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Raises:
         CheckpointError: the file is missing, truncated/corrupt, or not a swavnb checkpoint.
     """
-    path = Path(path)
+    path = resolve(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist; run `python -m swavnb.pretrain` to create it")
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from swavnb.checkpoint import CheckpointError
 from swavnb.data import DatasetNotFoundError
-from swavnb.train import CompileError
+from swavnb.errors import CompileError
 
 USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, FloatingPointError, FileNotFoundError,
                CompileError)

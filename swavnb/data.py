@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from swavnb.layout import resolve
+
 DATA_ENV = "SWAVNB_DATA"
 OFFLINE_ENV = "SWAVNB_OFFLINE"  # "1": never try to download (air-gapped machines fail fast)
 FOLDER = "cifar-100-python"
@@ -77,13 +79,14 @@ def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     """The folder that holds (or will hold) ``cifar-100-python/``.
 
-    Order: the argument, else ``$SWAVNB_DATA``, else ``./data``.
+    Order: the argument, else ``$SWAVNB_DATA``, else ``data``; a relative path is taken from the
+    project root (:func:`swavnb.layout.resolve`), whatever the working directory.
     """
     if data_root:
-        return Path(data_root).expanduser()
+        return resolve(data_root)
     if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    return Path("data")
+        return resolve(os.environ[DATA_ENV])
+    return resolve("data")
 
 
 def _split_folder(root: Path) -> Path | None:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import time
@@ -18,17 +17,15 @@ from torch import nn
 
 from swavnb import cli
 from swavnb.augment import finetune_transform
-from swavnb.checkpoint import atomic_save, load_checkpoint
+from swavnb.checkpoint import atomic_save, load_checkpoint, write_json
 from swavnb.config import FRACTIONS, MODES, PRESETS, FinetuneConfig, finetune_config
 from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset, load_cifar100
 from swavnb.distributed import device_name, pick_device
 from swavnb.evaluate import per_group_accuracy, topk_accuracy
+from swavnb.layout import RESULT, SCRATCH, encoder_folder, is_random_init, resolve
 from swavnb.model import BACKBONE_DIM, SwAVModel, cifar_resnet18
 from swavnb.precision import autocast, precision_name, use_bf16
 from swavnb.probes import check_bn_stats, extract_features, precise_batchnorm
-
-RESULT = "result.json"
-SCRATCH = "scratch"  # the aug name of random-init rows, as in results.csv
 
 
 def load_backbone(checkpoint: str | None, seed: int, image_size: int | None = None) -> tuple[nn.Module, str]:
@@ -38,9 +35,10 @@ def load_backbone(checkpoint: str | None, seed: int, image_size: int | None = No
         image_size: the resolution it will be evaluated at; if given, it must be the
             checkpoint's pretraining resolution (features do not transfer across scales).
     """
-    if checkpoint in (None, "", "none"):
+    if is_random_init(checkpoint):
         torch.manual_seed(seed)
         return cifar_resnet18(), SCRATCH
+    checkpoint = resolve(checkpoint)
     state = load_checkpoint(checkpoint)
     if not state["finished"]:
         raise ValueError(f"'{checkpoint}' is an unfinished pretraining run; rerun its pretrain command to finish it")
@@ -120,7 +118,7 @@ def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, tes
 
 def feature_tag(checkpoint: str | None, aug: str) -> str:
     """What identifies a backbone in the feature cache (linear evaluation and the probes share it)."""
-    return SCRATCH if aug == SCRATCH else str(Path(checkpoint).resolve())
+    return SCRATCH if aug == SCRATCH else str(resolve(checkpoint).resolve())
 
 
 def _cache_path(cache: Path | None, tag: str, split: CifarSplit, pool: CifarSplit, config: FinetuneConfig,
@@ -210,7 +208,8 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
         fraction: share of the labelled pool used, in (0, 1] (stratified, nested subsets).
         mode: ``finetune`` (whole network, the seed's protocol) or ``linear`` (frozen features).
         config: evaluation settings (a preset, see :func:`swavnb.config.finetune_config`).
-        cache_dir: where ``linear`` keeps extracted features (default: next to the checkpoint).
+        cache_dir: where ``linear`` keeps extracted features (default: the encoder's folder, see
+            :func:`swavnb.layout.encoder_folder`). Relative paths are taken from the project root.
 
     Returns:
         The result row: preset, aug, mode, fraction, top1, top5 (percent), epochs, seconds,
@@ -228,9 +227,9 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
     if mode == "finetune":
         logits, curves, epochs = train_finetune(backbone, aug != SCRATCH, labelled, test, config, device)
     else:
-        if cache_dir is None and checkpoint not in (None, "", "none"):
-            cache_dir = Path(checkpoint).parent
-        cache = None if cache_dir is None else Path(cache_dir)
+        if cache_dir is None and not is_random_init(checkpoint):
+            cache_dir = encoder_folder(checkpoint, config.preset)
+        cache = None if cache_dir is None else resolve(cache_dir)
         tag = feature_tag(checkpoint, aug)
         pool_features, test_features = frozen_features(backbone, pool, test, device, config, cache, tag)
         logits, curves, epochs = train_linear(pool_features[chosen], pool.fine[chosen], test_features, test.fine,
@@ -247,9 +246,7 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
         "curves": curves,
         "per_superclass": per_group_accuracy(logits.argmax(1), test.fine, test.coarse, test.coarse_names),
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RESULT).write_text(json.dumps(row, indent=1))
+    write_json(resolve(out_dir) / RESULT, row)
     return row
 
 
@@ -265,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, extra = parser.parse_known_args(argv)
     preset = args.preset
     if preset is None:
-        preset = "quick" if args.checkpoint == "none" else load_checkpoint(args.checkpoint)["config"]["preset"]
+        preset = "quick" if is_random_init(args.checkpoint) else load_checkpoint(args.checkpoint)["config"]["preset"]
     config = finetune_config(preset, **cli.parse_overrides(extra, FinetuneConfig))
     row = finetune(args.checkpoint, args.fraction, args.mode, args.out, config, args.cache)
     print(f"{row['aug']} {row['mode']} {100 * row['fraction']:g}% labels: top-1 {row['top1']:.2f}  "

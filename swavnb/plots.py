@@ -20,8 +20,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from swavnb.augment import Augmentation, denormalize
+from swavnb.layout import resolve
+from swavnb.probes import usage_summary
 from swavnb.results import SEED_MODE, SEED_RESULTS, aug_rank
-from swavnb.train import usage_summary
 
 _PALETTE = sns.color_palette("deep")
 AUG_COLORS = {"jitter": _PALETTE[0], "flip": _PALETTE[1], "swav": _PALETTE[2], "scratch": (0.45, 0.45, 0.45)}
@@ -237,6 +238,25 @@ def accuracy_vs_fraction(results: pd.DataFrame, mode: str = "finetune") -> Figur
     return fig
 
 
+def knn_bars(knn: pd.DataFrame) -> Figure:
+    """k-NN top-1 of every encoder, one panel per BN setting, bars grouped by k.
+
+    Args:
+        knn: rows with aug, bn_stats, k, top1 (``knn.csv``).
+    """
+    settings = [bn for bn in ("precise", "ema") if bn in set(knn["bn_stats"])]
+    settings += sorted(set(knn["bn_stats"]) - set(settings))
+    fig, axes = _figure(1, len(settings), (5.5 * len(settings), 3.8))
+    augs = sorted(knn["aug"].unique(), key=aug_rank)
+    for ax, bn in zip(axes[0], settings, strict=True):
+        rows = knn[knn["bn_stats"] == bn].groupby(["k", "aug"], as_index=False)["top1"].mean()
+        sns.barplot(rows, x="k", y="top1", hue="aug", hue_order=augs, palette=[_color(a) for a in augs], ax=ax)
+        ax.set(title=f"{bn} BN statistics", xlabel="k (neighbours)", ylabel="test top-1 (%)")
+        ax.legend(title=None, fontsize="small")
+    fig.suptitle("weighted k-NN on frozen features")
+    return fig
+
+
 def loss_curves(metrics_by_aug: Mapping[str, Mapping[str, Any]]) -> Figure:
     """Pretraining loss and prototype-usage entropy per epoch, one line per augmentation."""
     fig, axes = _figure(1, 2, (11.0, 4.0))
@@ -277,7 +297,7 @@ def save_figure(fig: Figure, folder: str | os.PathLike, name: str) -> list[Path]
     The SVG gets no date and element ids salted by ``name``, so an unchanged figure
     rewrites an identical file and commits show real changes only.
     """
-    out = Path(folder)
+    out = resolve(folder)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")

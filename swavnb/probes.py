@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 import torch
@@ -177,3 +178,16 @@ def prototype_usage(model: nn.Module, images: torch.Tensor, device: torch.device
             _, scores = model([x])
         counts += torch.bincount(scores[0].argmax(dim=1).cpu(), minlength=len(counts))
     return counts
+
+
+def usage_summary(counts: torch.Tensor) -> dict[str, float]:
+    """Assignment diagnostics from per-prototype counts of nearest-prototype hits.
+
+    A collapsing run sends everything to a handful of prototypes: the entropy of
+    the counts (normalised by log K, so 1 = uniform) falls towards 0 and the share
+    of prototypes used drops.
+    """
+    p = counts.double().cpu() / counts.sum().clamp(min=1).item()
+    nonzero = p[p > 0]
+    entropy = -(nonzero * nonzero.log()).sum() / math.log(len(counts))
+    return {"usage_entropy": float(entropy), "prototypes_used": float((counts > 0).double().mean())}

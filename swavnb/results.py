@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from swavnb.finetune import RESULT
+from swavnb.checkpoint import write_json
+from swavnb.layout import KNN, METRICS, RESULT, resolve, results_folder
 from swavnb.probes import BN_STATS
-from swavnb.train import METRICS
 
 # The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
 SEED_RESULTS: dict[str, dict[float, tuple[float, float]]] = {
@@ -27,7 +27,6 @@ SEED_MODE = "finetune"  # the seed fine-tunes the whole network; its tables comp
 COLUMNS = ("preset", "aug", "mode", "fraction", "top1", "top5", "epochs", "seconds", "device", "precision")
 KNN_COLUMNS = ("preset", "aug", "bn_stats", "k", "top1", "top5")
 AUG_ORDER = ("jitter", "flip", "swav", "scratch")
-KNN = "knn.json"
 _NESTED = ("curves", "per_superclass")  # per-run detail that stays in result.json
 _MISSING = "–"
 
@@ -66,9 +65,7 @@ def save_knn(knn: Mapping[str, Mapping[int, Mapping[str, float]]], preset: str, 
     """
     rows = [{"preset": preset, "aug": aug, "bn_stats": bn_stats, "k": int(k), "top1": acc["top1"],
              "top5": acc["top5"]} for bn_stats, by_k in knn.items() for k, acc in by_k.items()]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / KNN).write_text(json.dumps(rows, indent=1))
+    write_json(resolve(out_dir) / KNN, rows)
     return pd.DataFrame(rows, columns=list(KNN_COLUMNS))
 
 
@@ -77,7 +74,8 @@ def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
     # rows written before bn_stats existed used pretraining's running averages
     rows = [{"bn_stats": "ema", **row}
             for path in sorted(Path(run_dir).rglob(KNN)) for row in json.loads(path.read_text())]
-    return _sorted(pd.DataFrame(rows, columns=list(KNN_COLUMNS)), ["aug", "bn_stats", "k"])
+    frame = pd.DataFrame(rows, columns=list(KNN_COLUMNS)).round({"top1": 4, "top5": 4})  # as collect_results
+    return _sorted(frame, ["aug", "bn_stats", "k"])
 
 
 def collect_metrics(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -200,9 +198,9 @@ def markdown_tables(rows: pd.DataFrame, knn: pd.DataFrame, preset: str,
     if metrics:
         summary = pretrain_summary(metrics)
         body = [[r.aug, str(r.epochs), f"{r.loss:.4f}", f"{r.usage_entropy:.2f}", f"{r.prototypes_used:.2f}",
-                 f"{r.seconds / 60:.1f}", r.device] for r in summary.itertuples()]
+                 f"{r.seconds / 60:.1f}", r.device, r.precision or _MISSING] for r in summary.itertuples()]
         parts += ["## Pretraining runs", _markdown(["aug", "epochs", "final loss", "usage entropy", "prototypes used",
-                                                    "minutes", "device"], body)]
+                                                    "minutes", "device", "precision"], body)]
     return "\n\n".join(parts) + "\n"
 
 
@@ -218,15 +216,29 @@ class StudyResults:
     markdown: Path
 
 
+class NoRunsError(FileNotFoundError):
+    """A study folder holds no finished run: nothing to gather."""
+
+
 def write_results(preset: str, runs_dir: str | os.PathLike = "runs",
                   results_dir: str | os.PathLike = "results") -> StudyResults:
-    """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv and tables.md."""
-    run_dir, out = Path(runs_dir) / preset, Path(results_dir) / preset
+    """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv and tables.md.
+
+    Relative folders are taken from the project root (:func:`swavnb.layout.resolve`).
+
+    Raises:
+        NoRunsError: ``runs_dir/<preset>`` holds no evaluation, k-NN or pretraining run; nothing is
+            written, so existing tables are never replaced by empty ones.
+    """
+    run_dir, out = resolve(runs_dir) / preset, results_folder(preset, results_dir)
     rows, knn = collect_results(run_dir), collect_knn(run_dir)
+    metrics = collect_metrics(run_dir)
+    if not len(rows) and not len(knn) and not metrics:
+        raise NoRunsError(f"no runs of preset {preset!r} under '{run_dir}'; fill it with `python -m swavnb.study "
+                          f"--preset {preset}` (or point runs_dir at the folder that holds {preset}/)")
     out.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out / "results.csv", index=False)
     knn.to_csv(out / "knn.csv", index=False)
-    metrics = collect_metrics(run_dir)
     tables = markdown_tables(rows, knn, preset, metrics)
     (out / "tables.md").write_text(tables)
     return StudyResults(rows, knn, metrics, tables, out / "results.csv", out / "tables.md")

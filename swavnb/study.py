@@ -7,12 +7,12 @@ Pretrains every aug, evaluates every encoder (random init included) on every lab
 fraction in both modes, runs the probes, then gathers the tables and figures. Each step
 is one executed notebook under ``runs/<preset>/notebooks/``; steps whose results exist
 are skipped, so an interrupted study continues where it stopped. Relative paths are taken
-from the repository root, where the notebooks run.
+from the project root (:mod:`swavnb.layout`), wherever the command runs.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
+import ast
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,12 +26,22 @@ from swavnb.checkpoint import CheckpointError, load_checkpoint
 from swavnb.config import FRACTIONS, MODES, PRESETS
 from swavnb.data import check_fraction
 from swavnb.distributed import device_name, pick_device
-from swavnb.finetune import RESULT, SCRATCH
-from swavnb.results import KNN
-from swavnb.train import CHECKPOINT, METRICS
+from swavnb.layout import (
+    CHECKPOINT,
+    KNN,
+    METRICS,
+    NO_CHECKPOINT,
+    RESULT,
+    SCRATCH,
+    evaluation_folder,
+    probes_folder,
+    project_root,
+    resolve,
+    run_folder,
+    shown,
+)
+from swavnb.precision import precision_name, use_bf16
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
 STUDY_AUGS = ("jitter", "flip", "swav")  # the seed's two strategies, then SwAV's recipe
 KERNEL = "python3"
 # the run whose executed notebooks --publish copies into notebooks/
@@ -39,9 +49,10 @@ PUBLISHED = {"pretrain": "pretrain-swav", "finetune": "finetune-swav-finetune-0.
              "results": "results"}
 
 
-def hardware(device: str = "auto") -> str:
-    """What ``device`` (auto / cuda / cpu) runs on, in words: the GPU's name or the CPU and its threads."""
-    return device_name(pick_device(device))
+def hardware(device: str = "auto", amp: str | bool = "auto") -> str:
+    """What ``device`` (auto / cuda / cpu) runs on and in which precision ``amp`` resolves to there, in words."""
+    resolved = pick_device(device)
+    return f"{device_name(resolved)}, {precision_name(use_bf16(amp, resolved))}"
 
 
 @dataclass
@@ -64,14 +75,9 @@ def _finished(checkpoint: Path) -> bool:
         return False
 
 
-def _for_notebook(path: Path) -> str:
-    """The path as the kernel (started in the repository root) should see it: relative when inside it."""
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def _folder(path: str | Path) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() else ROOT / path
+def notebooks_folder() -> Path:
+    """The study's source notebooks."""
+    return project_root() / "notebooks"
 
 
 def plan(preset: str, augs: Sequence[str] = STUDY_AUGS, fractions: Sequence[float] = FRACTIONS,
@@ -79,45 +85,49 @@ def plan(preset: str, augs: Sequence[str] = STUDY_AUGS, fractions: Sequence[floa
          figures_dir: str | Path = "figures") -> list[Step]:
     """Every step of the study in order: pretrain, then finetune / linear, then probes, then results.
 
-    Relative folders are taken from the repository root, where the notebooks run.
+    Relative folders are taken from the project root; notebooks get them relative to it when inside it.
     """
-    data_root = _for_notebook(_folder(data_root)) if data_root else ""
-    run_dir = _folder(runs_dir) / preset
+    data_root = shown(data_root) if data_root else ""
+    run_dir = resolve(runs_dir) / preset
     executed = run_dir / "notebooks"
     steps = []
     for aug in augs:
-        out = run_dir / aug
+        out = run_folder(preset, aug, runs_dir)
         steps.append(Step(
             "pretrain", f"pretrain {aug}",
-            {"preset": preset, "aug": aug, "out_dir": _for_notebook(out), "data_root": data_root},
+            {"preset": preset, "aug": aug, "out_dir": shown(out), "data_root": data_root,
+             "figures_dir": shown(figures_dir)},
             executed / f"pretrain-{aug}.ipynb", lambda out=out: _finished(out / CHECKPOINT),
             # features cached under a checkpoint's path would outlive the weights they came from
             [out / CHECKPOINT, out / METRICS, *out.glob("features-*.pt")],
         ))
-    encoders = [(aug, _for_notebook(run_dir / aug / CHECKPOINT)) for aug in augs] + [(SCRATCH, "none")]
+    encoders = [(aug, shown(run_folder(preset, aug, runs_dir) / CHECKPOINT)) for aug in augs]
+    encoders.append((SCRATCH, NO_CHECKPOINT))
     for aug, checkpoint in encoders:
         for mode in MODES:
             for fraction in fractions:
-                out = run_dir / aug / f"{mode}-{fraction:g}"
+                out = evaluation_folder(run_folder(preset, aug, runs_dir), mode, fraction)
                 steps.append(Step(
                     "finetune", f"{mode} {aug} {100 * fraction:g}% labels",
                     {"checkpoint": checkpoint, "fraction": fraction, "mode": mode, "preset": preset,
-                     "out_dir": _for_notebook(out), "cache_dir": _for_notebook(run_dir / aug), "data_root": data_root},
+                     "out_dir": shown(out), "cache_dir": shown(run_folder(preset, aug, runs_dir)),
+                     "data_root": data_root},
                     executed / f"finetune-{aug}-{mode}-{fraction:g}.ipynb", lambda out=out: (out / RESULT).is_file(),
                 ))
     for aug, checkpoint in encoders:
-        out = run_dir / aug / "probes"
+        out = probes_folder(run_folder(preset, aug, runs_dir))
         steps.append(Step(
             "probes", f"probes {aug}",
-            {"checkpoint": checkpoint, "preset": preset, "out_dir": _for_notebook(out),
-             "cache_dir": _for_notebook(run_dir / aug), "data_root": data_root},
+            {"checkpoint": checkpoint, "preset": preset, "out_dir": shown(out),
+             "cache_dir": shown(run_folder(preset, aug, runs_dir)), "data_root": data_root,
+             "figures_dir": shown(figures_dir)},
             executed / f"probes-{aug}.ipynb", lambda out=out: (out / KNN).is_file(),
         ))
-    csv = _folder(results_dir) / preset / "results.csv"
+    csv = resolve(results_dir) / preset / "results.csv"
     steps.append(Step(
         "results", "results",
-        {"preset": preset, "runs_dir": _for_notebook(_folder(runs_dir)),
-         "results_dir": _for_notebook(_folder(results_dir)), "figures_dir": _for_notebook(_folder(figures_dir))},
+        {"preset": preset, "runs_dir": shown(runs_dir), "results_dir": shown(results_dir),
+         "figures_dir": shown(figures_dir)},
         executed / "results.ipynb", csv.is_file, refresh=True,
     ))
     return steps
@@ -133,19 +143,19 @@ def execute(step: Step) -> None:
     from papermill.exceptions import PapermillExecutionError
 
     step.output.parent.mkdir(parents=True, exist_ok=True)
-    source = NOTEBOOKS / f"{step.notebook}.ipynb"
+    source = notebooks_folder() / f"{step.notebook}.ipynb"
     try:
         papermill.execute_notebook(str(source), str(step.output), parameters=step.parameters, kernel_name=KERNEL,
-                                   cwd=str(ROOT), progress_bar=False,
+                                   cwd=str(project_root()), progress_bar=False,
                                    # the kernel's start-up warnings (plain-TCP sockets) would bury the progress lines
                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except PapermillExecutionError as error:
         lines = [line.strip() for line in error.source.splitlines() if line.strip()]
         code = [line for line in lines if not line.startswith(("#", "%"))] or lines or [""]
         raise StepFailed(
-            f"{step.name} failed in {_for_notebook(source)}, cell [{error.exec_count}] ({code[0]!r}): "
+            f"{step.name} failed in {shown(source)}, cell [{error.exec_count}] ({code[0]!r}): "
             f"{error.ename}: {error.evalue}\nthe executed notebook with the full traceback: "
-            f"{_for_notebook(step.output)}"
+            f"{step.output}"
         ) from error
 
 
@@ -164,7 +174,7 @@ def run(steps: Sequence[Step], force: bool = False, log: Callable[[str], None] =
         if not force and not (step.refresh and executed) and step.done():
             log(f"{prefix} {elapsed()} {step.name}: skipped, results exist")
             continue
-        log(f"{prefix} {elapsed()} {step.name} -> {_for_notebook(step.output)}")
+        log(f"{prefix} {elapsed()} {step.name} -> {shown(step.output)}")
         if force:
             for path in step.stale:
                 path.unlink(missing_ok=True)
@@ -175,18 +185,58 @@ def run(steps: Sequence[Step], force: bool = False, log: Callable[[str], None] =
     return executed
 
 
-def publish(runs_dir: str | Path, preset: str, dest: str | Path = NOTEBOOKS,
+def bake_parameters(notebook: Any) -> Any:
+    """Fold papermill's injected-parameters cell into the ``parameters`` cell and drop it.
+
+    A published notebook's parameters cell then holds the values its outputs came from, so what a
+    reader sees is what ran, and what a JupyterLab user edits there is what runs (an injected cell
+    below it would override every edit). Only the values change; types and help comments stay.
+    """
+    cells = notebook.cells
+    tags = [cell.get("metadata", {}).get("tags", []) for cell in cells]
+    injected = [i for i, t in enumerate(tags) if "injected-parameters" in t]
+    declared = [i for i, t in enumerate(tags) if "parameters" in t]
+    if not injected:
+        return notebook
+    if not declared:
+        raise ValueError("the notebook has injected parameters but no cell tagged 'parameters' to fold them into")
+    values = {}
+    for node in ast.parse(cells[injected[0]].source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            values[node.targets[0].id] = ast.get_source_segment(cells[injected[0]].source, node.value)
+    lines = cells[declared[0]].source.split("\n")
+    for node in ast.parse(cells[declared[0]].source).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [None])[0]
+        if isinstance(target, ast.Name) and target.id in values and node.value is not None:
+            row, value = node.lineno - 1, node.value
+            if value.end_lineno != node.lineno:
+                raise ValueError(f"parameter {target.id!r} spans lines; keep parameters on one line each")
+            line = lines[row]
+            lines[row] = line[: value.col_offset] + values.pop(target.id) + line[value.end_col_offset :]
+    if values:
+        raise ValueError(f"injected parameters {sorted(values)} are not declared in the parameters cell")
+    cells[declared[0]].source = "\n".join(lines)
+    del cells[injected[0]]
+    return notebook
+
+
+def publish(runs_dir: str | Path, preset: str, dest: str | Path | None = None,
             sources: dict[str, str] | None = None) -> list[Path]:
     """Copy one representative run's executed notebooks over the study's notebooks.
 
+    The injected parameters are folded into each notebook's parameters cell (:func:`bake_parameters`).
+
     Args:
+        dest: default the project's ``notebooks/``.
         sources: {notebook: executed notebook name under ``runs_dir/<preset>/notebooks``};
             default :data:`PUBLISHED` (aug swav, fine-tuned on 10 % of the labels).
 
     Returns:
         The written notebooks.
     """
-    executed = _folder(runs_dir) / preset / "notebooks"
+    import nbformat
+
+    executed = resolve(runs_dir) / preset / "notebooks"
     sources = sources or PUBLISHED
     missing = [name for name in sources.values() if not (executed / f"{name}.ipynb").is_file()]
     if missing:
@@ -194,8 +244,8 @@ def publish(runs_dir: str | Path, preset: str, dest: str | Path = NOTEBOOKS,
                                 "run the study with the swav aug and the 0.1 fraction first")
     written = []
     for notebook, name in sources.items():
-        target = Path(dest) / f"{notebook}.ipynb"
-        shutil.copyfile(executed / f"{name}.ipynb", target)
+        target = resolve(dest or notebooks_folder()) / f"{notebook}.ipynb"
+        nbformat.write(bake_parameters(nbformat.read(executed / f"{name}.ipynb", as_version=4)), target)
         written.append(target)
     return written
 
@@ -233,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = plan(args.preset, args.augs, args.fractions, args.data_root, args.runs_dir, args.results_dir,
                  args.figures_dir)
     print(f"study {args.preset}: {len(steps)} steps on {hardware()}; executed notebooks in "
-          f"{_for_notebook(steps[0].output.parent)}", flush=True)
+          f"{steps[0].output.parent}", flush=True)
     try:
         run(steps, args.force, log=lambda line: print(line, flush=True))
     except StepFailed as error:
@@ -241,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.publish:
         try:
-            print("published:", ", ".join(map(_for_notebook, publish(args.runs_dir, args.preset))))
+            print("published:", ", ".join(map(str, publish(args.runs_dir, args.preset))))
         except FileNotFoundError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,27 +16,20 @@ from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in every not
 
 from swavnb import distributed
 from swavnb.augment import Augmentation, MultiCrop
-from swavnb.checkpoint import load_checkpoint, save_checkpoint
+from swavnb.checkpoint import load_checkpoint, save_checkpoint, write_json
 from swavnb.config import PretrainConfig, as_dict, validate_pretrain
 from swavnb.data import CifarSplit, batch_indices, label_subset, load_cifar100, steps_per_epoch
 from swavnb.distributed import device_name
+from swavnb.errors import CompileError, NonFiniteLossError
+from swavnb.layout import CHECKPOINT, METRICS, resolve
 from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
 from swavnb.precision import autocast, precision_name, use_bf16
+from swavnb.probes import usage_summary
 
-CHECKPOINT = "checkpoint.pt"
 # where the data lives, the device, its precision (bf16 or float32: the same training within bf16 noise), compiling
 # and how often a run logs or saves do not change its result: a run may resume with other values (another machine)
 RESUMABLE_CHANGES = frozenset({"data_root", "device", "compile", "amp", "log_every_steps", "checkpoint_every_steps"})
-METRICS = "metrics.json"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or inf; the last checkpoint is kept."""
-
-
-class CompileError(RuntimeError):
-    """``torch.compile`` could not build the network here (no C++ compiler, no Triton, an unsupported platform)."""
 
 
 @contextlib.contextmanager
@@ -88,19 +79,6 @@ def make_optimizer(config: PretrainConfig, model: torch.nn.Module, fused: bool =
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
 
 
-def usage_summary(counts: torch.Tensor) -> dict[str, float]:
-    """Assignment diagnostics from per-prototype counts of nearest-prototype hits.
-
-    A collapsing run sends everything to a handful of prototypes: the entropy of
-    the counts (normalised by log K, so 1 = uniform) falls towards 0 and the share
-    of prototypes used drops.
-    """
-    p = counts.double().cpu() / counts.sum().clamp(min=1).item()
-    nonzero = p[p > 0]
-    entropy = -(nonzero * nonzero.log()).sum() / math.log(len(counts))
-    return {"usage_entropy": float(entropy), "prototypes_used": float((counts > 0).double().mean())}
-
-
 def _new_tally(n_prototypes: int, device: torch.device) -> dict[str, Any]:
     """What an epoch accumulates; saved with mid-epoch checkpoints so a resumed epoch reports the same."""
     return {"loss": torch.zeros((), device=device, dtype=torch.float64), "steps": 0, "seconds": 0.0,
@@ -121,12 +99,6 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
 def training_images(config: PretrainConfig) -> CifarSplit:
     """The training split a run learns from (all of it, or the preset's stratified subset), at its resolution."""
     train = load_cifar100("train", config.data_root or None)
@@ -144,7 +116,7 @@ class Pretrainer:
 
     def __init__(self, config: PretrainConfig, out_dir: str | os.PathLike, progress: bool = True) -> None:
         validate_pretrain(config)
-        self.config, self.out, self.progress = config, Path(out_dir), progress
+        self.config, self.out, self.progress = config, resolve(out_dir), progress
         self.ckpt_path = self.out / CHECKPOINT
         self.runtime = distributed.setup(config.device)
         device = self.device = self.runtime.device
@@ -349,7 +321,7 @@ class Pretrainer:
                 self._run_epoch(bar)
                 self._save()
                 if self.runtime.is_main:
-                    _write_json(self.out / METRICS, self.metrics)
+                    write_json(self.out / METRICS, self.metrics)
         distributed.barrier()
         return self.metrics
 

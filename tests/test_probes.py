@@ -17,6 +17,7 @@ from swavnb.probes import (
     precise_batchnorm,
     prototype_usage,
     tsne_embedding,
+    usage_summary,
 )
 
 
@@ -127,3 +128,10 @@ def test_precise_batchnorm_rejects_what_it_cannot_measure():
                           torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="at least one image"):
         precise_batchnorm(cifar_resnet18(), torch.zeros(0, 3, 8, 8, dtype=torch.uint8))
+
+
+def test_usage_summary_detects_collapse():
+    uniform = usage_summary(torch.full((100,), 5))
+    collapsed = usage_summary(torch.tensor([500] + [0] * 99))
+    assert uniform["usage_entropy"] == pytest.approx(1.0) and uniform["prototypes_used"] == 1.0
+    assert collapsed["usage_entropy"] == pytest.approx(0.0) and collapsed["prototypes_used"] == pytest.approx(0.01)

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from swavnb.results import COLUMNS, SEED_RESULTS, collect_knn, collect_results, save_knn, write_results
+from swavnb.results import COLUMNS, SEED_RESULTS, NoRunsError, collect_knn, collect_results, save_knn, write_results
 
 
 def _result(folder: Path, aug: str, mode: str, fraction: float, top1: float) -> None:
@@ -82,7 +83,19 @@ def test_knn_rows_round_trip_through_knn_json(tmp_path):
         {"preset": "smoke", "aug": "scratch", "bn_stats": "precise", "k": 5, "top1": 1.5, "top5": 7.0}]
 
 
-def test_an_empty_study_gives_empty_tables_not_errors(tmp_path):
+def test_an_empty_study_is_an_error_naming_the_folder_and_the_command_and_writes_nothing(tmp_path):
     assert tuple(collect_results(tmp_path).columns) == COLUMNS
-    results = write_results("smoke", tmp_path / "runs", tmp_path / "results")
-    assert len(results.rows) == 0 and "2.92" in results.tables and "No probes yet." in results.tables
+    runs = _study(tmp_path)
+    write_results("smoke", runs, tmp_path / "results")
+    before = {path: path.read_bytes() for path in (tmp_path / "results" / "smoke").iterdir()}
+    with pytest.raises(NoRunsError, match=r"no runs of preset 'smoke' under '.*empty/smoke'.*python -m swavnb.study "
+                                          r"--preset smoke"):
+        write_results("smoke", tmp_path / "empty", tmp_path / "results")
+    assert {path: path.read_bytes() for path in (tmp_path / "results" / "smoke").iterdir()} == before
+
+
+def test_a_study_with_no_probes_yet_still_gets_tables(tmp_path):
+    runs = tmp_path / "runs"
+    _result(runs / "smoke", "scratch", "finetune", 0.1, 3.0)
+    results = write_results("smoke", runs, tmp_path / "results")
+    assert len(results.rows) == 1 and "2.92" in results.tables and "No probes yet." in results.tables

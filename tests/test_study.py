@@ -11,7 +11,9 @@ import pytest
 from papermill.translators import PythonTranslator
 
 from swavnb import study
-from swavnb.study import NOTEBOOKS, PUBLISHED, Step, main, plan, publish, run
+from swavnb.study import PUBLISHED, Step, bake_parameters, main, notebooks_folder, plan, publish, run
+
+NOTEBOOKS = notebooks_folder()
 
 
 def _parameters(notebook: str) -> dict[str, tuple[str, str]]:
@@ -54,7 +56,7 @@ def test_the_plan_runs_pretraining_then_evaluations_then_probes_then_results(tmp
 def test_the_full_plan_covers_every_encoder_fraction_and_mode_with_repo_relative_paths():
     steps = plan("quick")
     assert len(steps) == 3 + 4 * 2 * 5 + 4 + 1
-    assert steps[0].parameters["out_dir"] == "runs/quick/jitter"  # as the kernel, started in the repo, sees it
+    assert steps[0].parameters["out_dir"] == "runs/quick/jitter"  # relative to the project root, as notebooks take it
     assert steps[-1].parameters == {"preset": "quick", "runs_dir": "runs", "results_dir": "results",
                                     "figures_dir": "figures"}
 
@@ -96,14 +98,36 @@ def test_force_redoes_every_step_and_removes_its_stale_files(tmp_path, monkeypat
     assert not (tmp_path / "old-features.pt").exists()
 
 
+def _executed(parameters: str, injected: str) -> nbformat.NotebookNode:
+    """A notebook as papermill leaves it: the parameters cell, then the injected values, then the work."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(injected, metadata={"tags": ["injected-parameters"]}),
+                nbformat.v4.new_code_cell("print(preset)")]
+    return nb
+
+
+def test_publishing_folds_the_injected_values_into_the_parameters_cell():
+    nb = bake_parameters(_executed(
+        'preset: str = "quick"  # size preset: paper | quick\nfraction: float = 0.1  # share of labels\nseed: int = 0',
+        '# Parameters\npreset = "smoke"\nfraction = 0.3\n'))
+    assert [cell.metadata.get("tags", []) for cell in nb.cells] == [["parameters"], []]  # no cell overrides edits
+    assert nb.cells[0].source == ('preset: str = "smoke"  # size preset: paper | quick\n'
+                                  'fraction: float = 0.3  # share of labels\nseed: int = 0')
+    with pytest.raises(ValueError, match=r"\['mode'\] are not declared"):
+        bake_parameters(_executed('preset: str = "quick"  # help', 'mode = "linear"'))
+
+
 def test_publish_copies_the_representative_executed_notebooks(tmp_path):
     executed = tmp_path / "runs" / "smoke" / "notebooks"
     executed.mkdir(parents=True)
     for name in PUBLISHED.values():
-        (executed / f"{name}.ipynb").write_text(name)
+        nbformat.write(_executed('run: str = ""  # which run', f'run = "{name}"'), executed / f"{name}.ipynb")
     written = publish(tmp_path / "runs", "smoke", dest=tmp_path)
     assert [path.name for path in written] == ["pretrain.ipynb", "finetune.ipynb", "probes.ipynb", "results.ipynb"]
-    assert (tmp_path / "finetune.ipynb").read_text() == "finetune-swav-finetune-0.1"
+    published = nbformat.read(tmp_path / "finetune.ipynb", as_version=4)
+    assert published.cells[0].source == 'run: str = "finetune-swav-finetune-0.1"  # which run'
+    assert len(published.cells) == 2
     (executed / "probes-swav.ipynb").unlink()
     with pytest.raises(FileNotFoundError, match="probes-swav"):
         publish(tmp_path / "runs", "smoke", dest=tmp_path)
