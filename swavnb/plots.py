@@ -205,6 +205,32 @@ def usage_histogram(counts: torch.Tensor, title: str = "") -> Figure:
     return fig
 
 
+def prototype_gallery(images: torch.Tensor, rows: Sequence[Mapping[str, Any]], names: Sequence[str],
+                      title: str = "") -> Figure:
+    """One row per prototype: the images scoring highest on it, labelled with the row's majority class.
+
+    Args:
+        images: (N, 3, S, S) uint8 images the scores were computed on.
+        rows: :func:`swavnb.clusters.gallery` rows.
+        names: class names, indexed by the labels the rows were built from.
+    """
+    from swavnb.clusters import majority_names
+
+    width = max(len(row["images"]) for row in rows)
+    fig, axes = _figure(len(rows), width, (1.1 * width + 1.6, 1.15 * len(rows)), style="white")
+    for ax_row, row, label in zip(axes, rows, majority_names(rows, names), strict=True):
+        for ax in ax_row:
+            ax.set_axis_off()
+        for ax, index in zip(ax_row, row["images"], strict=False):
+            _show_image(ax, images[index])
+        ax_row[0].set_axis_on()
+        ax_row[0].set(xticks=[], yticks=[])
+        ax_row[0].set_ylabel(f"#{row['prototype']}\n{_pretty(label)}", rotation=0, ha="right", va="center",
+                             fontsize="small")
+    fig.suptitle(title or "most-used prototypes: the test images scoring highest on each")
+    return fig
+
+
 def accuracy_vs_fraction(results: pd.DataFrame, mode: str = "finetune") -> Figure:
     """Top-1 and top-5 against the label fraction, one line per encoder (random init included).
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from swavnb.augment import eval_transform
+from swavnb.clusters import prototype_scores
 from swavnb.evaluate import topk_accuracy
 from swavnb.precision import autocast, use_bf16
 
@@ -169,15 +170,8 @@ def prototype_usage(model: nn.Module, images: torch.Tensor, device: torch.device
     A healthy SwAV model spreads images over many prototypes; a collapsed one
     piles them onto a few.
     """
-    device = torch.device(device)
-    model.eval()
-    counts = torch.zeros(model.prototypes.weight.shape[0], dtype=torch.int64)
-    for start in range(0, len(images), batch_size):
-        x = eval_transform(images[start : start + batch_size].to(device))
-        with autocast(device, use_bf16(amp, device)):
-            _, scores = model([x])
-        counts += torch.bincount(scores[0].argmax(dim=1).cpu(), minlength=len(counts))
-    return counts
+    scores = prototype_scores(model, images, device, batch_size, amp)  # (N, K)
+    return torch.bincount(scores.argmax(dim=1), minlength=scores.shape[1])
 
 
 def usage_summary(counts: torch.Tensor) -> dict[str, float]:

@@ -14,7 +14,9 @@ from typing import Any
 import pandas as pd
 
 from swavnb.checkpoint import write_json
-from swavnb.layout import KNN, METRICS, RESULT, resolve, results_folder
+from swavnb.clusters import COLUMNS as CLUSTER_COLUMNS
+from swavnb.clusters import METHODS, SCORES
+from swavnb.layout import CLUSTERS, KNN, METRICS, RESULT, resolve, results_folder
 from swavnb.probes import BN_STATS
 
 # The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
@@ -76,6 +78,31 @@ def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
             for path in sorted(Path(run_dir).rglob(KNN)) for row in json.loads(path.read_text())]
     frame = pd.DataFrame(rows, columns=list(KNN_COLUMNS)).round({"top1": 4, "top5": 4})  # as collect_results
     return _sorted(frame, ["aug", "bn_stats", "k"])
+
+
+def save_clusters(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Write one encoder's cluster-quality rows (:func:`swavnb.clusters.score_rows`) to ``out_dir/clusters.json``."""
+    write_json(resolve(out_dir) / CLUSTERS, rows)
+    return pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS))
+
+
+def collect_clusters(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every ``clusters.json`` row under ``run_dir``: preset, aug, method, target, clusters, score, value."""
+    rows = [row for path in sorted(Path(run_dir).rglob(CLUSTERS)) for row in json.loads(path.read_text())]
+    return _sorted(pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS)), ["aug", "method", "target", "score"])
+
+
+def cluster_table(clusters: pd.DataFrame) -> str:
+    """NMI / ARI / purity of every encoder, one column per (method, target)."""
+    settings = [(m, t) for m in METHODS for t in ("fine", "superclass")
+                if ((clusters["method"] == m) & (clusters["target"] == t)).any()]
+    body = []
+    for aug in sorted(clusters["aug"].unique(), key=aug_rank):
+        mine = clusters[clusters["aug"] == aug].groupby(["method", "target", "score"])["value"].mean()
+        body.append([aug, *(" / ".join(f"{mine[(m, t, s)]:.3f}" if (m, t, s) in mine.index else _MISSING
+                                       for s in SCORES) if (m, t) in {k[:2] for k in mine.index} else _MISSING
+                            for m, t in settings)])
+    return _markdown(["encoder", *(f"{m}, {t} labels" for m, t in settings)], body)
 
 
 def collect_metrics(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -174,7 +201,8 @@ def _bn_note(rows: pd.DataFrame) -> str:
 
 
 def markdown_tables(rows: pd.DataFrame, knn: pd.DataFrame, preset: str,
-                    metrics: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+                    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+                    clusters: pd.DataFrame | None = None) -> str:
     """The whole ``tables.md``: the seed's Tables 1 and 2 reproduced, then every encoder and probe."""
     setup = []
     if "test_images" in rows and len(rows):
@@ -195,6 +223,10 @@ def markdown_tables(rows: pd.DataFrame, knn: pd.DataFrame, preset: str,
               "BN statistics: *precise* ones are recomputed on the labelled pool's clean images for every encoder; "
               "*ema* ones are the running averages pretraining left (a random-init backbone's are mean 0, variance 1).",
               knn_table(knn) if len(knn) else "No probes yet."]
+    if clusters is not None and len(clusters):
+        parts += ["## Cluster quality of the test images (NMI / ARI / purity)",
+                  "*prototypes*: each image's nearest prototype (encoders with prototypes); *kmeans*: k-means with "
+                  "as many clusters on the frozen (precise-BN) features, for every encoder.", cluster_table(clusters)]
     if metrics:
         summary = pretrain_summary(metrics)
         body = [[r.aug, str(r.epochs), f"{r.loss:.4f}", f"{r.usage_entropy:.2f}", f"{r.prototypes_used:.2f}",
@@ -210,6 +242,7 @@ class StudyResults:
 
     rows: pd.DataFrame  # one row per finetune / linear run (results.csv)
     knn: pd.DataFrame  # one row per (encoder, k) (knn.csv)
+    clusters: pd.DataFrame  # one row per (encoder, method, target, score) (clusters.csv)
     metrics: dict[str, dict[str, Any]]  # pretraining metrics per aug
     tables: str  # the Markdown of tables.md
     csv: Path
@@ -227,18 +260,20 @@ def write_results(preset: str, runs_dir: str | os.PathLike = "runs",
     Relative folders are taken from the project root (:func:`swavnb.layout.resolve`).
 
     Raises:
-        NoRunsError: ``runs_dir/<preset>`` holds no evaluation, k-NN or pretraining run; nothing is
+        NoRunsError: ``runs_dir/<preset>`` holds no evaluation, probe or pretraining run; nothing is
             written, so existing tables are never replaced by empty ones.
     """
     run_dir, out = resolve(runs_dir) / preset, results_folder(preset, results_dir)
-    rows, knn = collect_results(run_dir), collect_knn(run_dir)
+    rows, knn, clusters = collect_results(run_dir), collect_knn(run_dir), collect_clusters(run_dir)
     metrics = collect_metrics(run_dir)
-    if not len(rows) and not len(knn) and not metrics:
+    if not len(rows) and not len(knn) and not len(clusters) and not metrics:
         raise NoRunsError(f"no runs of preset {preset!r} under '{run_dir}'; fill it with `python -m swavnb.study "
                           f"--preset {preset}` (or point runs_dir at the folder that holds {preset}/)")
     out.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out / "results.csv", index=False)
     knn.to_csv(out / "knn.csv", index=False)
-    tables = markdown_tables(rows, knn, preset, metrics)
+    if len(clusters):
+        clusters.to_csv(out / "clusters.csv", index=False)
+    tables = markdown_tables(rows, knn, preset, metrics, clusters)
     (out / "tables.md").write_text(tables)
-    return StudyResults(rows, knn, metrics, tables, out / "results.csv", out / "tables.md")
+    return StudyResults(rows, knn, clusters, metrics, tables, out / "results.csv", out / "tables.md")
