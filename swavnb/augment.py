@@ -3,17 +3,17 @@
 Every random parameter is drawn per image from one ``torch.Generator`` on the
 images' device, so a batch is augmented in a handful of tensor ops (no per-image
 PIL, no host round trip) and a run is reproducible from its seed. Colour ops are
-kornia's torchvision-matching functions with per-image factors.
+torchvision's definitions with per-image factors (:mod:`swavnb.colour`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-import kornia.color
-import kornia.enhance
 import torch
 import torch.nn.functional as F
+
+from swavnb import colour
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -102,10 +102,10 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, jitter: ColorJitte
     brightness, contrast, saturation = factor(jitter.brightness), factor(jitter.contrast), factor(jitter.saturation)
     hue = torch.where(active, _uniform(-jitter.hue, jitter.hue, n, generator, device), torch.zeros(n, device=device))
     ops = (
-        lambda y: kornia.enhance.adjust_brightness_accumulative(y, brightness),
-        lambda y: kornia.enhance.adjust_contrast_with_mean_subtraction(y, contrast),
-        lambda y: kornia.enhance.adjust_saturation_with_gray_subtraction(y, saturation),
-        lambda y: kornia.enhance.adjust_hue(y, hue * 2 * math.pi),  # kornia takes radians
+        lambda y: colour.brightness(y, brightness),
+        lambda y: colour.contrast(y, contrast),
+        lambda y: colour.saturation(y, saturation),
+        lambda y: colour.hue(y, hue),
     )
     for op in torch.randperm(len(ops), generator=generator, device=device).tolist():
         x = ops[op](x)
@@ -113,7 +113,7 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, jitter: ColorJitte
 
 
 def random_grayscale(x: torch.Tensor, generator: torch.Generator, p: float = 0.2) -> torch.Tensor:
-    gray = kornia.color.rgb_to_grayscale(x).expand_as(x)
+    gray = colour.grayscale(x).expand_as(x)
     return torch.where(_per_image(_bernoulli(p, x.shape[0], generator, x.device)), gray, x)
 
 

@@ -246,7 +246,7 @@ def test_eval_transform_is_plain_normalisation(images):
 
 
 def test_hue_shift_spans_the_requested_fraction_of_the_wheel(real_images):
-    # Hue is measured with matplotlib's own HSV code, independent of the kornia ops under test.
+    # Hue is measured with matplotlib's own HSV code, independent of the swavnb.colour ops under test.
     x = to_unit_float(real_images[:64])
     out = color_jitter(x, gen(5), ColorJitter(0.0, 0.0, 0.0, 0.1))
     hsv_in = rgb_to_hsv(x.permute(0, 2, 3, 1).numpy())
