@@ -4,11 +4,9 @@
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,49 +15,16 @@ from torch import nn
 
 from swavnb import cli
 from swavnb.augment import finetune_transform
-from swavnb.checkpoint import atomic_save, load_checkpoint, write_json
+from swavnb.checkpoint import load_checkpoint, write_json
 from swavnb.config import FRACTIONS, MODES, PRESETS, FinetuneConfig, finetune_config
-from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset, load_cifar100
+from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset
 from swavnb.distributed import device_name, pick_device
 from swavnb.evaluate import per_group_accuracy, topk_accuracy
+from swavnb.features import evaluation_data, feature_tag, frozen_features, load_backbone
 from swavnb.layout import RESULT, SCRATCH, encoder_folder, is_random_init, resolve
-from swavnb.model import BACKBONE_DIM, SwAVModel, cifar_resnet18
+from swavnb.model import BACKBONE_DIM
 from swavnb.precision import autocast, precision_name, use_bf16
-from swavnb.probes import check_bn_stats, extract_features, precise_batchnorm
-
-
-def load_backbone(checkpoint: str | None, seed: int, image_size: int | None = None) -> tuple[nn.Module, str]:
-    """The pretrained ResNet-18 of a checkpoint, or a random one; with the row's aug label.
-
-    Args:
-        image_size: the resolution it will be evaluated at; if given, it must be the
-            checkpoint's pretraining resolution (features do not transfer across scales).
-    """
-    if is_random_init(checkpoint):
-        torch.manual_seed(seed)
-        return cifar_resnet18(), SCRATCH
-    checkpoint = resolve(checkpoint)
-    state = load_checkpoint(checkpoint)
-    if not state["finished"]:
-        raise ValueError(f"'{checkpoint}' is an unfinished pretraining run; rerun its pretrain command to finish it")
-    trained_at = state["config"].get("image_size", 32)
-    if image_size is not None and image_size != trained_at:
-        raise ValueError(f"'{checkpoint}' was pretrained at {trained_at} px but evaluation is at {image_size} px; "
-                         f"pass --image_size {trained_at} (or the preset it was trained with)")
-    model = SwAVModel(**state["model_hparams"])
-    model.load_state_dict(state["model"])
-    return model.backbone, state["config"]["aug"]
-
-
-def evaluation_data(config: FinetuneConfig) -> tuple[CifarSplit, CifarSplit]:
-    """The labelled pool and the test images of a preset (stratified subsets on CPU presets)."""
-    train = load_cifar100("train", config.data_root or None)
-    test = load_cifar100("test", config.data_root or None)
-    if config.train_images:
-        train = train.subset(label_subset(train.fine, config.train_images / len(train), config.seed))
-    if config.test_images:
-        test = test.subset(label_subset(test.fine, config.test_images / len(test), config.seed))
-    return train.resized(config.image_size), test.resized(config.image_size)
+from swavnb.probes import extract_features
 
 
 def _n_steps(config: FinetuneConfig, n_labelled: int, epochs: int) -> tuple[int, int]:
@@ -114,56 +79,6 @@ def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, tes
                 break
         epoch += 1
     return extract_features(model, test.images, device, amp=bf16), curves, n_steps * batch / len(train)
-
-
-def feature_tag(checkpoint: str | None, aug: str) -> str:
-    """What identifies a backbone in the feature cache (linear evaluation and the probes share it)."""
-    return SCRATCH if aug == SCRATCH else str(resolve(checkpoint).resolve())
-
-
-def _cache_path(cache: Path | None, tag: str, split: CifarSplit, pool: CifarSplit, config: FinetuneConfig,
-                bn_stats: str, precision: str) -> Path | None:
-    if cache is None:
-        return None
-    signature = f"{tag}|{len(split)}|{split.images.shape[-1]}px|{config.seed}|{split.fine[:50].tolist()}|{precision}"
-    if bn_stats != "ema":  # features cached before bn_stats existed were EMA ones and keep their key
-        # precise statistics come from the pool: another pool means other test features too
-        signature += f"|bn-{bn_stats}|pool-{len(pool)}-{pool.fine[:50].tolist()}"
-    return cache / f"features-{hashlib.sha1(signature.encode()).hexdigest()[:12]}.pt"
-
-
-def frozen_features(backbone: nn.Module, pool: CifarSplit, test: CifarSplit, device: torch.device,
-                    config: FinetuneConfig, cache: Path | None, tag: str,
-                    bn_stats: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen-backbone features of the labelled pool and the test images, kept on disk.
-
-    Linear evaluation of the five fractions and the probes share them, so each backbone is
-    extracted once per BN setting.
-
-    Args:
-        tag: identifies the backbone (see :func:`feature_tag`).
-        bn_stats: ``precise`` (BN statistics recomputed on the pool's clean images, see
-            :func:`swavnb.probes.precise_batchnorm`) or ``ema``; default ``config.bn_stats``.
-
-    Returns:
-        (N_pool, 512) and (N_test, 512) float32 features on the CPU.
-    """
-    bn_stats = check_bn_stats(bn_stats or config.bn_stats)
-    bf16 = use_bf16(config.amp, device)
-    paths = [_cache_path(cache, f"{tag}|{name}", split, pool, config, bn_stats, precision_name(bf16))
-             for name, split in (("train", pool), ("test", test))]
-    if all(path is not None and path.exists() for path in paths):
-        return tuple(torch.load(path, weights_only=True) for path in paths)
-    options = dict(amp=bf16, channels_last=config.channels_last)
-    backbone = backbone.to(device)
-    if bn_stats == "precise":  # from the pool, never the test images
-        backbone = precise_batchnorm(backbone, pool.images, device, **options)
-    features = []
-    for split, path in zip((pool, test), paths, strict=True):
-        features.append(extract_features(backbone, split.images, device, **options))
-        if path is not None:
-            atomic_save(features[-1], path)
-    return features[0], features[1]
 
 
 def train_linear(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -66,6 +70,8 @@ class Step:
     done: Callable[[], bool]  # its results already exist
     stale: list[Path] = field(default_factory=list)  # files --force deletes first, because the step would reuse them
     refresh: bool = False  # rerun whenever an earlier step ran: it gathers their results
+    after: list[str] = field(default_factory=list)  # names of the steps whose results this one reads
+    draws: bool = False  # its notebook draws figures a headless run does not: run the notebook once results exist
 
 
 def _finished(checkpoint: Path) -> bool:
@@ -82,8 +88,11 @@ def notebooks_folder() -> Path:
 
 def plan(preset: str, augs: Sequence[str] = STUDY_AUGS, fractions: Sequence[float] = FRACTIONS,
          data_root: str = "", runs_dir: str | Path = "runs", results_dir: str | Path = "results",
-         figures_dir: str | Path = "figures") -> list[Step]:
+         figures_dir: str | Path = "figures", modes: Sequence[str] = MODES) -> list[Step]:
     """Every step of the study in order: pretrain, then finetune / linear, then probes, then results.
+
+    Each encoder's evaluations and probes come after its pretraining (``after``), the random-init
+    encoder's need none, and results come after everything: what ``--jobs`` may run side by side.
 
     Relative folders are taken from the project root; notebooks get them relative to it when inside it.
     """
@@ -104,7 +113,8 @@ def plan(preset: str, augs: Sequence[str] = STUDY_AUGS, fractions: Sequence[floa
     encoders = [(aug, shown(run_folder(preset, aug, runs_dir) / CHECKPOINT)) for aug in augs]
     encoders.append((SCRATCH, NO_CHECKPOINT))
     for aug, checkpoint in encoders:
-        for mode in MODES:
+        needs = [] if aug == SCRATCH else [f"pretrain {aug}"]
+        for mode in modes:
             for fraction in fractions:
                 out = evaluation_folder(run_folder(preset, aug, runs_dir), mode, fraction)
                 steps.append(Step(
@@ -113,6 +123,7 @@ def plan(preset: str, augs: Sequence[str] = STUDY_AUGS, fractions: Sequence[floa
                      "out_dir": shown(out), "cache_dir": shown(run_folder(preset, aug, runs_dir)),
                      "data_root": data_root},
                     executed / f"finetune-{aug}-{mode}-{fraction:g}.ipynb", lambda out=out: (out / RESULT).is_file(),
+                    after=needs,
                 ))
     for aug, checkpoint in encoders:
         out = probes_folder(run_folder(preset, aug, runs_dir))
@@ -122,13 +133,14 @@ def plan(preset: str, augs: Sequence[str] = STUDY_AUGS, fractions: Sequence[floa
              "cache_dir": shown(run_folder(preset, aug, runs_dir)), "data_root": data_root,
              "figures_dir": shown(figures_dir)},
             executed / f"probes-{aug}.ipynb", lambda out=out: (out / KNN).is_file(),
+            after=[] if aug == SCRATCH else [f"pretrain {aug}"], draws=True,
         ))
     csv = resolve(results_dir) / preset / "results.csv"
     steps.append(Step(
         "results", "results",
         {"preset": preset, "runs_dir": shown(runs_dir), "results_dir": shown(results_dir),
          "figures_dir": shown(figures_dir)},
-        executed / "results.ipynb", csv.is_file, refresh=True,
+        executed / "results.ipynb", csv.is_file, refresh=True, after=[step.name for step in steps], draws=True,
     ))
     return steps
 
@@ -159,29 +171,76 @@ def execute(step: Step) -> None:
         ) from error
 
 
-def run(steps: Sequence[Step], force: bool = False, log: Callable[[str], None] = print) -> int:
-    """Execute the steps in order, skipping those already done (unless ``force``).
+def execute_headless(step: Step, threads: int = 0) -> None:
+    """Run one step through the package's functions (:mod:`swavnb.headless`) in a process of its own.
 
-    A ``refresh`` step (results) also reruns whenever an earlier one ran, so the tables are current.
+    Its own process gives each concurrent step its own memory and CUDA context; its output goes to
+    ``<step output>.log``, whose last lines a failure quotes.
+    """
+    log_file = step.output.with_suffix(".log")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    command = [sys.executable, "-m", "swavnb.headless", step.notebook, json.dumps(step.parameters)]
+    with open(log_file, "w") as out:
+        code = subprocess.run(command, cwd=project_root(), env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        tail = log_file.read_text().strip().splitlines()[-1:] or [""]
+        raise StepFailed(f"{step.name} failed (headless, exit {code}): {tail[0]}\nits log: {log_file}")
+
+
+def run(steps: Sequence[Step], force: bool = False, log: Callable[[str], None] = print, jobs: int = 1,
+        headless: bool = False, on_done: Callable[[Step], None] = lambda step: None) -> int:
+    """Execute the steps, skipping those already done (unless ``force``), up to ``jobs`` at a time.
+
+    A step starts once the steps it comes ``after`` are finished, in plan order; a ``refresh``
+    step (results) also reruns whenever an earlier one ran, so the tables are current. In notebook
+    mode a step that ``draws`` also runs when its results exist but its executed notebook does not
+    (results that came from a headless run). ``on_done`` is called after each executed step (the
+    export). After a failure no new step starts; the running ones finish, then it is raised.
 
     Returns:
         How many steps were executed.
     """
-    start, executed = time.perf_counter(), 0
+    start, executed, finished = time.perf_counter(), 0, set()
     elapsed = lambda: str(timedelta(seconds=round(time.perf_counter() - start)))
-    for index, step in enumerate(steps, 1):
-        prefix = f"[{index}/{len(steps)}]"
-        if not force and not (step.refresh and executed) and step.done():
-            log(f"{prefix} {elapsed()} {step.name}: skipped, results exist")
-            continue
-        log(f"{prefix} {elapsed()} {step.name} -> {shown(step.output)}")
-        if force:
-            for path in step.stale:
-                path.unlink(missing_ok=True)
-        tic = time.perf_counter()
-        execute(step)
-        executed += 1
-        log(f"{prefix} {elapsed()} {step.name}: done in {time.perf_counter() - tic:.0f} s")
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    work = (lambda step: execute_headless(step, threads)) if headless else execute
+    numbered = {step.name: f"[{index}/{len(steps)}]" for index, step in enumerate(steps, 1)}
+    pending, running, failure = list(steps), {}, None
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each step is a process of its own (kernel or worker)
+        while (pending and failure is None) or running:
+            while failure is None and len(running) < jobs:  # the first ready step in plan order, again and again
+                step = next((s for s in pending if all(name in finished for name in s.after)), None)
+                if step is None:
+                    break
+                pending.remove(step)
+                have = step.done() and (headless or not step.draws or step.output.is_file())
+                if not force and not (step.refresh and executed) and have:
+                    log(f"{numbered[step.name]} {elapsed()} {step.name}: skipped, results exist")
+                    finished.add(step.name)
+                    continue
+                log(f"{numbered[step.name]} {elapsed()} {step.name} -> {shown(step.output)}")
+                if force:
+                    for path in step.stale:
+                        path.unlink(missing_ok=True)
+                running[pool.submit(work, step)] = (step, time.perf_counter())
+            if not running:
+                if pending and failure is None:
+                    raise RuntimeError(f"steps {[s.name for s in pending]} wait for steps that are not planned")
+                continue
+            for future in wait(running, return_when=FIRST_COMPLETED).done:
+                step, tic = running.pop(future)
+                try:
+                    future.result()
+                except StepFailed as error:
+                    failure = failure or error
+                    continue
+                executed += 1
+                finished.add(step.name)
+                on_done(step)
+                log(f"{numbered[step.name]} {elapsed()} {step.name}: done in {time.perf_counter() - tic:.0f} s")
+    if failure is not None:
+        raise failure
     return executed
 
 
@@ -265,28 +324,83 @@ def _fractions(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _modes(text: str) -> list[str]:
+    modes = [mode.strip() for mode in text.split(",") if mode.strip()]
+    if not modes or any(mode not in MODES for mode in modes):
+        raise argparse.ArgumentTypeError(f"unknown mode(s) in {text!r}; choose from {', '.join(MODES)}")
+    return modes
+
+
+def _exporter(args: argparse.Namespace) -> Callable[[Step], None]:
+    """After each finished step: the results archive again, and a pretraining's model."""
+    from swavnb import transfer
+
+    def export(step: Step) -> None:
+        if step.notebook == "pretrain":
+            transfer.export_model(resolve(step.parameters["out_dir"]) / CHECKPOINT, args.export, step.parameters["aug"])
+        transfer.export_results(args.runs_dir, args.preset, args.export)
+
+    return export
+
+
+def benchmark(runs_dir: str | Path, preset: str, timeout: int = 300) -> Path:
+    """Time the training step first (``swavnb.bench``, flip at batch 256) into ``runs_dir/<preset>/bench.json``."""
+    out = resolve(runs_dir) / preset / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "swavnb.bench", "--augs", "flip", "--batches", "256", "--json", str(out)]
+    subprocess.run(command, cwd=project_root(), check=True, timeout=timeout)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swavnb.study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="quick", choices=PRESETS, help="size preset of every run (default quick)")
     parser.add_argument("--augs", type=_augs, default=list(STUDY_AUGS),
-                        help=f"comma-separated view strategies (default {','.join(STUDY_AUGS)})")
+                        help=f"comma-separated view strategies, in the order they run (default {','.join(STUDY_AUGS)})")
     parser.add_argument("--fractions", type=_fractions, default=list(FRACTIONS),
                         help=f"comma-separated label fractions (default {','.join(f'{f:g}' for f in FRACTIONS)})")
+    parser.add_argument("--modes", type=_modes, default=list(MODES),
+                        help="evaluation modes (default finetune,linear; finetune alone is the seed's protocol)")
     parser.add_argument("--data_root", default="", help="folder holding cifar-100-python/ (default $SWAVNB_DATA)")
     parser.add_argument("--force", action="store_true", help="redo steps whose results exist")
+    parser.add_argument("--headless", action="store_true",
+                        help="run the steps through the package's functions, without Jupyter or papermill (figures "
+                             "are drawn later by the notebooks, after --import)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="steps run side by side as processes (pretrainings, then evaluations of finished "
+                             "encoders); for a GPU one ResNet-18 cannot fill (default 1)")
+    parser.add_argument("--bench", action="store_true", help="first time the training step (swavnb.bench, ~1 min)")
+    parser.add_argument("--export", default="", metavar="DIR",
+                        help="after every finished step, write the results archive and each model's bf16 parts here")
+    parser.add_argument("--import", dest="import_dir", default="", metavar="DIR",
+                        help="first unpack an --export folder into the runs folder (then only what is missing runs)")
     parser.add_argument("--publish", action="store_true",
                         help="afterwards copy the executed swav notebooks (finetune at 10%% labels) into notebooks/")
     parser.add_argument("--runs_dir", default="runs", help="run outputs and executed notebooks go to RUNS_DIR/<preset>")
     parser.add_argument("--results_dir", default="results", help="tables go to RESULTS_DIR/<preset>")
     parser.add_argument("--figures_dir", default="figures", help="figures go to FIGURES_DIR/<preset>")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
     steps = plan(args.preset, args.augs, args.fractions, args.data_root, args.runs_dir, args.results_dir,
-                 args.figures_dir)
-    print(f"study {args.preset}: {len(steps)} steps on {hardware()}; executed notebooks in "
-          f"{steps[0].output.parent}", flush=True)
+                 args.figures_dir, args.modes)
+    mode = "headless" if args.headless else "notebooks"
+    print(f"study {args.preset}: {len(steps)} steps ({mode}, {args.jobs} at a time) on {hardware()}; runs in "
+          f"{resolve(args.runs_dir) / args.preset}", flush=True)
     try:
-        run(steps, args.force, log=lambda line: print(line, flush=True))
-    except StepFailed as error:
+        if args.import_dir:
+            from swavnb.transfer import import_study
+
+            imported = import_study(args.import_dir, args.runs_dir, args.preset)
+            print(f"imported {len(imported['files'])} result files and {len(imported['checkpoints'])} models from "
+                  f"{resolve(args.import_dir)}", flush=True)
+        if args.bench:
+            print(f"benchmark: {benchmark(args.runs_dir, args.preset)}", flush=True)
+            if args.export:
+                _exporter(args)(Step("bench", "bench", {}, Path(), lambda: True))
+        run(steps, args.force, log=lambda line: print(line, flush=True), jobs=args.jobs, headless=args.headless,
+            on_done=_exporter(args) if args.export else lambda step: None)
+    except (StepFailed, FileNotFoundError, ValueError, subprocess.SubprocessError) as error:
         print(f"error: {error}\nfinished results are kept: rerun the same command to continue", file=sys.stderr)
         return 1
     if args.publish:

@@ -177,6 +177,11 @@ class Pretrainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if state["optimizer"] is None:  # an imported model (swavnb.transfer): finished, nothing to resume
+            if not state["finished"]:
+                raise ValueError(f"'{self.ckpt_path}' holds no optimiser state and is unfinished: it cannot resume")
+            self.metrics, self.epoch = state["metrics"], state["epoch"]
+            return
         self.optimizer.load_state_dict(state["optimizer"])
         if self.queue is not None and state["queue"] is not None:
             self.queue.copy_(state["queue"])

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from swavnb.config import finetune_config, pretrain_config
-from swavnb.finetune import SCRATCH, evaluation_data, feature_tag, finetune, frozen_features, load_backbone
+from swavnb.features import evaluation_data, feature_tag, frozen_features, load_backbone
+from swavnb.finetune import finetune
+from swavnb.layout import SCRATCH
 from swavnb.probes import extract_features, precise_batchnorm
 from swavnb.train import pretrain
 

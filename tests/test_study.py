@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import time
 from pathlib import Path
 
 import nbformat
@@ -169,3 +170,59 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
     assert "'row = finetune(checkpoint" in err and "DatasetNotFoundError" in err
     assert "finetune-flip-finetune-0.3.ipynb" in err
     assert (runs / "smoke" / "flip" / "finetune-0.1" / "result.json").is_file()  # finished results are kept
+
+
+def test_jobs_run_independent_steps_side_by_side_and_respect_what_each_reads(tmp_path, monkeypatch):
+    import threading
+
+    lock, active, peak, order = threading.Lock(), [0], [0], []
+
+    def fake_execute(step: Step) -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            order.append(("start", step.name))
+        time.sleep(0.05)
+        (tmp_path / step.name).write_text("done")
+        with lock:
+            active[0] -= 1
+            order.append(("end", step.name))
+
+    monkeypatch.setattr(study, "execute", fake_execute)
+    done = lambda name: (lambda: (tmp_path / name).is_file())
+    steps = [Step("pretrain", "pretrain a", {}, tmp_path / "1", done("pretrain a")),
+             Step("pretrain", "pretrain b", {}, tmp_path / "2", done("pretrain b")),
+             Step("finetune", "eval a", {}, tmp_path / "3", done("eval a"), after=["pretrain a"]),
+             Step("finetune", "eval scratch", {}, tmp_path / "4", done("eval scratch")),
+             Step("results", "results", {}, tmp_path / "5", done("results"), refresh=True,
+                  after=["pretrain a", "pretrain b", "eval a", "eval scratch"])]
+    assert run(steps, jobs=2, log=lambda line: None) == 5
+    assert peak[0] == 2  # two at a time, never more
+    position = {event: i for i, event in enumerate(order)}
+    assert position[("end", "pretrain a")] < position[("start", "eval a")]
+    assert all(position[("end", name)] < position[("start", "results")] for name in steps[3].after + ["eval scratch"])
+
+
+def test_a_failing_step_stops_new_ones_and_is_reported_after_the_running_finish(tmp_path, monkeypatch):
+    def fake_execute(step: Step) -> None:
+        if step.name == "bad":
+            raise study.StepFailed("bad failed in notebooks/x.ipynb")
+        time.sleep(0.05)
+        (tmp_path / step.name).write_text("done")
+
+    monkeypatch.setattr(study, "execute", fake_execute)
+    done = lambda name: (lambda: (tmp_path / name).is_file())
+    steps = [Step("pretrain", "bad", {}, tmp_path / "1", done("bad")),
+             Step("pretrain", "slow", {}, tmp_path / "2", done("slow")),
+             Step("finetune", "later", {}, tmp_path / "3", done("later"), after=["slow"])]
+    with pytest.raises(study.StepFailed, match="bad failed"):
+        run(steps, jobs=2, log=lambda line: None)
+    assert (tmp_path / "slow").is_file() and not (tmp_path / "later").exists()
+
+
+def test_modes_can_leave_out_the_linear_evaluations():
+    steps = plan("smoke", ["flip"], [0.1, 0.4], modes=["finetune"])
+    assert [s.name for s in steps if s.notebook == "finetune"] == [
+        "finetune flip 10% labels", "finetune flip 40% labels", "finetune scratch 10% labels",
+        "finetune scratch 40% labels"]
+    assert all(s.after == ["pretrain flip"] for s in steps if "flip" in s.name and s.notebook != "pretrain")

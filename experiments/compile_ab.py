@@ -7,7 +7,7 @@ are kept), then timed repetitions alternate eager / compiled, so drift in the ma
 hits both. ``speedup`` is the ratio of the two medians; ``paired_speedup`` the median of the
 per-repetition ratios.
 
-    python results/compile_ab.py --json results/compile-ab-cpu.json
+    python experiments/compile_ab.py --json results/compile-ab-cpu.json
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def main() -> None:
         print(f"{row['preset']:<6}{row['aug']:<5}{row['batch']:>4}  eager {row['eager_img_per_s']:6.1f}  "
               f"compiled {row['compiled_img_per_s']:6.1f} img/s  x{row['speedup']:.3f} (paired "
               f"x{row['paired_speedup']:.3f})  compile {row['compile_s']:.0f} s", flush=True)
-    command = "python results/compile_ab.py" + (f" --json {args.json}" if args.json else "")
+    command = "python experiments/compile_ab.py" + (f" --json {args.json}" if args.json else "")
     report = {"device": device_name(pick_device(args.device)), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "date": datetime.date.today().isoformat(), "command": command,
               "cases": rows, "seconds": time.perf_counter() - tic}

@@ -4,7 +4,7 @@ Rule, fixed before the first run: with recomputed (precise) BN statistics, every
 random-init encoder at k = 20 and at k = 200. EMA statistics are reported alongside, with no rule.
 
     for s in 1 2 3; do python -m swavnb.pretrain --preset quick --aug swav --seed $s --out runs/confirm/swav-s$s; done
-    python results/quick/knn_confirmation.py runs/quick/swav/checkpoint.pt runs/confirm/swav-s{1,2,3}/checkpoint.pt \
+    python experiments/knn_confirmation.py runs/quick/swav/checkpoint.pt runs/confirm/swav-s{1,2,3}/checkpoint.pt \
         --pretraining "..." --json results/quick/knn-confirmation.json
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from swavnb.checkpoint import load_checkpoint
 from swavnb.config import finetune_config
 from swavnb.distributed import device_name
-from swavnb.finetune import evaluation_data, frozen_features, load_backbone
+from swavnb.features import evaluation_data, frozen_features, load_backbone
 from swavnb.probes import knn_accuracy
 
 

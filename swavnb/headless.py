@@ -1,0 +1,99 @@
+"""The study's steps run through the package's functions, without Jupyter (``study --headless``).
+
+Each function takes the parameters the study would inject into the step's notebook and writes
+what that notebook writes (checkpoint and metrics, result.json, knn.json and clusters.json,
+results/): the same run folders and rows, for an offline GPU node or a cluster job where
+papermill and Jupyter are not installed. Figures are left to the notebooks, which a machine
+with Jupyter runs afterwards on the imported results.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from swavnb import cli
+from swavnb.clusters import kmeans_assignments, prototype_scores, score_rows
+from swavnb.config import finetune_config, pretrain_config
+from swavnb.distributed import pick_device
+from swavnb.features import evaluation_data, feature_tag, frozen_features, load_backbone
+from swavnb.finetune import finetune
+from swavnb.layout import SCRATCH, encoder_folder, evaluation_folder, is_random_init, probes_folder, resolve
+from swavnb.model import SwAVModel
+from swavnb.probes import knn_accuracy
+from swavnb.results import save_clusters, save_knn, write_results
+from swavnb.train import pretrain
+
+
+def run_pretrain(p: Mapping[str, Any]) -> None:
+    """What ``pretrain.ipynb`` trains with these parameters (its other parameters at their defaults)."""
+    config = pretrain_config(p["preset"], aug=p.get("aug") or None, data_root=p.get("data_root", ""),
+                             device=p.get("device", "auto"), amp=p.get("amp", "auto"))
+    pretrain(config, p["out_dir"], progress=False)
+
+
+def run_finetune(p: Mapping[str, Any]) -> None:
+    """What ``finetune.ipynb`` evaluates with these parameters."""
+    config = finetune_config(p["preset"], data_root=p.get("data_root", ""), device=p.get("device", "auto"),
+                             amp=p.get("amp", "auto"))
+    encoder = encoder_folder(p["checkpoint"], p["preset"])
+    finetune(p["checkpoint"], p["fraction"], p["mode"],
+             p.get("out_dir") or evaluation_folder(encoder, p["mode"], p["fraction"]), config,
+             p.get("cache_dir") or encoder)
+
+
+def run_probes(p: Mapping[str, Any]) -> None:
+    """The numbers ``probes.ipynb`` saves: weighted k-NN under both BN settings and the cluster scores."""
+    preset, checkpoint, seed = p["preset"], p["checkpoint"], p.get("seed", 0)
+    config = finetune_config(preset, data_root=p.get("data_root", ""), device=p.get("device", "auto"),
+                             amp=p.get("amp", "auto"))
+    device = pick_device(config.device)
+    encoder = encoder_folder(checkpoint, preset)
+    out_dir, cache = resolve(p.get("out_dir") or probes_folder(encoder)), resolve(p.get("cache_dir") or encoder)
+    backbone, aug = load_backbone(checkpoint, seed, config.image_size)
+    pool, test = evaluation_data(config)
+    tag = feature_tag(checkpoint, aug)
+    knn, test_features = {}, None
+    for bn_stats in (config.bn_stats, "ema"):
+        pool_features, features = frozen_features(backbone, pool, test, device, config, cache, tag, bn_stats)
+        knn[bn_stats] = knn_accuracy(pool_features, pool.fine, features, test.fine, ks=config.knn_k,
+                                     temperature=config.knn_temperature)
+        test_features = features if test_features is None else test_features
+    save_knn(knn, config.preset, aug, out_dir)
+    if is_random_init(checkpoint) or aug == SCRATCH:
+        n_clusters, assignments = pretrain_config(preset).n_prototypes, {}
+    else:
+        model = SwAVModel.from_checkpoint(checkpoint).to(device)
+        n_clusters = model.prototypes.weight.shape[0]
+        assignments = {"prototypes": prototype_scores(model, test.images, device, amp=config.amp).argmax(dim=1)}
+    assignments = {"kmeans": kmeans_assignments(test_features, n_clusters, seed=seed), **assignments}
+    save_clusters(score_rows(assignments, {"fine": test.fine, "superclass": test.coarse}, config.preset, aug,
+                             n_clusters), out_dir)
+
+
+def run_results(p: Mapping[str, Any]) -> None:
+    """The tables ``results.ipynb`` writes (its figures are drawn when the notebook runs)."""
+    write_results(p["preset"], p.get("runs_dir", "runs"), p.get("results_dir", "results"))
+
+
+STEPS = {"pretrain": run_pretrain, "finetune": run_finetune, "probes": run_probes, "results": run_results}
+
+
+def run_step(notebook: str, parameters: Mapping[str, Any]) -> None:
+    """Run the step whose notebook is ``notebook`` with ``parameters``, in this process."""
+    STEPS[notebook](parameters)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m swavnb.headless NOTEBOOK '{"preset": ...}'``: one step, as ``study --headless`` starts it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m swavnb.headless", description=main.__doc__)
+    parser.add_argument("notebook", choices=sorted(STEPS))
+    parser.add_argument("parameters", help="the step's notebook parameters as a JSON object")
+    args = parser.parse_args(argv)
+    run_step(args.notebook, json.loads(args.parameters))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,110 @@
+"""Carry a study's results off a machine in a few small files, and back in (``study --export`` / ``--import``).
+
+An offline GPU node returns at most 8 files of at most 16 MiB: one ``results-<preset>.tar.gz`` of
+every JSON the runs wrote (metrics, result rows, k-NN, clusters, benchmark) and each pretrained
+model as bf16 weights split into parts of at most 15 MiB. Importing rebuilds each model as a
+finished checkpoint (no optimiser state: it evaluates, it does not train further) where the
+probes and results notebooks look for it.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swavnb.checkpoint import load_checkpoint, save_checkpoint
+from swavnb.layout import CHECKPOINT, resolve
+
+FORMAT = "swavnb-export-v1"
+PART_BYTES = 15 * 2**20
+_RESULT_FILES = ("*.json",)  # every result, metrics, k-NN and clusters row, and the benchmark
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def export_results(runs_dir: str | os.PathLike, preset: str, dest: str | os.PathLike) -> Path:
+    """(Re)write ``dest/results-<preset>.tar.gz`` with every JSON under ``runs_dir/<preset>``; returns it."""
+    run_dir, dest = resolve(runs_dir) / preset, resolve(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for pattern in _RESULT_FILES:
+            for path in sorted(run_dir.rglob(pattern)):
+                archive.add(path, arcname=str(path.relative_to(run_dir)))
+    target = dest / f"results-{preset}.tar.gz"
+    _atomic_bytes(target, buffer.getvalue())
+    return target
+
+
+def export_model(checkpoint: str | os.PathLike, dest: str | os.PathLike, name: str) -> list[Path]:
+    """Write a finished run's model as bf16 weights in parts ``dest/<name>.model.<i>-of-<n>``; returns them."""
+    state = load_checkpoint(checkpoint)
+    weights = {k: v.bfloat16() if v.is_floating_point() else v for k, v in state["model"].items()}
+    payload = {"format": FORMAT, "config": state["config"], "model_hparams": state["model_hparams"],
+               "metrics": state["metrics"], "epoch": state["epoch"], "model": weights}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data, dest = buffer.getvalue(), resolve(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    n = -(-len(data) // PART_BYTES)
+    for old in dest.glob(f"{name}.model.*"):
+        old.unlink()
+    parts = [dest / f"{name}.model.{i + 1}-of-{n}" for i in range(n)]
+    for i, part in enumerate(parts):
+        _atomic_bytes(part, data[i * PART_BYTES : (i + 1) * PART_BYTES])
+    return parts
+
+
+def _model_parts(src: Path) -> dict[str, list[Path]]:
+    """{name: its parts in order} of every complete model export in ``src``."""
+    found: dict[str, list[Path]] = {}
+    for path in src.glob("*.model.*-of-*"):
+        name, _, index = path.name.rpartition(".model.")
+        found.setdefault(name, []).append(path)
+    complete = {}
+    for name, parts in found.items():
+        order = sorted(parts, key=lambda p: int(p.name.rpartition(".model.")[2].split("-of-")[0]))
+        total = int(order[0].name.rpartition("-of-")[2])
+        if len(order) != total:
+            raise ValueError(f"model export '{name}' in '{src}' has {len(order)} of its {total} parts; "
+                             "copy all of them")
+        complete[name] = order
+    return complete
+
+
+def import_study(src: str | os.PathLike, runs_dir: str | os.PathLike, preset: str) -> dict[str, Any]:
+    """Unpack an export into ``runs_dir/<preset>``: the JSON files, and each model as a finished checkpoint.
+
+    Returns:
+        {"files": JSON files written, "checkpoints": checkpoints written}.
+    """
+    src, run_dir = resolve(src), resolve(runs_dir) / preset
+    archive = src / f"results-{preset}.tar.gz"
+    if not archive.is_file():
+        raise FileNotFoundError(f"'{archive}' not found: run the study with --export {src} (same --preset) first")
+    with tarfile.open(archive, mode="r:gz") as tar:
+        names = tar.getnames()
+        tar.extractall(run_dir, filter="data")  # relative regular files only
+    checkpoints = []
+    for name, parts in sorted(_model_parts(src).items()):
+        payload = torch.load(io.BytesIO(b"".join(p.read_bytes() for p in parts)), weights_only=True)
+        if payload.get("format") != FORMAT:
+            raise ValueError(f"'{parts[0]}' is not a swavnb model export (expected format {FORMAT})")
+        aug = payload["config"]["aug"]
+        target = run_dir / aug / CHECKPOINT
+        save_checkpoint({
+            "config": payload["config"], "model_hparams": payload["model_hparams"],
+            "model": {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()},
+            "optimizer": None, "queue": None, "queue_pushes": 0, "rng": None, "epoch": payload["epoch"], "step": 0,
+            "metrics": payload["metrics"], "finished": True, "tally": None, "imported_from": name,
+        }, target)
+        checkpoints.append(target)
+    return {"files": names, "checkpoints": checkpoints}
