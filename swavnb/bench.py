@@ -40,7 +40,7 @@ from swavnb.data import batch_indices, epoch_permutation
 from swavnb.distributed import device_name, pick_device
 from swavnb.precision import autocast, precision_name, use_bf16
 from swavnb.reference import ReferenceTrainer
-from swavnb.train import Pretrainer, learning_rate, training_images
+from swavnb.train import Pretrainer, training_images
 
 
 def _sync(device: torch.device) -> None:
@@ -189,13 +189,9 @@ def _ours_losses(config: PretrainConfig, out: Path) -> tuple[list[float], dict[s
     init = copy.deepcopy(trainer.model.state_dict())
     losses = []
     for epoch in range(config.epochs):
-        trainer.epoch = epoch
         for step, index in enumerate(batch_indices(len(trainer.images), config.batch_size, config.seed, epoch,
                                                    trainer.device)):
-            global_step = epoch * trainer.per_epoch + step
-            for group in trainer.optimizer.param_groups:
-                group["lr"] = learning_rate(config, global_step, trainer.total_steps)
-            losses.append(trainer.train_step(index, global_step)[0].item())
+            losses.append(trainer.scheduled_step(epoch, step, index)[0].item())
     return losses, init
 
 

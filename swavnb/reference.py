@@ -16,7 +16,7 @@ from swavnb.augment import CIFAR100_MEAN, CIFAR100_STD, SEED_JITTER, SWAV_JITTER
 from swavnb.config import PretrainConfig
 from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
-from swavnb.train import learning_rate, make_augmentation, make_optimizer
+from swavnb.train import learning_rate, make_augmentation, make_optimizer, set_learning_rate
 
 
 def _jitter(jitter: ColorJitter) -> T.RandomApply:
@@ -101,8 +101,7 @@ class ReferenceTrainer:
         if views is None:
             self.batches = iter(self.loader)
             views = next(self.batches)
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, global_step, self.total_steps)
+        set_learning_rate(self.optimizer, learning_rate(self.config, global_step, self.total_steps))
         self.model.normalize_prototypes()
         _, scores = self.model([v.to(self.device, non_blocking=True) for v in views])
         config = self.config

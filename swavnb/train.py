@@ -71,6 +71,12 @@ def learning_rate(config: PretrainConfig, step: int, total_steps: int) -> float:
     return final + 0.5 * (config.lr - final) * (1 + math.cos(math.pi * progress))
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every parameter group at ``lr`` (the schedule's value for the step about to run)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def make_optimizer(config: PretrainConfig, model: torch.nn.Module, fused: bool = True) -> torch.optim.Optimizer:
     """The run's optimiser. ``fused`` Adam updates all parameters in one kernel (same maths, fewer
     memory passes); fused SGD is not used: it fails once frozen prototypes join without a momentum buffer."""
@@ -267,6 +273,16 @@ class Pretrainer:
         phase_done("backward_update")
         return loss.detach(), scores[0].detach()
 
+    def scheduled_step(self, epoch: int, step: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """:meth:`train_step` at its place in the run: ``epoch`` (when the queue joins) and ``step`` within it
+        (learning rate, frozen prototypes). Returns loss, first-view scores and the lr used."""
+        self.epoch = epoch
+        global_step = epoch * self.per_epoch + step
+        lr = learning_rate(self.config, global_step, self.total_steps)
+        set_learning_rate(self.optimizer, lr)
+        loss, scores = self.train_step(index, global_step)
+        return loss, scores, lr
+
     def _run_epoch(self, bar: tqdm) -> None:
         config, runtime, device = self.config, self.runtime, self.device
         self.model.train()
@@ -277,11 +293,7 @@ class Pretrainer:
         batches = batch_indices(len(self.images), config.batch_size, config.seed, self.epoch, device,
                                 start_step=self.start_step)
         for step, index in enumerate(batches, self.start_step):
-            global_step = self.epoch * self.per_epoch + step
-            lr = learning_rate(config, global_step, self.total_steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            loss, scores = self.train_step(index[runtime.rank :: runtime.world_size], global_step)
+            loss, scores, lr = self.scheduled_step(self.epoch, step, index[runtime.rank :: runtime.world_size])
             self.pending.append((step, loss))
             tally["loss"] += loss
             tally["usage"] += torch.bincount(scores.argmax(dim=1), minlength=config.n_prototypes)
