@@ -27,7 +27,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check swavnb tests
+	$(BIN)/ruff check swavnb tests experiments
 
 bench: setup  ## throughput of our training step vs the torchvision DataLoader pipeline
 	$(BIN)/python -m swavnb.bench --json results/bench-cpu.json

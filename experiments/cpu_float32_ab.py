@@ -7,6 +7,7 @@ Times ``Pretrainer.train_step`` of the quick preset (the study's own step) under
 native), alternating timed repetitions between variants so drift hits all alike. Prints
 images/s and each variant's ratio to the preset's default; writes the JSON with the CPU named.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,14 +43,22 @@ def main() -> None:
     variants = dict(VARIANTS)
     if native_bf16("cpu"):
         variants["bf16"] = {"amp": "true"}
-    report = {"device": device_name(torch.device("cpu")), "torch": torch.__version__, "preset": "quick",
-              "steps": args.steps, "repeats": args.repeats, "cases": []}
+    report = {
+        "device": device_name(torch.device("cpu")),
+        "torch": torch.__version__,
+        "preset": "quick",
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "cases": [],
+    }
     tic = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for aug in args.augs.split(","):
             steppers, times = {}, {}
             for name, change in variants.items():
-                config = pretrain_config("quick", aug=aug, device="cpu", **{"amp": "false", **change})
+                config = pretrain_config(
+                    "quick", aug=aug, device="cpu", **{"amp": "false", **change}
+                )
                 trainer = Pretrainer(config, Path(tmp) / f"{aug}-{name}", progress=False)
                 steppers[name] = (cycling_steps(trainer), config.batch_size)
                 for _ in range(2):  # warm-up (compiles)
@@ -61,11 +70,21 @@ def main() -> None:
                     for _ in range(args.steps):
                         step()
                     times[name].append(time.perf_counter() - start)
-            rates = {name: steppers[name][1] * args.steps / statistics.median(t) for name, t in times.items()}
+            rates = {
+                name: steppers[name][1] * args.steps / statistics.median(t)
+                for name, t in times.items()
+            }
             for name, rate in rates.items():
                 print(f"{aug:<6}{name:<28}{rate:8.1f} img/s  {rate / rates['default']:5.2f}x")
-                report["cases"].append({"aug": aug, "variant": name, "img_per_s": rate,
-                                        "ratio_to_default": rate / rates["default"], "seconds": times[name]})
+                report["cases"].append(
+                    {
+                        "aug": aug,
+                        "variant": name,
+                        "img_per_s": rate,
+                        "ratio_to_default": rate / rates["default"],
+                        "seconds": times[name],
+                    }
+                )
     report["seconds"] = time.perf_counter() - tic
     print(f"{report['seconds']:.0f} s on {report['device']}, torch {report['torch']}")
     if args.json:

@@ -5,6 +5,7 @@ images' device, so a batch is augmented in a handful of tensor ops (no per-image
 PIL, no host round trip) and a run is reproducible from its seed. Colour ops are
 torchvision's definitions with per-image factors (:mod:`swavnb.colour`).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,9 @@ class MultiCrop:
 
     def __post_init__(self) -> None:
         if self.n_global < 1 or self.n_local < 0:
-            raise ValueError(f"need n_global >= 1 and n_local >= 0, got {self.n_global}, {self.n_local}")
+            raise ValueError(
+                f"need n_global >= 1 and n_local >= 0, got {self.n_global}, {self.n_local}"
+            )
         for name in ("global_scale", "local_scale"):
             low, high = getattr(self, name)
             if not 0 < low <= high <= 1:
@@ -52,10 +55,14 @@ class ColorJitter:
 
 
 SEED_JITTER = ColorJitter()  # the seed's first strategy: the usual torchvision strengths, always on
-SWAV_JITTER = ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.8)  # SwAV's strength-1.0 recipe (solo-learn's CIFAR values)
+SWAV_JITTER = ColorJitter(
+    0.8, 0.8, 0.8, 0.2, p=0.8
+)  # SwAV's strength-1.0 recipe (solo-learn's CIFAR values)
 
 
-def _uniform(low: float, high: float, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+def _uniform(
+    low: float, high: float, n: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=generator, device=device)
 
 
@@ -99,8 +106,16 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, jitter: ColorJitte
         drawn = _uniform(max(0.0, 1 - strength), 1 + strength, n, generator, device)
         return torch.where(active, drawn, torch.ones_like(drawn))
 
-    brightness, contrast, saturation = factor(jitter.brightness), factor(jitter.contrast), factor(jitter.saturation)
-    hue = torch.where(active, _uniform(-jitter.hue, jitter.hue, n, generator, device), torch.zeros(n, device=device))
+    brightness, contrast, saturation = (
+        factor(jitter.brightness),
+        factor(jitter.contrast),
+        factor(jitter.saturation),
+    )
+    hue = torch.where(
+        active,
+        _uniform(-jitter.hue, jitter.hue, n, generator, device),
+        torch.zeros(n, device=device),
+    )
     ops = (
         lambda y: colour.brightness(y, brightness),
         lambda y: colour.contrast(y, contrast),
@@ -118,7 +133,10 @@ def random_grayscale(x: torch.Tensor, generator: torch.Generator, p: float = 0.2
 
 
 def random_resized_crop_flip(
-    x: torch.Tensor, generator: torch.Generator, size: int, scale: tuple[float, float],
+    x: torch.Tensor,
+    generator: torch.Generator,
+    size: int,
+    scale: tuple[float, float],
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> torch.Tensor:
     """Per-image random resized crop and horizontal flip in one bilinear resample.
@@ -162,7 +180,9 @@ class Augmentation:
 
     def __init__(self, name: str, multicrop: MultiCrop | None = None, n_views: int = 2) -> None:
         if name not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTATIONS)}")
+            raise ValueError(
+                f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTATIONS)}"
+            )
         self.name = name
         self.multicrop = multicrop or MultiCrop()
         self.n_views = n_views
@@ -206,7 +226,9 @@ def eval_transform(images: torch.Tensor) -> torch.Tensor:
     return normalize(to_unit_float(images))
 
 
-def finetune_transform(images: torch.Tensor, generator: torch.Generator, max_shift: int | None = None) -> torch.Tensor:
+def finetune_transform(
+    images: torch.Tensor, generator: torch.Generator, max_shift: int | None = None
+) -> torch.Tensor:
     """The standard supervised CIFAR augmentation: flip and a random shift of up to
     ``max_shift`` pixels with black padding (pad-4 random crop at 32 px; by default
     an eighth of the image side), one view."""
@@ -220,7 +242,9 @@ def finetune_transform(images: torch.Tensor, generator: torch.Generator, max_shi
     theta[:, 1, 1] = 1.0
     theta[:, :, 2] = shift.float() * 2 / size
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return normalize(F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False))
+    return normalize(
+        F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    )
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""``python -m swavnb.bench``: pretraining throughput of swavnb vs the standard pipeline, one process, one run.
+"""``python -m swavnb.bench``: pretraining throughput of swavnb vs the standard pipeline, one
+process, one run.
 
 Cases: ``flip`` (2 x 32 px views) and ``swav`` multi-crop, each at the given batch
 sizes. *ours* is ``Pretrainer.train_step`` exactly as ``pretrain`` runs the ``paper``
@@ -16,6 +17,7 @@ estimates the ratio ours would reach if every counted FLOP ran at ours' matmul p
 the reference as measured: a target well above it is not reachable by a faster
 pipeline around the same network.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +51,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated GPU memory of the case, or the process's peak RSS on the CPU (monotone over cases)."""
+    """Peak allocated GPU memory of the case, or the process's peak RSS on the CPU (monotone over
+    cases)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -76,14 +79,19 @@ def _timed(step, n_steps: int, warmup: int, repeats: int, device: torch.device) 
     return times
 
 
-def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int = 0, repeats: int = 5) -> float:
-    """FLOP/s of a large square matmul in ``dtype``, best of ``repeats``: the device's practical compute peak.
+def matmul_peak_flops(
+    device: torch.device, dtype: torch.dtype, size: int = 0, repeats: int = 5
+) -> float:
+    """FLOP/s of a large square matmul in ``dtype``, best of ``repeats``: the device's practical
+    compute peak.
 
     On CUDA, float32 uses TF32 exactly when cuDNN does, so the peak is that of the reference's
     float32 convolutions (TF32 by default) rather than of strict float32.
     """
     gpu = device.type == "cuda"
-    size = size or (8192 if gpu else 4096)  # compute-bound; 0.3-0.8 s per repetition on the 2-core CPU
+    size = size or (
+        8192 if gpu else 4096
+    )  # compute-bound; 0.3-0.8 s per repetition on the 2-core CPU
     calls = 20 if gpu else 1
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     with _float32_matmul_like_convolutions(gpu):
@@ -93,14 +101,17 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int = 0, r
 
 def _convolutions_use_tf32() -> bool:
     conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9; don't mix with the legacy flags
+    if conv is not None and hasattr(
+        conv, "fp32_precision"
+    ):  # torch >= 2.9; don't mix with the legacy flags
         return conv.fp32_precision == "tf32"
     return torch.backends.cudnn.allow_tf32
 
 
 @contextlib.contextmanager
 def _float32_matmul_like_convolutions(gpu: bool) -> Iterator[None]:
-    """On CUDA, float32 matmuls use TF32 exactly when cuDNN's float32 convolutions do; nothing to do on a CPU."""
+    """On CUDA, float32 matmuls use TF32 exactly when cuDNN's float32 convolutions do; nothing to do
+    on a CPU."""
     if not gpu:
         yield
         return
@@ -134,7 +145,8 @@ def step_flops_per_image(trainer: Pretrainer, images: int = 8) -> float:
 
 
 def cycling_steps(trainer: Pretrainer) -> Callable[..., None]:
-    """One ``train_step`` per call (``phase_done`` passed on), over epoch 0's batches again and again."""
+    """One ``train_step`` per call (``phase_done`` passed on), over epoch 0's batches again and
+    again."""
     batch = trainer.config.batch_size
     order = epoch_permutation(len(trainer.images), trainer.config.seed, 0, trainer.device)
     counter = iter(range(10**9))
@@ -147,8 +159,15 @@ def cycling_steps(trainer: Pretrainer) -> Callable[..., None]:
 
 
 def bench_ours(aug: str, batch: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    config = pretrain_config("paper", aug=aug, batch_size=batch, device=args.device, train_images=args.images,
-                             compile=not args.eager, amp=args.amp)
+    config = pretrain_config(
+        "paper",
+        aug=aug,
+        batch_size=batch,
+        device=args.device,
+        train_images=args.images,
+        compile=not args.eager,
+        amp=args.amp,
+    )
     trainer = Pretrainer(config, out / f"ours-{aug}-{batch}", progress=False)
     device = trainer.device
     _reset_memory(device)
@@ -169,28 +188,43 @@ def bench_ours(aug: str, batch: int, args: argparse.Namespace, out: Path) -> dic
         clock[0] = time.perf_counter()
         phased_step(phase_done)
     total = sum(phases.values())
-    return {"img_per_s": batch * args.steps / statistics.median(times), "peak_mem_mb": _peak_memory_mb(device),
-            "share": {name: value / total for name, value in phases.items()}, "device": device, "flops": flops}
+    return {
+        "img_per_s": batch * args.steps / statistics.median(times),
+        "peak_mem_mb": _peak_memory_mb(device),
+        "share": {name: value / total for name, value in phases.items()},
+        "device": device,
+        "flops": flops,
+    }
 
 
-def bench_reference(aug: str, batch: int, args: argparse.Namespace, images: torch.Tensor,
-                    device: torch.device) -> dict[str, Any]:
+def bench_reference(
+    aug: str, batch: int, args: argparse.Namespace, images: torch.Tensor, device: torch.device
+) -> dict[str, Any]:
     config = pretrain_config("paper", aug=aug, batch_size=batch)
     trainer = ReferenceTrainer(config, images, args.workers, device)
     _reset_memory(device)
     counter = iter(range(10**9))
-    times = _timed(lambda: trainer.train_step(next(counter)), args.steps, args.warmup, args.repeats, device)
-    return {"img_per_s": batch * args.steps / statistics.median(times), "peak_mem_mb": _peak_memory_mb(device)}
+    times = _timed(
+        lambda: trainer.train_step(next(counter)), args.steps, args.warmup, args.repeats, device
+    )
+    return {
+        "img_per_s": batch * args.steps / statistics.median(times),
+        "peak_mem_mb": _peak_memory_mb(device),
+    }
 
 
 def _ours_losses(config: PretrainConfig, out: Path) -> tuple[list[float], dict[str, Any]]:
-    """Per-step losses of ``Pretrainer.train_step`` over ``config.epochs``, and the model's initial weights."""
+    """Per-step losses of ``Pretrainer.train_step`` over ``config.epochs``, and the model's initial
+    weights."""
     trainer = Pretrainer(config, out, progress=False)
     init = copy.deepcopy(trainer.model.state_dict())
     losses = []
     for epoch in range(config.epochs):
-        for step, index in enumerate(batch_indices(len(trainer.images), config.batch_size, config.seed, epoch,
-                                                   trainer.device)):
+        for step, index in enumerate(
+            batch_indices(
+                len(trainer.images), config.batch_size, config.seed, epoch, trainer.device
+            )
+        ):
             losses.append(trainer.scheduled_step(epoch, step, index)[0].item())
     return losses, init
 
@@ -200,7 +234,8 @@ def _window_means(losses: list[float], n_windows: int) -> list[float]:
 
 
 def loss_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Does the fast path train like the standard one? Same preset, seed and initial weights, three runs.
+    """Does the fast path train like the standard one? Same preset, seed and initial weights, three
+    runs.
 
     ``ours`` and ``reference`` (float32, torchvision PIL loader) start from identical
     weights with the same seed; ``ours, seed + 1`` measures how far an honest rerun
@@ -208,60 +243,115 @@ def loss_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     ``args.windows`` equal windows of steps is no larger than the gap between the
     two seeds.
     """
-    config = pretrain_config(args.preset, aug=args.augs.split(",")[0], epochs=args.curve_epochs,
-                             device=args.device, seed=args.seed)
+    config = pretrain_config(
+        args.preset,
+        aug=args.augs.split(",")[0],
+        epochs=args.curve_epochs,
+        device=args.device,
+        seed=args.seed,
+    )
     ours, init = _ours_losses(config, out / "ours")
     rerun, _ = _ours_losses(dataclasses.replace(config, seed=config.seed + 1), out / "rerun")
-    reference = ReferenceTrainer(config, training_images(config).images, args.workers, pick_device(config.device),
-                                 init_state=init)
+    reference = ReferenceTrainer(
+        config,
+        training_images(config).images,
+        args.workers,
+        pick_device(config.device),
+        init_state=init,
+    )
     reference_losses = [reference.train_step(step).item() for step in range(len(ours))]
-    windows = {name: _window_means(curve, args.windows)
-               for name, curve in (("ours", ours), ("reference", reference_losses), ("rerun", rerun))}
+    windows = {
+        name: _window_means(curve, args.windows)
+        for name, curve in (("ours", ours), ("reference", reference_losses), ("rerun", rerun))
+    }
     path_gap = [abs(a - b) for a, b in zip(windows["ours"], windows["reference"], strict=True)]
     seed_gap = [abs(a - b) for a, b in zip(windows["ours"], windows["rerun"], strict=True)]
     mean_path_gap, mean_seed_gap = sum(path_gap) / len(path_gap), sum(seed_gap) / len(seed_gap)
     return {
-        "preset": config.preset, "aug": config.aug, "seed": config.seed, "epochs": config.epochs,
-        "batch": config.batch_size, "steps": len(ours),
-        "curves": {"ours": ours, "reference": reference_losses, f"ours, seed {config.seed + 1}": rerun},
-        "window_means": windows, "mean_path_gap": mean_path_gap, "mean_seed_gap": mean_seed_gap,
+        "preset": config.preset,
+        "aug": config.aug,
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "batch": config.batch_size,
+        "steps": len(ours),
+        "curves": {
+            "ours": ours,
+            "reference": reference_losses,
+            f"ours, seed {config.seed + 1}": rerun,
+        },
+        "window_means": windows,
+        "mean_path_gap": mean_path_gap,
+        "mean_seed_gap": mean_seed_gap,
         "within_noise": mean_path_gap <= mean_seed_gap,
     }
 
 
-HEADER = (f"{'case':<6}{'batch':>6}{'ours img/s':>12}{'ref img/s':>11}{'ratio':>7}{'ceiling':>9}{'ours/peak':>10}"
-          f"{'peak ours/fp32':>16}{'augment':>9}{'forward':>9}{'sk+loss':>9}{'bwd+opt':>9}")
+HEADER = (
+    f"{'case':<6}{'batch':>6}{'ours img/s':>12}{'ref img/s':>11}"
+    f"{'ratio':>7}{'ceiling':>9}{'ours/peak':>10}"
+    f"{'peak ours/fp32':>16}{'augment':>9}{'forward':>9}{'sk+loss':>9}{'bwd+opt':>9}"
+)
 
 
 def _row(case: dict[str, Any]) -> str:
     share, peak = case["ours_step_share"], case["matmul_peak_gflop_per_s"]
     peaks = f"{peak[case['ours_precision']]:.0f}/{peak['float32']:.0f}"
-    return (f"{case['case']:<6}{case['batch']:>6}{case['ours_img_per_s']:>12.1f}{case['reference_img_per_s']:>11.1f}"
-            f"{case['ratio']:>6.2f}x{case['ratio_ceiling']:>8.2f}x{100 * case['ours_share_of_peak']:>9.0f}%"
-            f"{peaks:>16}" + "".join(f"{100 * share[k]:>8.1f}%" for k in share))
+    return (
+        f"{case['case']:<6}{case['batch']:>6}"
+        f"{case['ours_img_per_s']:>12.1f}{case['reference_img_per_s']:>11.1f}"
+        f"{case['ratio']:>6.2f}x{case['ratio_ceiling']:>8.2f}x"
+        f"{100 * case['ours_share_of_peak']:>9.0f}%"
+        f"{peaks:>16}" + "".join(f"{100 * share[k]:>8.1f}%" for k in share)
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m swavnb.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m swavnb.bench", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--augs", default="flip,swav", help="cases, comma-separated")
-    parser.add_argument("--batches", default="", help="batch sizes (default: 256 on GPU; 64,256 on CPU)")
-    parser.add_argument("--steps", type=int, default=0, help="steps per timed repetition (default 20 GPU / 3 CPU)")
+    parser.add_argument(
+        "--batches", default="", help="batch sizes (default: 256 on GPU; 64,256 on CPU)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=0, help="steps per timed repetition (default 20 GPU / 3 CPU)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=0, help="reference DataLoader workers (default: CPU count)")
-    parser.add_argument("--images", type=int, default=0, help="training images held (0 = all 50,000)")
-    parser.add_argument("--eager", action="store_true", help="ours without torch.compile (pretrain's --compile false)")
-    parser.add_argument("--amp", default="auto", help="ours' precision: auto (bf16 where native), true, false")
-    parser.add_argument("--peak-size", type=int, default=0, help="peak matmul side (default 4096 CPU, 8192 GPU)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="reference DataLoader workers (default: CPU count)"
+    )
+    parser.add_argument(
+        "--images", type=int, default=0, help="training images held (0 = all 50,000)"
+    )
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="ours without torch.compile (pretrain's --compile false)",
+    )
+    parser.add_argument(
+        "--amp", default="auto", help="ours' precision: auto (bf16 where native), true, false"
+    )
+    parser.add_argument(
+        "--peak-size", type=int, default=0, help="peak matmul side (default 4096 CPU, 8192 GPU)"
+    )
     parser.add_argument("--json", default="", help="write the results here")
-    curve = parser.add_argument_group("--loss-curve: the fast and the reference path train the same run")
-    curve.add_argument("--loss-curve", action="store_true", help="compare loss curves instead of timing")
+    curve = parser.add_argument_group(
+        "--loss-curve: the fast and the reference path train the same run"
+    )
+    curve.add_argument(
+        "--loss-curve", action="store_true", help="compare loss curves instead of timing"
+    )
     curve.add_argument("--preset", default="quick", help="pretraining preset of the compared runs")
     curve.add_argument("--curve-epochs", type=int, default=2, help="epochs of each compared run")
     curve.add_argument("--seed", type=int, default=0)
-    curve.add_argument("--windows", type=int, default=6, help="equal step windows whose mean losses are compared")
-    curve.add_argument("--figures", default="", help="also save the curves as FIGURES/loss-curve-<device>.png/svg")
+    curve.add_argument(
+        "--windows", type=int, default=6, help="equal step windows whose mean losses are compared"
+    )
+    curve.add_argument(
+        "--figures", default="", help="also save the curves as FIGURES/loss-curve-<device>.png/svg"
+    )
     args = parser.parse_args(argv)
     gpu = torch.cuda.is_available() and args.device != "cpu"
     args.steps = args.steps or (20 if gpu else 3)
@@ -270,57 +360,90 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return _loss_curve_main(args, gpu)
     batches = [int(b) for b in (args.batches or ("256" if gpu else "64,256")).split(",")]
 
-    # the images ours trains on (Pretrainer picks the same subset from train_images), loaded once for every case
+    # the images ours trains on (Pretrainer picks the same subset from train_images), loaded once
+    # for every case
     train = training_images(pretrain_config("paper", train_images=args.images))
     device = pick_device(args.device)
     ours_precision = precision_name(use_bf16(args.amp, device))
-    # the peak of each pipeline's own precision: a bf16 peak is not measured where bf16 is emulated (minutes)
-    dtypes = {"float32": torch.float32, **({"bf16": torch.bfloat16} if ours_precision == "bf16" else {})}
+    # the peak of each pipeline's own precision: a bf16 peak is not measured where bf16 is emulated
+    # (minutes)
+    dtypes = {
+        "float32": torch.float32,
+        **({"bf16": torch.bfloat16} if ours_precision == "bf16" else {}),
+    }
     tic = time.perf_counter()
     cases = []
     print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
         for aug in args.augs.split(","):
             for batch in batches:
-                # measured next to each case, so clock or thermal drift over a long run does not skew its shares
-                peak = {name: matmul_peak_flops(device, dtype, args.peak_size) for name, dtype in dtypes.items()}
+                # measured next to each case, so clock or thermal drift over a long run does not
+                # skew its shares
+                peak = {
+                    name: matmul_peak_flops(device, dtype, args.peak_size)
+                    for name, dtype in dtypes.items()
+                }
                 ours = bench_ours(aug, batch, args, Path(tmp))
                 reference = bench_reference(aug, batch, args, train.images, ours.pop("device"))
-                case = {"case": aug, "batch": batch, "ours_precision": ours_precision,
-                        "ours_img_per_s": ours["img_per_s"],
-                        "reference_img_per_s": reference["img_per_s"],
-                        "ratio": ours["img_per_s"] / reference["img_per_s"],
-                        "ours_peak_mem_mb": ours["peak_mem_mb"], "reference_peak_mem_mb": reference["peak_mem_mb"],
-                        "ours_step_share": ours["share"], **_roofline(ours, reference, peak, ours_precision)}
+                case = {
+                    "case": aug,
+                    "batch": batch,
+                    "ours_precision": ours_precision,
+                    "ours_img_per_s": ours["img_per_s"],
+                    "reference_img_per_s": reference["img_per_s"],
+                    "ratio": ours["img_per_s"] / reference["img_per_s"],
+                    "ours_peak_mem_mb": ours["peak_mem_mb"],
+                    "reference_peak_mem_mb": reference["peak_mem_mb"],
+                    "ours_step_share": ours["share"],
+                    **_roofline(ours, reference, peak, ours_precision),
+                }
                 cases.append(case)
                 print(_row(case), flush=True)
-    report = {**_run_facts(args, gpu), "ours_compiled": not args.eager, "ours_precision": ours_precision,
-              "steps": args.steps, "repeats": args.repeats,
-              "warmup": args.warmup, "float32_peak_uses_tf32": gpu and _convolutions_use_tf32(), "cases": cases,
-              "seconds": time.perf_counter() - tic}
+    report = {
+        **_run_facts(args, gpu),
+        "ours_compiled": not args.eager,
+        "ours_precision": ours_precision,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "float32_peak_uses_tf32": gpu and _convolutions_use_tf32(),
+        "cases": cases,
+        "seconds": time.perf_counter() - tic,
+    }
     _write_json(report, args.json)
     return report
 
 
-def _roofline(ours: dict[str, Any], reference: dict[str, Any], peak: dict[str, float],
-              precision: str) -> dict[str, Any]:
-    """Achieved compute of both pipelines (same model, same views: same FLOPs per image) against the matmul peaks.
+def _roofline(
+    ours: dict[str, Any], reference: dict[str, Any], peak: dict[str, float], precision: str
+) -> dict[str, Any]:
+    """Achieved compute of both pipelines (same model, same views: same FLOPs per image) against the
+    matmul peaks.
 
-    Ours is set against the peak of its own ``precision`` (bf16 or float32), the float32 reference against float32's.
+    Ours is set against the peak of its own ``precision`` (bf16 or float32), the float32 reference
+    against float32's.
     """
     ours_rate, reference_rate = (run["img_per_s"] * ours["flops"] for run in (ours, reference))
-    return {"matmul_peak_gflop_per_s": {dtype: flops / 1e9 for dtype, flops in peak.items()},
-            "gflop_per_image": ours["flops"] / 1e9, "ours_gflop_per_s": ours_rate / 1e9,
-            "reference_gflop_per_s": reference_rate / 1e9,
-            "ours_share_of_peak": ours_rate / peak[precision],
-            "reference_share_of_fp32_peak": reference_rate / peak["float32"],
-            "ratio_ceiling": peak[precision] / reference_rate}
+    return {
+        "matmul_peak_gflop_per_s": {dtype: flops / 1e9 for dtype, flops in peak.items()},
+        "gflop_per_image": ours["flops"] / 1e9,
+        "ours_gflop_per_s": ours_rate / 1e9,
+        "reference_gflop_per_s": reference_rate / 1e9,
+        "ours_share_of_peak": ours_rate / peak[precision],
+        "reference_share_of_fp32_peak": reference_rate / peak["float32"],
+        "ratio_ceiling": peak[precision] / reference_rate,
+    }
 
 
 def _run_facts(args: argparse.Namespace, gpu: bool) -> dict[str, Any]:
-    """What a reader needs to compare two reports: device, torch version, threads, reference workers."""
-    return {"device": device_name(torch.device("cuda" if gpu else "cpu")), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "reference_workers": args.workers}
+    """What a reader needs to compare two reports: device, torch version, threads, reference
+    workers."""
+    return {
+        "device": device_name(torch.device("cuda" if gpu else "cpu")),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "reference_workers": args.workers,
+    }
 
 
 def _write_json(report: dict[str, Any], path: str) -> None:
@@ -334,20 +457,27 @@ def _loss_curve_main(args: argparse.Namespace, gpu: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         report = loss_curve(args, Path(tmp))
     report.update(_run_facts(args, gpu), seconds=time.perf_counter() - tic)
-    print(f"{report['preset']}/{report['aug']}, {report['steps']} steps of batch {report['batch']}, "
-          f"{args.windows} windows of mean loss:")
+    print(
+        f"{report['preset']}/{report['aug']}, {report['steps']} steps of batch {report['batch']}, "
+        f"{args.windows} windows of mean loss:"
+    )
     for name, means in report["window_means"].items():
         print(f"  {name:<10}" + "".join(f"{m:8.3f}" for m in means))
     verdict = "within" if report["within_noise"] else "OUTSIDE"
-    print(f"mean gap ours-reference {report['mean_path_gap']:.4f} vs seed-to-seed {report['mean_seed_gap']:.4f}: "
-          f"{verdict} noise ({report['seconds']:.0f} s on {report['device']})")
+    print(
+        f"mean gap ours-reference {report['mean_path_gap']:.4f} "
+        f"vs seed-to-seed {report['mean_seed_gap']:.4f}: "
+        f"{verdict} noise ({report['seconds']:.0f} s on {report['device']})"
+    )
     _write_json(report, args.json)
     if args.figures:
         from swavnb.plots import save_figure, step_loss_curves
 
         kind = "gpu" if gpu else "cpu"
         title = f"{report['preset']}/{report['aug']}: fast path vs reference ({report['device']})"
-        save_figure(step_loss_curves(report["curves"], title=title), args.figures, f"loss-curve-{kind}")
+        save_figure(
+            step_loss_curves(report["curves"], title=title), args.figures, f"loss-curve-{kind}"
+        )
     return report
 
 

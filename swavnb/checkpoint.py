@@ -1,4 +1,6 @@
-"""Atomic files (checkpoints, feature caches, JSON) and checkpoint loading that fails with a clear message."""
+"""Atomic files (checkpoints, feature caches, JSON) and checkpoint loading that fails with a clear
+message."""
+
 from __future__ import annotations
 
 import json
@@ -54,7 +56,9 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_save({"format": FORMAT, **state}, path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
@@ -62,7 +66,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """
     path = resolve(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint '{path}' does not exist; run `python -m swavnb.pretrain` to create it")
+        raise CheckpointError(
+            f"checkpoint '{path}' does not exist; run `python -m swavnb.pretrain` to create it"
+        )
     try:
         # weights_only is safe to use: ours hold tensors, numbers, strings and dicts only
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -72,5 +78,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "delete it and rerun pretraining (a run resumes from its last good checkpoint)"
         ) from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"'{path}' is not a swavnb pretraining checkpoint (expected format {FORMAT})")
+        raise CheckpointError(
+            f"'{path}' is not a swavnb pretraining checkpoint (expected format {FORMAT})"
+        )
     return state

@@ -1,4 +1,5 @@
 """Shared command-line plumbing: ``--field value`` overrides and one-line errors."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,12 +12,20 @@ from swavnb.checkpoint import CheckpointError
 from swavnb.data import DatasetNotFoundError
 from swavnb.errors import CompileError
 
-USER_ERRORS = (ValueError, TypeError, CheckpointError, DatasetNotFoundError, FloatingPointError, FileNotFoundError,
-               CompileError)
+USER_ERRORS = (
+    ValueError,
+    TypeError,
+    CheckpointError,
+    DatasetNotFoundError,
+    FloatingPointError,
+    FileNotFoundError,
+    CompileError,
+)
 
 
 def parse_overrides(extra: Sequence[str], config_cls: type) -> dict[str, str]:
-    """``['--epochs', '3', '--amp=false']`` -> ``{'epochs': '3', 'amp': 'false'}`` (typed later by the config)."""
+    """``['--epochs', '3', '--amp=false']`` -> ``{'epochs': '3', 'amp': 'false'}`` (typed later by
+    the config)."""
     names = {f.name for f in fields(config_cls)}
     overrides: dict[str, str] = {}
     items = list(extra)
@@ -27,7 +36,9 @@ def parse_overrides(extra: Sequence[str], config_cls: type) -> dict[str, str]:
         key, _, value = item[2:].partition("=")
         key = key.replace("-", "_")
         if key not in names:
-            raise ValueError(f"unknown option --{key}; valid config fields: {', '.join(sorted(names))}")
+            raise ValueError(
+                f"unknown option --{key}; valid config fields: {', '.join(sorted(names))}"
+            )
         if not value:
             if not items:
                 raise ValueError(f"--{key} needs a value")
@@ -44,10 +55,15 @@ def run(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) 
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        print(
+            "interrupted: rerun the same command to resume from the last checkpoint",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 
 def parser(prog: str, description: str, config_cls: type) -> argparse.ArgumentParser:
-    epilog = "Any config field can be overridden with --field value: " + ", ".join(f.name for f in fields(config_cls))
+    epilog = "Any config field can be overridden with --field value: " + ", ".join(
+        f.name for f in fields(config_cls)
+    )
     return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)

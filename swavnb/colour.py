@@ -4,6 +4,7 @@ They are torchvision's / PIL's definitions (the ones kornia's ``adjust_*_with_*`
 implement), written in plain torch so the package runs where kornia is not installed, as on an
 offline GPU node; tests check them against kornia on real images.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,20 @@ def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     sector = torch.floor(hue) % 6
     f = hue - torch.floor(hue)
     p, q, t = value * (1 - sat), value * (1 - f * sat), value * (1 - (1 - f) * sat)
-    table = torch.stack([torch.stack(c, dim=1) for c in (
-        (value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q))], dim=1)
+    table = torch.stack(
+        [
+            torch.stack(c, dim=1)
+            for c in (
+                (value, t, p),
+                (q, value, p),
+                (p, value, t),
+                (p, q, value),
+                (t, p, value),
+                (value, p, q),
+            )
+        ],
+        dim=1,
+    )
     index = sector.long().unsqueeze(1).unsqueeze(1).expand(-1, 1, 3, -1, -1)  # (B, 1, 3, H, W)
     return table.gather(1, index).squeeze(1)
 

@@ -3,6 +3,7 @@
 A preset is a set of field values; any field can be overridden on the command line
 (``--field value``) or from a notebook's parameters cell.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,12 @@ class PretrainConfig:
     aug: str = "jitter"  # view strategy: the seed's `jitter` / `flip`, or `swav` multi-crop
     seed: int = 0  # fixes init, batch order and augmentation draws: the run is reproducible
     data_root: str = ""  # '' = $SWAVNB_DATA, else ./data
-    train_images: int = 0  # 0 = all 50,000; a stratified subset (>= 1 per class) keeps CPU presets short
-    image_size: int = 32  # CIFAR's 32 px; 16 (2x2 block means) costs ResNet-18 ~3x less, for CPU presets
+    train_images: int = (
+        0  # 0 = all 50,000; a stratified subset (>= 1 per class) keeps CPU presets short
+    )
+    image_size: int = (
+        32  # CIFAR's 32 px; 16 (2x2 block means) costs ResNet-18 ~3x less, for CPU presets
+    )
     # network (seed sec. 3.2-3.3)
     head: str = "linear"  # the seed's linear projection; SwAV's original is `mlp`
     feat_dim: int = 128  # size of the normalised embedding
@@ -36,8 +41,12 @@ class PretrainConfig:
     temperature: float = 0.1
     epsilon: float = 0.05  # Sinkhorn sharpness; lower it only with care (codes get peaky)
     sinkhorn_iters: int = 3
-    freeze_prototypes_epochs: float = 0.0  # SwAV keeps prototypes fixed early so they are not dragged to one cluster
-    queue_length: int = 0  # embeddings kept from past batches to make equipartition meaningful for small batches
+    freeze_prototypes_epochs: float = (
+        0.0  # SwAV keeps prototypes fixed early so they are not dragged to one cluster
+    )
+    queue_length: int = (
+        0  # embeddings kept from past batches to make equipartition meaningful for small batches
+    )
     queue_start_epoch: int = 0  # the queue only helps once the features stop changing fast
     # multi-crop (`swav` augmentation only)
     n_local_crops: int = 4
@@ -56,19 +65,23 @@ class PretrainConfig:
     final_lr_ratio: float = 0.001  # cosine ends at lr * this
     # runtime
     device: str = "auto"  # auto = the GPU when there is one
-    # bf16 autocast for the backbone (Sinkhorn and the loss stay float32): auto = only where the hardware runs bf16
-    # natively (a bf16 GPU, an AVX512_BF16 / AMX CPU), since emulated bf16 is 30-80x slower than float32
+    # bf16 autocast for the backbone (Sinkhorn and the loss stay float32): auto = only where the
+    # hardware runs bf16 natively (a bf16 GPU, an AVX512_BF16 / AMX CPU), since emulated bf16 is
+    # 30-80x slower than float32
     amp: str = "auto"
     channels_last: bool = True  # faster convolutions on GPUs and oneDNN CPUs
-    # torch.compile the network (presumably fusing BatchNorm + ReLU around the convolutions); the A/B on the 2-core
-    # CPU (results/compile-ab-cpu.json): a few % for the paper preset (swav at batch 64: noise), nothing or a loss
-    # for quick, each after a 40-65 s compile; so the batch-256 presets compile and the CPU ones don't
+    # torch.compile the network (presumably fusing BatchNorm + ReLU around the convolutions); the
+    # A/B on the 2-core CPU (results/compile-ab-cpu.json): a few % for the paper preset (swav at
+    # batch 64: noise), nothing or a loss for quick, each after a 40-65 s compile; so the batch-256
+    # presets compile and the CPU ones don't
     compile: bool = True
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = once per epoch)
     log_every_steps: int = 10
 
     def __post_init__(self) -> None:
-        self.amp = check_amp(self.amp)  # a bool from a notebook or an older checkpoint reads as true / false
+        self.amp = check_amp(
+            self.amp
+        )  # a bool from a notebook or an older checkpoint reads as true / false
 
 
 @dataclass
@@ -93,9 +106,10 @@ class FinetuneConfig:
     knn_k: tuple[int, ...] = (20, 200)
     knn_temperature: float = 0.07
     tsne_images: int = 2000  # t-SNE is quadratic-ish: a stratified sample of the test set
-    # BN statistics behind frozen features (linear, k-NN, t-SNE): "precise" recomputes them on the clean labelled
-    # pool, the same way for every encoder; "ema" keeps pretraining's running averages, taken over augmented views
-    # (with multi-crop, small local crops last) and for a random-init backbone over nothing (mean 0, variance 1)
+    # BN statistics behind frozen features (linear, k-NN, t-SNE): "precise" recomputes them on the
+    # clean labelled pool, the same way for every encoder; "ema" keeps pretraining's running
+    # averages, taken over augmented views (with multi-crop, small local crops last) and for a
+    # random-init backbone over nothing (mean 0, variance 1)
     bn_stats: str = "precise"
     device: str = "auto"
     amp: str = "auto"  # as PretrainConfig.amp: bf16 only where the hardware runs it natively
@@ -110,35 +124,86 @@ _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # a recipe meant to beat the seed: SwAV's own choices as lightly / solo-learn run them on CIFAR
     "swav": dict(
-        aug="swav", head="mlp", epochs=200, optimizer="sgd", lr=0.12, weight_decay=5e-4,
-        warmup_epochs=10, schedule="cosine", freeze_prototypes_epochs=1, queue_length=3840,
+        aug="swav",
+        head="mlp",
+        epochs=200,
+        optimizer="sgd",
+        lr=0.12,
+        weight_decay=5e-4,
+        warmup_epochs=10,
+        schedule="cosine",
+        freeze_prototypes_epochs=1,
+        queue_length=3840,
         queue_start_epoch=30,
     ),
-    # the whole study in < 30 min on a 2-core CPU: 16 px images (ResNet-18 ~3x cheaper) and a recipe that leaves
-    # SwAV's log K plateau within ~600 steps of batch 64 (measured, see README): SGD + warm-up + cosine, MLP head,
-    # 300 prototypes (3000 need far larger batches or a queue) and a sharper Sinkhorn (epsilon 0.02: at 0.05 the
-    # codes of near-identical early embeddings are almost uniform, so the loss sits at log K and nothing is learned)
+    # the whole study in < 30 min on a 2-core CPU: 16 px images (ResNet-18 ~3x cheaper) and a recipe
+    # that leaves SwAV's log K plateau within ~600 steps of batch 64 (measured, see README): SGD +
+    # warm-up + cosine, MLP head, 300 prototypes (3000 need far larger batches or a queue) and a
+    # sharper Sinkhorn (epsilon 0.02: at 0.05 the codes of near-identical early embeddings are
+    # almost uniform, so the loss sits at log K and nothing is learned)
     "quick": dict(
-        image_size=16, local_size=8, n_local_crops=2, train_images=9000, epochs=4, batch_size=64, head="mlp",
-        n_prototypes=300, epsilon=0.02, optimizer="sgd", lr=0.1, weight_decay=1e-5, warmup_epochs=1,
-        schedule="cosine", freeze_prototypes_epochs=0.5, log_every_steps=5, compile=False,
+        image_size=16,
+        local_size=8,
+        n_local_crops=2,
+        train_images=9000,
+        epochs=4,
+        batch_size=64,
+        head="mlp",
+        n_prototypes=300,
+        epsilon=0.02,
+        optimizer="sgd",
+        lr=0.1,
+        weight_decay=1e-5,
+        warmup_epochs=1,
+        schedule="cosine",
+        freeze_prototypes_epochs=0.5,
+        log_every_steps=5,
+        compile=False,
     ),
-    # seconds, for tests: 16 px (4x cheaper than 32) keeps the suite within minutes on a float32-only CPU
+    # seconds, for tests: 16 px (4x cheaper than 32) keeps the suite within minutes on a
+    # float32-only CPU
     "smoke": dict(
-        train_images=200, image_size=16, local_size=8, n_prototypes=30, feat_dim=16, hidden_dim=32, epochs=2,
-        batch_size=32, n_local_crops=2, log_every_steps=1, compile=False,
+        train_images=200,
+        image_size=16,
+        local_size=8,
+        n_prototypes=30,
+        feat_dim=16,
+        hidden_dim=32,
+        epochs=2,
+        batch_size=32,
+        n_local_crops=2,
+        log_every_steps=1,
+        compile=False,
     ),
 }
 _FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "swav": {},
-    # 16 px like its pretraining, a 5,000-image labelled pool (50 per class), a 2,000-image stratified test subset;
-    # one epoch, but at least 40 steps so the 1 % and 10 % runs train the head at all
-    "quick": dict(image_size=16, train_images=5000, test_images=2000, epochs=1, min_steps=40, batch_size=64,
-                  linear_epochs=30, n_evals=2, tsne_images=1000),
+    # 16 px like its pretraining, a 5,000-image labelled pool (50 per class), a 2,000-image
+    # stratified test subset; one epoch, but at least 40 steps so the 1 % and 10 % runs train the
+    # head at all
+    "quick": dict(
+        image_size=16,
+        train_images=5000,
+        test_images=2000,
+        epochs=1,
+        min_steps=40,
+        batch_size=64,
+        linear_epochs=30,
+        n_evals=2,
+        tsne_images=1000,
+    ),
     "smoke": dict(
-        image_size=16, train_images=200, test_images=100, epochs=1, min_steps=3, batch_size=32, linear_epochs=5,
-        n_evals=2, knn_k=(5, 20), tsne_images=100,
+        image_size=16,
+        train_images=200,
+        test_images=100,
+        epochs=1,
+        min_steps=3,
+        batch_size=32,
+        linear_epochs=5,
+        n_evals=2,
+        knn_k=(5, 20),
+        tsne_images=100,
     ),
 }
 
@@ -166,16 +231,22 @@ def _parse(value: Any, kind: Any, name: str) -> Any:
             return tuple(int(v) for v in value.replace(",", " ").split())
         return kind(value)
     except ValueError as error:
-        raise ValueError(f"--{name}: cannot read {value!r} as {getattr(kind, '__name__', kind)}") from error
+        raise ValueError(
+            f"--{name}: cannot read {value!r} as {getattr(kind, '__name__', kind)}"
+        ) from error
 
 
-def _build(cls: type, presets: dict[str, dict[str, Any]], preset: str, overrides: dict[str, Any]) -> Any:
+def _build(
+    cls: type, presets: dict[str, dict[str, Any]], preset: str, overrides: dict[str, Any]
+) -> Any:
     _check_preset(preset)
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {', '.join(sorted(names))}")
+        raise ValueError(
+            f"unknown {cls.__name__} field(s) {unknown}; valid fields: {', '.join(sorted(names))}"
+        )
     values = {**presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
     parsed = {k: _parse(v, hints[k], k) for k, v in values.items()}
     return cls(**{**parsed, "preset": preset})
@@ -203,13 +274,22 @@ def validate_pretrain(config: PretrainConfig) -> None:
     from swavnb.augment import AUGMENTATIONS
     from swavnb.model import HEADS
 
-    choices = {"aug": AUGMENTATIONS, "head": HEADS, "optimizer": ("adam", "sgd"), "schedule": ("constant", "cosine")}
+    choices = {
+        "aug": AUGMENTATIONS,
+        "head": HEADS,
+        "optimizer": ("adam", "sgd"),
+        "schedule": ("constant", "cosine"),
+    }
     for name, valid in choices.items():
         if getattr(config, name) not in valid:
-            raise ValueError(f"unknown {name} {getattr(config, name)!r}; choose one of {', '.join(valid)}")
+            raise ValueError(
+                f"unknown {name} {getattr(config, name)!r}; choose one of {', '.join(valid)}"
+            )
     check_image_size(config.image_size)
     if not 1 <= config.local_size <= config.image_size:
-        raise ValueError(f"local_size must be in [1, image_size={config.image_size}], got {config.local_size}")
+        raise ValueError(
+            f"local_size must be in [1, image_size={config.image_size}], got {config.local_size}"
+        )
     for name in ("epochs", "batch_size", "n_prototypes", "feat_dim", "sinkhorn_iters"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
@@ -222,6 +302,13 @@ def as_dict(config: Any) -> dict[str, Any]:
 
 
 __all__ = [
-    "PRESETS", "MODES", "FRACTIONS", "PretrainConfig", "FinetuneConfig", "pretrain_config",
-    "finetune_config", "validate_pretrain", "as_dict",
+    "PRESETS",
+    "MODES",
+    "FRACTIONS",
+    "PretrainConfig",
+    "FinetuneConfig",
+    "pretrain_config",
+    "finetune_config",
+    "validate_pretrain",
+    "as_dict",
 ]

@@ -1,4 +1,5 @@
 """CIFAR-100 as whole-split uint8 tensors, label subsets and device-side batching."""
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,9 @@ class CifarSplit:
         """The same images at ``size`` px (see :func:`downsample`); labels unchanged."""
         return replace(self, images=downsample(self.images, size))
 
-    def subset(self, index: torch.Tensor | slice, device: torch.device | str | None = None) -> CifarSplit:
+    def subset(
+        self, index: torch.Tensor | slice, device: torch.device | str | None = None
+    ) -> CifarSplit:
         device = self.images.device if device is None else torch.device(device)
         if isinstance(index, torch.Tensor):
             index = index.to(self.images.device)
@@ -121,9 +124,9 @@ def find_cifar100(data_root: str | os.PathLike | None = None, download: bool = T
         return folder
     hint = (
         f"CIFAR-100 not found under '{root.resolve()}' (looked for {FOLDER}/train, test, meta). "
-        f"Point the project at a copy with --data_root / data_root=... or the {DATA_ENV} environment "
-        f"variable (e.g. {DATA_ENV}=../shared/data), or run with internet access to download the "
-        "official archive there."
+        f"Point the project at a copy with --data_root / data_root=... or the {DATA_ENV} "
+        f"environment variable (e.g. {DATA_ENV}=../shared/data), or run with internet access to "
+        "download the official archive there."
     )
     if not download or os.environ.get(OFFLINE_ENV) == "1":
         raise DatasetNotFoundError(hint)
@@ -177,7 +180,9 @@ def load_cifar100(
 
 def check_fraction(fraction: float) -> float:
     if not 0.0 < float(fraction) <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1] (e.g. 0.01 for 1 % of the labels), got {fraction}")
+        raise ValueError(
+            f"fraction must be in (0, 1] (e.g. 0.01 for 1 % of the labels), got {fraction}"
+        )
     return float(fraction)
 
 
@@ -207,7 +212,9 @@ def label_subset(labels: torch.Tensor, fraction: float, seed: int = 0) -> torch.
     return torch.sort(torch.cat(kept)).values
 
 
-def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def epoch_permutation(
+    n: int, seed: int, epoch: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """The sample order of one epoch, a function of (seed, epoch) only.
 
     Drawing it from a fresh generator per epoch lets a resumed run rebuild the exact
@@ -219,8 +226,13 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device | str 
 
 
 def batch_indices(
-    n: int, batch_size: int, seed: int, epoch: int, device: torch.device | str = "cpu",
-    drop_last: bool = True, start_step: int = 0,
+    n: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    device: torch.device | str = "cpu",
+    drop_last: bool = True,
+    start_step: int = 0,
 ) -> Iterator[torch.Tensor]:
     """Yield the shuffled index batches of one epoch, starting at ``start_step``."""
     if batch_size < 1:

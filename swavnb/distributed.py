@@ -1,4 +1,5 @@
 """torchrun integration: one process per device, rank 0 does the writing."""
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,9 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
+            raise ValueError(
+                "device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto"
+            )
         return torch.device("cuda", local_rank)
     if name == "cpu":
         return torch.device("cpu")
@@ -42,7 +45,8 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
-    """The hardware in words, for results and logs: the GPU's name, or the CPU model, capability and threads.
+    """The hardware in words, for results and logs: the GPU's name, or the CPU model, capability and
+    threads.
 
     The capability tells apart CPUs sold under one name (``AMD EPYC`` is AVX2-only Zen 3 or
     AVX512 + bf16 Zen 4), which decides the precision and the speed of a run.
@@ -52,8 +56,11 @@ def device_name(device: torch.device) -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
         model = names[0] if names else model
     return f"cpu: {model} ({cpu_capability()}), {torch.get_num_threads()} threads"
 

@@ -1,4 +1,5 @@
 """Errors a run stops with; the command line turns each into one line naming the fix."""
+
 from __future__ import annotations
 
 
@@ -7,4 +8,5 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class CompileError(RuntimeError):
-    """``torch.compile`` could not build the network here (no C++ compiler, no Triton, an unsupported platform)."""
+    """``torch.compile`` could not build the network here (no C++ compiler, no Triton, an
+    unsupported platform)."""

@@ -1,4 +1,5 @@
 """Accuracy metrics of the study: top-k and per-superclass."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,7 +7,9 @@ from collections.abc import Sequence
 import torch
 
 
-def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+def topk_accuracy(
+    logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> dict[int, float]:
     """Percentage of rows whose label is among the ``k`` highest scores, for each k.
 
     Args:
@@ -23,9 +26,14 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
     return {k: 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
 
 
-def per_group_accuracy(predictions: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, names: Sequence[str]
-                       ) -> dict[str, float]:
+def per_group_accuracy(
+    predictions: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, names: Sequence[str]
+) -> dict[str, float]:
     """Top-1 accuracy (percent) of fine-label predictions within each group (e.g. superclass)."""
     correct = (predictions.cpu() == labels.cpu()).float()
     groups = groups.cpu()
-    return {name: 100.0 * correct[groups == g].mean().item() for g, name in enumerate(names) if (groups == g).any()}
+    return {
+        name: 100.0 * correct[groups == g].mean().item()
+        for g, name in enumerate(names)
+        if (groups == g).any()
+    }

@@ -1,8 +1,10 @@
-"""Features of a backbone: load it (or a random one), the evaluation images, frozen features and their cache.
+"""Features of a backbone: load it (or a random one), the evaluation images, frozen features and
+their cache.
 
 Label-fraction evaluation (:mod:`swavnb.finetune`), the probes notebook and the headless study
 share these, so each backbone's frozen features are extracted once per BN setting.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +22,9 @@ from swavnb.precision import precision_name, use_bf16
 from swavnb.probes import check_bn_stats, extract_features, precise_batchnorm
 
 
-def load_backbone(checkpoint: str | None, seed: int, image_size: int | None = None) -> tuple[nn.Module, str]:
+def load_backbone(
+    checkpoint: str | None, seed: int, image_size: int | None = None
+) -> tuple[nn.Module, str]:
     """The pretrained ResNet-18 of a checkpoint, or a random one; with the row's aug label.
 
     Args:
@@ -33,11 +37,17 @@ def load_backbone(checkpoint: str | None, seed: int, image_size: int | None = No
     checkpoint = resolve(checkpoint)
     state = load_checkpoint(checkpoint)
     if not state["finished"]:
-        raise ValueError(f"'{checkpoint}' is an unfinished pretraining run; rerun its pretrain command to finish it")
+        raise ValueError(
+            f"'{checkpoint}' is an unfinished pretraining run; "
+            "rerun its pretrain command to finish it"
+        )
     trained_at = state["config"].get("image_size", 32)
     if image_size is not None and image_size != trained_at:
-        raise ValueError(f"'{checkpoint}' was pretrained at {trained_at} px but evaluation is at {image_size} px; "
-                         f"pass --image_size {trained_at} (or the preset it was trained with)")
+        raise ValueError(
+            f"'{checkpoint}' was pretrained at {trained_at} px "
+            f"but evaluation is at {image_size} px; "
+            f"pass --image_size {trained_at} (or the preset it was trained with)"
+        )
     model = SwAVModel(**state["model_hparams"])
     model.load_state_dict(state["model"])
     return model.backbone, state["config"]["aug"]
@@ -48,31 +58,53 @@ def evaluation_data(config: FinetuneConfig) -> tuple[CifarSplit, CifarSplit]:
     train = load_cifar100("train", config.data_root or None)
     test = load_cifar100("test", config.data_root or None)
     if config.train_images:
-        train = train.subset(label_subset(train.fine, config.train_images / len(train), config.seed))
+        train = train.subset(
+            label_subset(train.fine, config.train_images / len(train), config.seed)
+        )
     if config.test_images:
         test = test.subset(label_subset(test.fine, config.test_images / len(test), config.seed))
     return train.resized(config.image_size), test.resized(config.image_size)
 
 
 def feature_tag(checkpoint: str | None, aug: str) -> str:
-    """What identifies a backbone in the feature cache (linear evaluation and the probes share it)."""
+    """What identifies a backbone in the feature cache (linear evaluation and the probes share
+    it)."""
     return SCRATCH if aug == SCRATCH else str(resolve(checkpoint).resolve())
 
 
-def _cache_path(cache: Path | None, tag: str, split: CifarSplit, pool: CifarSplit, config: FinetuneConfig,
-                bn_stats: str, precision: str) -> Path | None:
+def _cache_path(
+    cache: Path | None,
+    tag: str,
+    split: CifarSplit,
+    pool: CifarSplit,
+    config: FinetuneConfig,
+    bn_stats: str,
+    precision: str,
+) -> Path | None:
     if cache is None:
         return None
-    signature = f"{tag}|{len(split)}|{split.images.shape[-1]}px|{config.seed}|{split.fine[:50].tolist()}|{precision}"
-    if bn_stats != "ema":  # features cached before bn_stats existed were EMA ones and keep their key
+    signature = (
+        f"{tag}|{len(split)}|{split.images.shape[-1]}px|{config.seed}"
+        f"|{split.fine[:50].tolist()}|{precision}"
+    )
+    if (
+        bn_stats != "ema"
+    ):  # features cached before bn_stats existed were EMA ones and keep their key
         # precise statistics come from the pool: another pool means other test features too
         signature += f"|bn-{bn_stats}|pool-{len(pool)}-{pool.fine[:50].tolist()}"
     return cache / f"features-{hashlib.sha1(signature.encode()).hexdigest()[:12]}.pt"
 
 
-def frozen_features(backbone: nn.Module, pool: CifarSplit, test: CifarSplit, device: torch.device,
-                    config: FinetuneConfig, cache: Path | None, tag: str,
-                    bn_stats: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def frozen_features(
+    backbone: nn.Module,
+    pool: CifarSplit,
+    test: CifarSplit,
+    device: torch.device,
+    config: FinetuneConfig,
+    cache: Path | None,
+    tag: str,
+    bn_stats: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen-backbone features of the labelled pool and the test images, kept on disk.
 
     Linear evaluation of the five fractions and the probes share them, so each backbone is
@@ -88,8 +120,10 @@ def frozen_features(backbone: nn.Module, pool: CifarSplit, test: CifarSplit, dev
     """
     bn_stats = check_bn_stats(bn_stats or config.bn_stats)
     bf16 = use_bf16(config.amp, device)
-    paths = [_cache_path(cache, f"{tag}|{name}", split, pool, config, bn_stats, precision_name(bf16))
-             for name, split in (("train", pool), ("test", test))]
+    paths = [
+        _cache_path(cache, f"{tag}|{name}", split, pool, config, bn_stats, precision_name(bf16))
+        for name, split in (("train", pool), ("test", test))
+    ]
     if all(path is not None and path.exists() for path in paths):
         return tuple(torch.load(path, weights_only=True) for path in paths)
     options = dict(amp=bf16, channels_last=config.channels_last)

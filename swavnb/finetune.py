@@ -2,6 +2,7 @@
 
 ``python -m swavnb.finetune --checkpoint C|none --fraction F --mode finetune|linear --out DIR``
 """
+
 from __future__ import annotations
 
 import math
@@ -36,17 +37,33 @@ def _eval_points(n_steps: int, n_evals: int) -> set[int]:
     return {round(n_steps * (i + 1) / n_evals) for i in range(max(1, n_evals))}
 
 
-def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, test: CifarSplit,
-                   config: FinetuneConfig, device: torch.device) -> tuple[torch.Tensor, list[dict], float]:
-    """Train backbone + linear head end to end (SGD, cosine); returns test logits, curves, epochs."""
+def train_finetune(
+    backbone: nn.Module,
+    pretrained: bool,
+    train: CifarSplit,
+    test: CifarSplit,
+    config: FinetuneConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, list[dict], float]:
+    """Train backbone + linear head end to end (SGD, cosine); returns test logits, curves,
+    epochs."""
     torch.manual_seed(config.seed)
-    model = nn.Sequential(backbone, nn.Linear(BACKBONE_DIM, 100)).to(device).to(memory_format=torch.channels_last)
+    model = (
+        nn.Sequential(backbone, nn.Linear(BACKBONE_DIM, 100))
+        .to(device)
+        .to(memory_format=torch.channels_last)
+    )
     # a random backbone has nothing to preserve: from scratch every layer gets the head's rate
     backbone_lr = config.lr_backbone if pretrained else config.lr_head
-    optimizer = torch.optim.SGD([
-        {"params": model[0].parameters(), "lr": backbone_lr, "base_lr": backbone_lr},
-        {"params": model[1].parameters(), "lr": config.lr_head, "base_lr": config.lr_head},
-    ], momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": model[0].parameters(), "lr": backbone_lr, "base_lr": backbone_lr},
+            {"params": model[1].parameters(), "lr": config.lr_head, "base_lr": config.lr_head},
+        ],
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+    )
     n_steps, batch = _n_steps(config, len(train), config.epochs)
     evals = _eval_points(n_steps, config.n_evals)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -57,7 +74,9 @@ def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, tes
         for index in batch_indices(len(train), batch, config.seed, epoch, device, drop_last=False):
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / n_steps))
-            x = finetune_transform(images[index], generator).contiguous(memory_format=torch.channels_last)
+            x = finetune_transform(images[index], generator).contiguous(
+                memory_format=torch.channels_last
+            )
             with autocast(device, bf16):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), labels[index])
@@ -69,26 +88,48 @@ def train_finetune(backbone: nn.Module, pretrained: bool, train: CifarSplit, tes
             running["correct"] += (logits.argmax(1) == labels[index]).sum().item()
             running["seen"] += len(index)
             if step in evals:
-                accuracy = topk_accuracy(extract_features(model, test.images, device, amp=bf16), test.fine)
-                curves.append({"step": step, "epoch": step * batch / len(train),
-                               "train_loss": running["loss"] / running["seen"],
-                               "train_top1": 100.0 * running["correct"] / running["seen"],
-                               "test_top1": accuracy[1], "test_top5": accuracy[5]})
+                accuracy = topk_accuracy(
+                    extract_features(model, test.images, device, amp=bf16), test.fine
+                )
+                curves.append(
+                    {
+                        "step": step,
+                        "epoch": step * batch / len(train),
+                        "train_loss": running["loss"] / running["seen"],
+                        "train_top1": 100.0 * running["correct"] / running["seen"],
+                        "test_top1": accuracy[1],
+                        "test_top5": accuracy[5],
+                    }
+                )
                 running = {"loss": 0.0, "correct": 0, "seen": 0}
             if step == n_steps:
                 break
         epoch += 1
-    return extract_features(model, test.images, device, amp=bf16), curves, n_steps * batch / len(train)
+    return (
+        extract_features(model, test.images, device, amp=bf16),
+        curves,
+        n_steps * batch / len(train),
+    )
 
 
-def train_linear(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, config: FinetuneConfig) -> tuple[torch.Tensor, list[dict], float]:
+def train_linear(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    config: FinetuneConfig,
+) -> tuple[torch.Tensor, list[dict], float]:
     """Linear classifier on frozen features (Adam, cosine); returns test logits, curves, epochs."""
     torch.manual_seed(config.seed)
-    mean, std = train_features.mean(0), train_features.std(0) + 1e-6  # standardised: one lr fits every backbone
+    mean, std = (
+        train_features.mean(0),
+        train_features.std(0) + 1e-6,
+    )  # standardised: one lr fits every backbone
     x_train, x_test = (train_features - mean) / std, (test_features - mean) / std
     classifier = nn.Linear(x_train.shape[1], 100)
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.linear_lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        classifier.parameters(), lr=config.linear_lr, weight_decay=config.weight_decay
+    )
     n_steps, batch = _n_steps(config, len(x_train), config.linear_epochs)
     evals = _eval_points(n_steps, config.n_evals)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, n_steps)
@@ -105,8 +146,16 @@ def train_linear(train_features: torch.Tensor, train_labels: torch.Tensor, test_
                 with torch.no_grad():
                     accuracy = topk_accuracy(classifier(x_test), test_labels)
                     train_top1 = topk_accuracy(classifier(x_train), train_labels, ks=(1,))[1]
-                curves.append({"step": step, "epoch": step * batch / len(x_train), "train_loss": loss.item(),
-                               "train_top1": train_top1, "test_top1": accuracy[1], "test_top5": accuracy[5]})
+                curves.append(
+                    {
+                        "step": step,
+                        "epoch": step * batch / len(x_train),
+                        "train_loss": loss.item(),
+                        "train_top1": train_top1,
+                        "test_top1": accuracy[1],
+                        "test_top5": accuracy[5],
+                    }
+                )
             if step == n_steps:
                 break
         epoch += 1
@@ -114,9 +163,16 @@ def train_linear(train_features: torch.Tensor, train_labels: torch.Tensor, test_
         return classifier(x_test), curves, n_steps * batch / len(x_train)
 
 
-def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | os.PathLike,
-             config: FinetuneConfig, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Evaluate one (backbone, label fraction, mode) cell of the study; writes ``out_dir/result.json``.
+def finetune(
+    checkpoint: str | None,
+    fraction: float,
+    mode: str,
+    out_dir: str | os.PathLike,
+    config: FinetuneConfig,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Evaluate one (backbone, label fraction, mode) cell of the study; writes
+    ``out_dir/result.json``.
 
     Args:
         checkpoint: a pretraining ``checkpoint.pt``, or None / ``"none"`` for random init.
@@ -140,48 +196,79 @@ def finetune(checkpoint: str | None, fraction: float, mode: str, out_dir: str | 
     chosen = label_subset(pool.fine, fraction, config.seed)
     labelled = pool.subset(chosen)
     if mode == "finetune":
-        logits, curves, epochs = train_finetune(backbone, aug != SCRATCH, labelled, test, config, device)
+        logits, curves, epochs = train_finetune(
+            backbone, aug != SCRATCH, labelled, test, config, device
+        )
     else:
         if cache_dir is None and not is_random_init(checkpoint):
             cache_dir = encoder_folder(checkpoint, config.preset)
         cache = None if cache_dir is None else resolve(cache_dir)
         tag = feature_tag(checkpoint, aug)
-        pool_features, test_features = frozen_features(backbone, pool, test, device, config, cache, tag)
-        logits, curves, epochs = train_linear(pool_features[chosen], pool.fine[chosen], test_features, test.fine,
-                                              config)
+        pool_features, test_features = frozen_features(
+            backbone, pool, test, device, config, cache, tag
+        )
+        logits, curves, epochs = train_linear(
+            pool_features[chosen], pool.fine[chosen], test_features, test.fine, config
+        )
     accuracy = topk_accuracy(logits, test.fine)
     row = {
-        "preset": config.preset, "aug": aug, "mode": mode, "fraction": fraction, "top1": accuracy[1],
-        "top5": accuracy[5], "epochs": round(epochs, 2), "seconds": round(time.perf_counter() - tic, 1),
-        "device": device_name(device), "precision": precision_name(use_bf16(config.amp, device)),
-        "n_labels": len(labelled), "test_images": len(test), "image_size": config.image_size,
+        "preset": config.preset,
+        "aug": aug,
+        "mode": mode,
+        "fraction": fraction,
+        "top1": accuracy[1],
+        "top5": accuracy[5],
+        "epochs": round(epochs, 2),
+        "seconds": round(time.perf_counter() - tic, 1),
+        "device": device_name(device),
+        "precision": precision_name(use_bf16(config.amp, device)),
+        "n_labels": len(labelled),
+        "test_images": len(test),
+        "image_size": config.image_size,
         # fine-tuning trains the BN statistics with the rest; frozen features use config.bn_stats
         "bn_stats": config.bn_stats if mode == "linear" else "trained",
         "checkpoint": str(checkpoint or "none"),
         "curves": curves,
-        "per_superclass": per_group_accuracy(logits.argmax(1), test.fine, test.coarse, test.coarse_names),
+        "per_superclass": per_group_accuracy(
+            logits.argmax(1), test.fine, test.coarse, test.coarse_names
+        ),
     }
     write_json(resolve(out_dir) / RESULT, row)
     return row
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = cli.parser("python -m swavnb.finetune", "Top-1/top-5 of a backbone trained on a fraction of the labels",
-                        FinetuneConfig)
-    parser.add_argument("--checkpoint", required=True, help="pretraining checkpoint.pt, or 'none' for random init")
-    parser.add_argument("--fraction", type=float, required=True, help=f"label fraction in (0, 1], e.g. {FRACTIONS}")
+    parser = cli.parser(
+        "python -m swavnb.finetune",
+        "Top-1/top-5 of a backbone trained on a fraction of the labels",
+        FinetuneConfig,
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="pretraining checkpoint.pt, or 'none' for random init"
+    )
+    parser.add_argument(
+        "--fraction", type=float, required=True, help=f"label fraction in (0, 1], e.g. {FRACTIONS}"
+    )
     parser.add_argument("--mode", default="finetune", help=f"one of {', '.join(MODES)}")
     parser.add_argument("--out", required=True, help="folder for result.json")
-    parser.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: the checkpoint's)")
+    parser.add_argument(
+        "--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: the checkpoint's)"
+    )
     parser.add_argument("--cache", default=None, help="folder for cached features (linear mode)")
     args, extra = parser.parse_known_args(argv)
     preset = args.preset
     if preset is None:
-        preset = "quick" if is_random_init(args.checkpoint) else load_checkpoint(args.checkpoint)["config"]["preset"]
+        preset = (
+            "quick"
+            if is_random_init(args.checkpoint)
+            else load_checkpoint(args.checkpoint)["config"]["preset"]
+        )
     config = finetune_config(preset, **cli.parse_overrides(extra, FinetuneConfig))
     row = finetune(args.checkpoint, args.fraction, args.mode, args.out, config, args.cache)
-    print(f"{row['aug']} {row['mode']} {100 * row['fraction']:g}% labels: top-1 {row['top1']:.2f}  "
-          f"top-5 {row['top5']:.2f}  ({row['seconds']:.0f} s)")
+    print(
+        f"{row['aug']} {row['mode']} {100 * row['fraction']:g}% labels: top-1 {row['top1']:.2f}  "
+        f"top-5 {row['top5']:.2f}  ({row['seconds']:.0f} s)"
+    )
     return row
 
 

@@ -6,6 +6,7 @@ results/): the same run folders and rows, for an offline GPU node or a cluster j
 papermill and Jupyter are not installed. Figures are left to the notebooks, which a machine
 with Jupyter runs afterwards on the imported results.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,14 @@ from swavnb.config import finetune_config, pretrain_config
 from swavnb.distributed import pick_device
 from swavnb.features import evaluation_data, feature_tag, frozen_features, load_backbone
 from swavnb.finetune import finetune
-from swavnb.layout import SCRATCH, encoder_folder, evaluation_folder, is_random_init, probes_folder, resolve
+from swavnb.layout import (
+    SCRATCH,
+    encoder_folder,
+    evaluation_folder,
+    is_random_init,
+    probes_folder,
+    resolve,
+)
 from swavnb.model import SwAVModel
 from swavnb.probes import knn_accuracy
 from swavnb.results import save_clusters, save_knn, write_results
@@ -26,38 +34,69 @@ from swavnb.train import pretrain
 
 
 def run_pretrain(p: Mapping[str, Any]) -> None:
-    """What ``pretrain.ipynb`` trains with these parameters (its other parameters at their defaults)."""
-    config = pretrain_config(p["preset"], aug=p.get("aug") or None, data_root=p.get("data_root", ""),
-                             device=p.get("device", "auto"), amp=p.get("amp", "auto"))
+    """What ``pretrain.ipynb`` trains with these parameters (its other parameters at their
+    defaults)."""
+    config = pretrain_config(
+        p["preset"],
+        aug=p.get("aug") or None,
+        data_root=p.get("data_root", ""),
+        device=p.get("device", "auto"),
+        amp=p.get("amp", "auto"),
+    )
     pretrain(config, p["out_dir"], progress=False)
 
 
 def run_finetune(p: Mapping[str, Any]) -> None:
     """What ``finetune.ipynb`` evaluates with these parameters."""
-    config = finetune_config(p["preset"], data_root=p.get("data_root", ""), device=p.get("device", "auto"),
-                             amp=p.get("amp", "auto"))
+    config = finetune_config(
+        p["preset"],
+        data_root=p.get("data_root", ""),
+        device=p.get("device", "auto"),
+        amp=p.get("amp", "auto"),
+    )
     encoder = encoder_folder(p["checkpoint"], p["preset"])
-    finetune(p["checkpoint"], p["fraction"], p["mode"],
-             p.get("out_dir") or evaluation_folder(encoder, p["mode"], p["fraction"]), config,
-             p.get("cache_dir") or encoder)
+    finetune(
+        p["checkpoint"],
+        p["fraction"],
+        p["mode"],
+        p.get("out_dir") or evaluation_folder(encoder, p["mode"], p["fraction"]),
+        config,
+        p.get("cache_dir") or encoder,
+    )
 
 
 def run_probes(p: Mapping[str, Any]) -> None:
-    """The numbers ``probes.ipynb`` saves: weighted k-NN under both BN settings and the cluster scores."""
+    """The numbers ``probes.ipynb`` saves: weighted k-NN under both BN settings and the cluster
+    scores."""
     preset, checkpoint, seed = p["preset"], p["checkpoint"], p.get("seed", 0)
-    config = finetune_config(preset, data_root=p.get("data_root", ""), device=p.get("device", "auto"),
-                             amp=p.get("amp", "auto"))
+    config = finetune_config(
+        preset,
+        data_root=p.get("data_root", ""),
+        device=p.get("device", "auto"),
+        amp=p.get("amp", "auto"),
+    )
     device = pick_device(config.device)
     encoder = encoder_folder(checkpoint, preset)
-    out_dir, cache = resolve(p.get("out_dir") or probes_folder(encoder)), resolve(p.get("cache_dir") or encoder)
+    out_dir, cache = (
+        resolve(p.get("out_dir") or probes_folder(encoder)),
+        resolve(p.get("cache_dir") or encoder),
+    )
     backbone, aug = load_backbone(checkpoint, seed, config.image_size)
     pool, test = evaluation_data(config)
     tag = feature_tag(checkpoint, aug)
     knn, test_features = {}, None
     for bn_stats in (config.bn_stats, "ema"):
-        pool_features, features = frozen_features(backbone, pool, test, device, config, cache, tag, bn_stats)
-        knn[bn_stats] = knn_accuracy(pool_features, pool.fine, features, test.fine, ks=config.knn_k,
-                                     temperature=config.knn_temperature)
+        pool_features, features = frozen_features(
+            backbone, pool, test, device, config, cache, tag, bn_stats
+        )
+        knn[bn_stats] = knn_accuracy(
+            pool_features,
+            pool.fine,
+            features,
+            test.fine,
+            ks=config.knn_k,
+            temperature=config.knn_temperature,
+        )
         test_features = features if test_features is None else test_features
     save_knn(knn, config.preset, aug, out_dir)
     if is_random_init(checkpoint) or aug == SCRATCH:
@@ -65,10 +104,23 @@ def run_probes(p: Mapping[str, Any]) -> None:
     else:
         model = SwAVModel.from_checkpoint(checkpoint).to(device)
         n_clusters = model.prototypes.weight.shape[0]
-        assignments = {"prototypes": prototype_scores(model, test.images, device, amp=config.amp).argmax(dim=1)}
-    assignments = {"kmeans": kmeans_assignments(test_features, n_clusters, seed=seed), **assignments}
-    save_clusters(score_rows(assignments, {"fine": test.fine, "superclass": test.coarse}, config.preset, aug,
-                             n_clusters), out_dir)
+        assignments = {
+            "prototypes": prototype_scores(model, test.images, device, amp=config.amp).argmax(dim=1)
+        }
+    assignments = {
+        "kmeans": kmeans_assignments(test_features, n_clusters, seed=seed),
+        **assignments,
+    }
+    save_clusters(
+        score_rows(
+            assignments,
+            {"fine": test.fine, "superclass": test.coarse},
+            config.preset,
+            aug,
+            n_clusters,
+        ),
+        out_dir,
+    )
 
 
 def run_results(p: Mapping[str, Any]) -> None:
@@ -76,7 +128,12 @@ def run_results(p: Mapping[str, Any]) -> None:
     write_results(p["preset"], p.get("runs_dir", "runs"), p.get("results_dir", "results"))
 
 
-STEPS = {"pretrain": run_pretrain, "finetune": run_finetune, "probes": run_probes, "results": run_results}
+STEPS = {
+    "pretrain": run_pretrain,
+    "finetune": run_finetune,
+    "probes": run_probes,
+    "results": run_results,
+}
 
 
 def run_step(notebook: str, parameters: Mapping[str, Any]) -> None:
@@ -85,7 +142,8 @@ def run_step(notebook: str, parameters: Mapping[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m swavnb.headless NOTEBOOK '{"preset": ...}'``: one step, as ``study --headless`` starts it."""
+    """``python -m swavnb.headless NOTEBOOK '{"preset": ...}'``: one step, as ``study --headless``
+    starts it."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m swavnb.headless", description=main.__doc__)

@@ -1,4 +1,5 @@
-"""Where a study's files live: the project root, the run-folder rule and the names of the files in them.
+"""Where a study's files live: the project root, the run-folder rule and the names of the files in
+them.
 
 Every relative path the package takes (runs, results, figures, data root, checkpoints) is taken from
 the project root, whatever the working directory: a JupyterLab kernel runs in ``notebooks/``,
@@ -6,6 +7,7 @@ papermill and ``python -m swavnb.*`` wherever they were started. The root is ``$
 set, else the source checkout this package was imported from, else (an installed package) the
 working directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,13 +34,15 @@ def project_root() -> Path:
 
 
 def resolve(path: str | os.PathLike) -> Path:
-    """``path`` as an absolute path: ``~`` expanded, a relative one taken from :func:`project_root`."""
+    """``path`` as an absolute path: ``~`` expanded, a relative one taken from
+    :func:`project_root`."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_root() / path
 
 
 def shown(path: str | os.PathLike) -> str:
-    """``path`` as a notebook parameter or a log line shows it: relative inside the project, else absolute."""
+    """``path`` as a notebook parameter or a log line shows it: relative inside the project, else
+    absolute."""
     path = resolve(path)
     root = project_root()
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
@@ -53,9 +57,16 @@ def run_folder(preset: str, aug: str, runs_dir: str | os.PathLike = "runs") -> P
     return resolve(runs_dir) / preset / aug
 
 
-def encoder_folder(checkpoint: str | os.PathLike | None, preset: str, runs_dir: str | os.PathLike = "runs") -> Path:
-    """Where an encoder's evaluations go: its checkpoint's folder, or ``<runs_dir>/<preset>/scratch``."""
-    return run_folder(preset, SCRATCH, runs_dir) if is_random_init(checkpoint) else resolve(checkpoint).parent
+def encoder_folder(
+    checkpoint: str | os.PathLike | None, preset: str, runs_dir: str | os.PathLike = "runs"
+) -> Path:
+    """Where an encoder's evaluations go: its checkpoint's folder, or
+    ``<runs_dir>/<preset>/scratch``."""
+    return (
+        run_folder(preset, SCRATCH, runs_dir)
+        if is_random_init(checkpoint)
+        else resolve(checkpoint).parent
+    )
 
 
 def evaluation_folder(encoder: Path, mode: str, fraction: float) -> Path:

@@ -1,4 +1,5 @@
 """SwAV's swapped-prediction loss (seed eq. 12), generalised to multi-crop."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,15 +47,20 @@ def swav_loss(
     if n_crops < 2:
         raise ValueError(f"swav_loss needs at least 2 crops of the same images, got {n_crops}")
     if not 1 <= n_assign <= n_crops:
-        raise ValueError(f"n_assign must be in [1, {n_crops}] (the number of crops), got {n_assign}")
+        raise ValueError(
+            f"n_assign must be in [1, {n_crops}] (the number of crops), got {n_assign}"
+        )
     batch, n_prototypes = scores[0].shape
     for crop, s in enumerate(scores):
         if s.shape != (batch, n_prototypes):
             raise ValueError(
-                f"all crops must have scores of shape {(batch, n_prototypes)}, crop {crop} has {tuple(s.shape)}"
+                f"all crops must have scores of shape {(batch, n_prototypes)}, "
+                f"crop {crop} has {tuple(s.shape)}"
             )
     if queue_scores is not None and len(queue_scores) != n_assign:
-        raise ValueError(f"queue_scores needs one entry per assigned crop ({n_assign}), got {len(queue_scores)}")
+        raise ValueError(
+            f"queue_scores needs one entry per assigned crop ({n_assign}), got {len(queue_scores)}"
+        )
 
     log_probs = [F.log_softmax(s.float() / temperature, dim=1) for s in scores]  # each (B, K)
     total = scores[0].new_zeros((), dtype=torch.float32)
@@ -66,7 +72,9 @@ def swav_loss(
                 assign_scores = torch.cat([assign_scores, queued.detach().to(assign_scores.dtype)])
             codes = sinkhorn(assign_scores, epsilon=epsilon, n_iters=n_iters)[:batch]  # (B, K)
         cross_entropy = sum(
-            -(codes * log_probs[other]).sum(dim=1).mean() for other in range(n_crops) if other != crop
+            -(codes * log_probs[other]).sum(dim=1).mean()
+            for other in range(n_crops)
+            if other != crop
         )
         total = total + cross_entropy / (n_crops - 1)
     return total / n_assign

@@ -1,4 +1,5 @@
 """ResNet-18 (CIFAR stem) + projection head + prototypes: the SwAV network."""
+
 from __future__ import annotations
 
 import os
@@ -50,11 +51,24 @@ class SwAVModel(nn.Module):
         hidden_dim: width of the MLP head's hidden layer.
     """
 
-    def __init__(self, feat_dim: int = 128, n_prototypes: int = 3000, head: str = "linear", hidden_dim: int = 2048):
+    def __init__(
+        self,
+        feat_dim: int = 128,
+        n_prototypes: int = 3000,
+        head: str = "linear",
+        hidden_dim: int = 2048,
+    ):
         super().__init__()
         if feat_dim < 1 or n_prototypes < 1:
-            raise ValueError(f"feat_dim and n_prototypes must be >= 1, got {feat_dim}, {n_prototypes}")
-        self.hparams = {"feat_dim": feat_dim, "n_prototypes": n_prototypes, "head": head, "hidden_dim": hidden_dim}
+            raise ValueError(
+                f"feat_dim and n_prototypes must be >= 1, got {feat_dim}, {n_prototypes}"
+            )
+        self.hparams = {
+            "feat_dim": feat_dim,
+            "n_prototypes": n_prototypes,
+            "head": head,
+            "hidden_dim": hidden_dim,
+        }
         self.backbone = cifar_resnet18()
         self.projection = projection_head(head, feat_dim, hidden_dim)
         self.prototypes = nn.Linear(feat_dim, n_prototypes, bias=False)
@@ -69,7 +83,9 @@ class SwAVModel(nn.Module):
         """(B, 3, H, W) -> (B, feat_dim) unit-norm embeddings."""
         return F.normalize(self.projection(self.backbone(x)).float(), dim=1)
 
-    def forward(self, crops: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(
+        self, crops: Sequence[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Embeddings and prototype scores for each crop.
 
         Crops of equal resolution go through the backbone together (one pass for the
@@ -87,19 +103,25 @@ class SwAVModel(nn.Module):
         by_size: dict[tuple[int, ...], list[int]] = {}
         for index, crop in enumerate(crops):
             if crop.shape[0] != batch:
-                raise ValueError(f"all crops must hold the same {batch} images, crop {index} has {crop.shape[0]}")
+                raise ValueError(
+                    f"all crops must hold the same {batch} images, crop {index} has {crop.shape[0]}"
+                )
             by_size.setdefault(tuple(crop.shape[-2:]), []).append(index)
         embeddings: list[torch.Tensor | None] = [None] * len(crops)
         for indices in by_size.values():
             z = self.embed(torch.cat([crops[i] for i in indices]))  # (len(indices) * B, feat_dim)
             for i, chunk in zip(indices, z.split(batch), strict=True):
                 embeddings[i] = chunk
-        with torch.autocast(crops[0].device.type, enabled=False):  # scores / 0.1 need float32 precision
+        with torch.autocast(
+            crops[0].device.type, enabled=False
+        ):  # scores / 0.1 need float32 precision
             scores = [self.prototypes(z) for z in embeddings]
         return embeddings, scores
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SwAVModel:
+    def from_checkpoint(
+        cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> SwAVModel:
         """Rebuild a pretrained model from a ``pretrain`` checkpoint file alone."""
         from swavnb.checkpoint import load_checkpoint
 

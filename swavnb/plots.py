@@ -3,6 +3,7 @@
 Figures are built with the object-oriented API, not pyplot, so library code and tests
 never leave figures open; a notebook shows one by ending a cell with it.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,12 @@ from swavnb.probes import usage_summary
 from swavnb.results import SEED_MODE, SEED_RESULTS, aug_rank
 
 _PALETTE = sns.color_palette("deep")
-AUG_COLORS = {"jitter": _PALETTE[0], "flip": _PALETTE[1], "swav": _PALETTE[2], "scratch": (0.45, 0.45, 0.45)}
+AUG_COLORS = {
+    "jitter": _PALETTE[0],
+    "flip": _PALETTE[1],
+    "swav": _PALETTE[2],
+    "scratch": (0.45, 0.45, 0.45),
+}
 
 
 def _color(aug: str) -> Any:
@@ -35,7 +41,9 @@ def _color(aug: str) -> Any:
     return _PALETTE[3 + sum(map(ord, aug)) % (len(_PALETTE) - 3)]
 
 
-def _figure(nrows: int, ncols: int, size: tuple[float, float], style: str = "whitegrid") -> tuple[Figure, np.ndarray]:
+def _figure(
+    nrows: int, ncols: int, size: tuple[float, float], style: str = "whitegrid"
+) -> tuple[Figure, np.ndarray]:
     """A constrained-layout figure and its (nrows, ncols) axes, in a seaborn style."""
     with sns.axes_style(style):  # axes read the style when created; rcParams stay untouched
         fig = Figure(figsize=size, layout="constrained")
@@ -79,15 +87,28 @@ def training_curves(metrics: Mapping[str, Any]) -> Figure:
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     usage = axes[1, 1]
-    usage.plot(epochs["epoch"], epochs["usage_entropy"], marker="o", markersize=3, label="normalised entropy")
-    usage.plot(epochs["epoch"], epochs["prototypes_used"], marker="o", markersize=3, label="share used")
+    usage.plot(
+        epochs["epoch"],
+        epochs["usage_entropy"],
+        marker="o",
+        markersize=3,
+        label="normalised entropy",
+    )
+    usage.plot(
+        epochs["epoch"], epochs["prototypes_used"], marker="o", markersize=3, label="share used"
+    )
     usage.set(xlabel="epoch", ylabel="prototype usage", ylim=(0, 1.05))
     usage.legend()
-    fig.suptitle(f"pretraining {config.get('preset', '?')}/{config.get('aug', '?')} on {metrics.get('device', '?')}")
+    fig.suptitle(
+        f"pretraining {config.get('preset', '?')}/{config.get('aug', '?')} "
+        f"on {metrics.get('device', '?')}"
+    )
     return fig
 
 
-def augmentation_grid(images: torch.Tensor, augmentations: Sequence[Augmentation], seed: int = 0) -> Figure:
+def augmentation_grid(
+    images: torch.Tensor, augmentations: Sequence[Augmentation], seed: int = 0
+) -> Figure:
     """The originals, then one row per view of each strategy, for a few images.
 
     Args:
@@ -101,7 +122,9 @@ def augmentation_grid(images: torch.Tensor, augmentations: Sequence[Augmentation
         for index, view in enumerate(augmentation(images, generator), 1):
             size = "" if view.shape[-1] == images.shape[-1] else f" ({view.shape[-1]} px)"
             rows.append((f"{augmentation.name} view {index}{size}", denormalize(view)))
-    fig, axes = _figure(len(rows), len(images), (1.0 * len(images) + 1.6, 1.0 * len(rows)), style="white")
+    fig, axes = _figure(
+        len(rows), len(images), (1.0 * len(images) + 1.6, 1.0 * len(rows)), style="white"
+    )
     for row, (label, batch) in zip(axes, rows, strict=True):
         for ax, image in zip(row, batch, strict=True):
             _show_image(ax, image)
@@ -124,8 +147,10 @@ def finetune_curves(row: Mapping[str, Any]) -> Figure:
     accuracy.legend()
     loss.plot(curves["step"], curves["train_loss"], marker="o", color=_PALETTE[3])
     loss.set(xlabel="step", ylabel="training loss")
-    fig.suptitle(f"{row['aug']} {row['mode']}, {_percent(row['fraction'])} of the labels: "
-                 f"test top-1 {row['top1']:.2f} %, top-5 {row['top5']:.2f} %")
+    fig.suptitle(
+        f"{row['aug']} {row['mode']}, {_percent(row['fraction'])} of the labels: "
+        f"test top-1 {row['top1']:.2f} %, top-5 {row['top5']:.2f} %"
+    )
     return fig
 
 
@@ -135,14 +160,21 @@ def superclass_bars(per_superclass: Mapping[str, float], title: str = "") -> Fig
     fig, axes = _figure(1, 1, (7.0, 0.28 * len(accuracy) + 1.2))
     ax = axes[0, 0]
     ax.barh([_pretty(name) for name in accuracy.index], accuracy.to_numpy(), color=_PALETTE[0])
-    ax.axvline(accuracy.mean(), color="black", linestyle="--", linewidth=1,
-               label=f"mean over superclasses {accuracy.mean():.1f} %")
+    ax.axvline(
+        accuracy.mean(),
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"mean over superclasses {accuracy.mean():.1f} %",
+    )
     ax.set(xlabel="top-1 accuracy (%)", title=title)
     ax.legend(loc="lower right")
     return fig
 
 
-def tsne_scatter(points: torch.Tensor, groups: torch.Tensor, names: Sequence[str], title: str = "") -> Figure:
+def tsne_scatter(
+    points: torch.Tensor, groups: torch.Tensor, names: Sequence[str], title: str = ""
+) -> Figure:
     """2-D embedding coloured by group (the 20 superclasses), with a legend of their names.
 
     Args:
@@ -156,15 +188,25 @@ def tsne_scatter(points: torch.Tensor, groups: torch.Tensor, names: Sequence[str
     for group, name in enumerate(names):
         mask = groups == group
         if mask.any():
-            ax.scatter(points[mask, 0], points[mask, 1], s=8, color=colors[group], label=_pretty(name))
+            ax.scatter(
+                points[mask, 0], points[mask, 1], s=8, color=colors[group], label=_pretty(name)
+            )
     ax.set(xticks=[], yticks=[], title=title)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2, fontsize="small", frameon=False)
+    ax.legend(
+        loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2, fontsize="small", frameon=False
+    )
     return fig
 
 
-def retrieval_grid(queries: torch.Tensor, neighbours: torch.Tensor, query_labels: torch.Tensor,
-                   neighbour_labels: torch.Tensor, names: Sequence[str]) -> Figure:
-    """Each query image followed by its nearest neighbours; a neighbour's class is green if it matches.
+def retrieval_grid(
+    queries: torch.Tensor,
+    neighbours: torch.Tensor,
+    query_labels: torch.Tensor,
+    neighbour_labels: torch.Tensor,
+    names: Sequence[str],
+) -> Figure:
+    """Each query image followed by its nearest neighbours; a neighbour's class is green if it
+    matches.
 
     Args:
         queries: (Q, 3, H, W) uint8 images.
@@ -173,15 +215,21 @@ def retrieval_grid(queries: torch.Tensor, neighbours: torch.Tensor, query_labels
         neighbour_labels: (Q, n) class indices.
     """
     n_queries, n_neighbours = neighbours.shape[:2]
-    fig, axes = _figure(n_queries, n_neighbours + 1, (1.15 * (n_neighbours + 1), 1.3 * n_queries), style="white")
-    for row, query, label, images, labels in zip(axes, queries, query_labels, neighbours, neighbour_labels,
-                                                 strict=True):
+    fig, axes = _figure(
+        n_queries, n_neighbours + 1, (1.15 * (n_neighbours + 1), 1.3 * n_queries), style="white"
+    )
+    for row, query, label, images, labels in zip(
+        axes, queries, query_labels, neighbours, neighbour_labels, strict=True
+    ):
         _show_image(row[0], query)
         row[0].set_title(_pretty(names[int(label)]), fontsize="small", fontweight="bold")
         for ax, image, neighbour in zip(row[1:], images, labels, strict=True):
             _show_image(ax, image)
-            ax.set_title(_pretty(names[int(neighbour)]), fontsize="small",
-                         color="tab:green" if int(neighbour) == int(label) else "tab:red")
+            ax.set_title(
+                _pretty(names[int(neighbour)]),
+                fontsize="small",
+                color="tab:green" if int(neighbour) == int(label) else "tab:red",
+            )
     axes[0, 0].set_ylabel("query")
     return fig
 
@@ -190,24 +238,34 @@ def usage_histogram(counts: torch.Tensor, title: str = "") -> Figure:
     """Images per prototype, sorted from the most used; a collapsed model is one tall spike.
 
     Args:
-        counts: (K,) images whose nearest prototype is each one (:func:`swavnb.probes.prototype_usage`).
+        counts: (K,) images whose nearest prototype is each one
+            (:func:`swavnb.probes.prototype_usage`).
     """
     ordered = counts.sort(descending=True).values.cpu().numpy()
     summary = usage_summary(counts)
     fig, axes = _figure(1, 1, (8.0, 3.5))
     ax = axes[0, 0]
     ax.stairs(ordered, np.arange(len(ordered) + 1), fill=True, color=_PALETTE[0])
-    ax.axhline(ordered.sum() / len(ordered), color="black", linestyle="--", linewidth=1, label="uniform")
-    ax.set(xlabel="prototype (sorted by use)", ylabel="images", xlim=(0, len(ordered)),
-           title=title or f"{int((counts > 0).sum())} of {len(counts)} prototypes used, "
-                          f"normalised entropy {summary['usage_entropy']:.2f}")
+    ax.axhline(
+        ordered.sum() / len(ordered), color="black", linestyle="--", linewidth=1, label="uniform"
+    )
+    ax.set(
+        xlabel="prototype (sorted by use)",
+        ylabel="images",
+        xlim=(0, len(ordered)),
+        title=title
+        or f"{int((counts > 0).sum())} of {len(counts)} prototypes used, "
+        f"normalised entropy {summary['usage_entropy']:.2f}",
+    )
     ax.legend()
     return fig
 
 
-def prototype_gallery(images: torch.Tensor, rows: Sequence[Mapping[str, Any]], names: Sequence[str],
-                      title: str = "") -> Figure:
-    """One row per prototype: the images scoring highest on it, labelled with the row's majority class.
+def prototype_gallery(
+    images: torch.Tensor, rows: Sequence[Mapping[str, Any]], names: Sequence[str], title: str = ""
+) -> Figure:
+    """One row per prototype: the images scoring highest on it, labelled with the row's majority
+    class.
 
     Args:
         images: (N, 3, S, S) uint8 images the scores were computed on.
@@ -225,8 +283,13 @@ def prototype_gallery(images: torch.Tensor, rows: Sequence[Mapping[str, Any]], n
             _show_image(ax, images[index])
         ax_row[0].set_axis_on()
         ax_row[0].set(xticks=[], yticks=[])
-        ax_row[0].set_ylabel(f"#{row['prototype']}\n{_pretty(label)}", rotation=0, ha="right", va="center",
-                             fontsize="small")
+        ax_row[0].set_ylabel(
+            f"#{row['prototype']}\n{_pretty(label)}",
+            rotation=0,
+            ha="right",
+            va="center",
+            fontsize="small",
+        )
     fig.suptitle(title or "most-used prototypes: the test images scoring highest on each")
     return fig
 
@@ -252,13 +315,24 @@ def accuracy_vs_fraction(results: pd.DataFrame, mode: str = "finetune") -> Figur
         if mode == SEED_MODE:
             for aug, table in SEED_RESULTS.items():
                 seed = sorted(table.items())
-                ax.plot([100 * f for f, _ in seed], [value[index] for _, value in seed], linestyle="--",
-                        marker="x", color=_color(aug), label=f"{aug} (seed)")
+                ax.plot(
+                    [100 * f for f, _ in seed],
+                    [value[index] for _, value in seed],
+                    linestyle="--",
+                    marker="x",
+                    color=_color(aug),
+                    label=f"{aug} (seed)",
+                )
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator([100 * f for f in fractions]))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_formatter(lambda value, _: f"{value:g}")  # no % sign: 30 and 40 sit close on a log axis
-        ax.set(xlabel="labelled training images (%)", ylabel=f"test {metric.replace('top', 'top-')} (%)")
+        ax.xaxis.set_major_formatter(
+            lambda value, _: f"{value:g}"
+        )  # no % sign: 30 and 40 sit close on a log axis
+        ax.set(
+            xlabel="labelled training images (%)",
+            ylabel=f"test {metric.replace('top', 'top-')} (%)",
+        )
     axes[0, 1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(f"{mode}: accuracy against the share of labels")
     return fig
@@ -276,7 +350,15 @@ def knn_bars(knn: pd.DataFrame) -> Figure:
     augs = sorted(knn["aug"].unique(), key=aug_rank)
     for ax, bn in zip(axes[0], settings, strict=True):
         rows = knn[knn["bn_stats"] == bn].groupby(["k", "aug"], as_index=False)["top1"].mean()
-        sns.barplot(rows, x="k", y="top1", hue="aug", hue_order=augs, palette=[_color(a) for a in augs], ax=ax)
+        sns.barplot(
+            rows,
+            x="k",
+            y="top1",
+            hue="aug",
+            hue_order=augs,
+            palette=[_color(a) for a in augs],
+            ax=ax,
+        )
         ax.set(title=f"{bn} BN statistics", xlabel="k (neighbours)", ylabel="test top-1 (%)")
         ax.legend(title=None, fontsize="small")
     fig.suptitle("weighted k-NN on frozen features")
@@ -289,8 +371,17 @@ def loss_curves(metrics_by_aug: Mapping[str, Mapping[str, Any]]) -> Figure:
     loss, usage = axes[0]
     for aug, metrics in metrics_by_aug.items():
         epochs = pd.DataFrame(metrics["epochs"])
-        loss.plot(epochs["epoch"], epochs["loss"], marker="o", markersize=3, color=_color(aug), label=aug)
-        usage.plot(epochs["epoch"], epochs["usage_entropy"], marker="o", markersize=3, color=_color(aug), label=aug)
+        loss.plot(
+            epochs["epoch"], epochs["loss"], marker="o", markersize=3, color=_color(aug), label=aug
+        )
+        usage.plot(
+            epochs["epoch"],
+            epochs["usage_entropy"],
+            marker="o",
+            markersize=3,
+            color=_color(aug),
+            label=aug,
+        )
     loss.set(xlabel="epoch", ylabel="SwAV loss")
     usage.set(xlabel="epoch", ylabel="prototype usage entropy", ylim=(0, 1.05))
     for ax in axes.flat:
@@ -299,8 +390,11 @@ def loss_curves(metrics_by_aug: Mapping[str, Mapping[str, Any]]) -> Figure:
     return fig
 
 
-def step_loss_curves(curves: Mapping[str, Sequence[float]], window: int = 5, title: str = "") -> Figure:
-    """Per-step pretraining loss of several runs (faint) with a ``window``-step running mean (solid).
+def step_loss_curves(
+    curves: Mapping[str, Sequence[float]], window: int = 5, title: str = ""
+) -> Figure:
+    """Per-step pretraining loss of several runs (faint) with a ``window``-step running mean
+    (solid).
 
     Args:
         curves: run label -> loss at every step, as ``swavnb.bench --loss-curve`` records them.
@@ -311,7 +405,9 @@ def step_loss_curves(curves: Mapping[str, Sequence[float]], window: int = 5, tit
         series = pd.Series(losses, index=np.arange(1, len(losses) + 1))
         color = _PALETTE[i % len(_PALETTE)]
         ax.plot(series.index, series, color=color, alpha=0.25, linewidth=0.8)
-        ax.plot(series.index, series.rolling(window, min_periods=1).mean(), color=color, label=label)
+        ax.plot(
+            series.index, series.rolling(window, min_periods=1).mean(), color=color, label=label
+        )
     ax.set(xlabel="step", ylabel="SwAV loss", title=title)
     ax.legend()
     return fig

@@ -3,6 +3,7 @@
 A CPU without AVX512_BF16 or AMX (e.g. AVX2-only Zen 3, most laptops) emulates bf16 and runs
 it 30-80x slower than float32, so ``amp="auto"`` (every default) asks the hardware.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,10 @@ def check_amp(value: str | bool) -> str:
         return text
     if text in _TRUE or text in _FALSE:
         return "true" if text in _TRUE else "false"
-    raise ValueError(f"unknown amp {value!r}; choose one of {', '.join(AMP_CHOICES)} "
-                     "(auto = bf16 only where the hardware runs it natively)")
+    raise ValueError(
+        f"unknown amp {value!r}; choose one of {', '.join(AMP_CHOICES)} "
+        "(auto = bf16 only where the hardware runs it natively)"
+    )
 
 
 def _cpu_features() -> list[str]:
@@ -49,7 +52,8 @@ def cpu_capability() -> str:
 
 
 def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes bf16 in hardware: a bf16 CUDA GPU, or a CPU with AVX512_BF16 or AMX."""
+    """Whether ``device`` computes bf16 in hardware: a bf16 CUDA GPU, or a CPU with AVX512_BF16 or
+    AMX."""
     device = torch.device(device)
     if device.type == "cuda":
         try:
@@ -62,7 +66,8 @@ def native_bf16(device: torch.device | str) -> bool:
 
 
 def use_bf16(amp: str | bool, device: torch.device | str) -> bool:
-    """Resolve an ``amp`` setting on ``device``: ``auto`` asks the hardware, ``true`` / ``false`` force it."""
+    """Resolve an ``amp`` setting on ``device``: ``auto`` asks the hardware, ``true`` / ``false``
+    force it."""
     amp = check_amp(amp)
     return native_bf16(device) if amp == "auto" else amp == "true"
 

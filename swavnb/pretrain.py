@@ -2,6 +2,7 @@
 
 Also runs unchanged under ``torchrun --nproc_per_node=N -m swavnb.pretrain ...``.
 """
+
 from __future__ import annotations
 
 from swavnb import cli
@@ -11,10 +12,15 @@ from swavnb.train import pretrain
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = cli.parser("python -m swavnb.pretrain", "SwAV pretraining on CIFAR-100 (resumes if DIR has a checkpoint)",
-                        PretrainConfig)
+    parser = cli.parser(
+        "python -m swavnb.pretrain",
+        "SwAV pretraining on CIFAR-100 (resumes if DIR has a checkpoint)",
+        PretrainConfig,
+    )
     parser.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)}")
-    parser.add_argument("--out", required=True, help="run folder: checkpoint.pt and metrics.json go here")
+    parser.add_argument(
+        "--out", required=True, help="run folder: checkpoint.pt and metrics.json go here"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     args, extra = parser.parse_known_args(argv)
     config = pretrain_config(args.preset, **cli.parse_overrides(extra, PretrainConfig))
@@ -23,7 +29,10 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         teardown()  # leave torchrun's process group cleanly, also after an error
     last = metrics["epochs"][-1]
-    print(f"done: {len(metrics['epochs'])} epochs, loss {last['loss']:.4f}, checkpoint {args.out}/checkpoint.pt")
+    print(
+        f"done: {len(metrics['epochs'])} epochs, loss {last['loss']:.4f}, "
+        f"checkpoint {args.out}/checkpoint.pt"
+    )
     return metrics
 
 

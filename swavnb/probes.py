@@ -1,4 +1,6 @@
-"""Frozen-feature probes: BN statistics, feature extraction, weighted k-NN, t-SNE, retrieval, prototype usage."""
+"""Frozen-feature probes: BN statistics, feature extraction, weighted k-NN, t-SNE, retrieval,
+prototype usage."""
+
 from __future__ import annotations
 
 import copy
@@ -18,7 +20,8 @@ BN_STATS = ("precise", "ema")
 
 
 def check_bn_stats(bn_stats: str) -> str:
-    """``bn_stats`` itself if it is one of :data:`BN_STATS`; otherwise a ValueError naming the choices."""
+    """``bn_stats`` itself if it is one of :data:`BN_STATS`; otherwise a ValueError naming the
+    choices."""
     if bn_stats not in BN_STATS:
         raise ValueError(f"unknown bn_stats {bn_stats!r}; choose one of {', '.join(BN_STATS)}")
     return bn_stats
@@ -26,8 +29,12 @@ def check_bn_stats(bn_stats: str) -> str:
 
 @torch.no_grad()
 def precise_batchnorm(
-    backbone: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 500,
-    amp: str | bool = "auto", channels_last: bool = True,
+    backbone: nn.Module,
+    images: torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+    amp: str | bool = "auto",
+    channels_last: bool = True,
 ) -> nn.Module:
     """A copy of ``backbone`` whose BatchNorm statistics are recomputed on clean ``images``.
 
@@ -57,12 +64,16 @@ def precise_batchnorm(
     model = copy.deepcopy(backbone).to(device)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
-        raise ValueError("the backbone has no BatchNorm layers, so it has no statistics to recompute; "
-                         "use bn_stats='ema'")
+        raise ValueError(
+            "the backbone has no BatchNorm layers, so it has no statistics to recompute; "
+            "use bn_stats='ema'"
+        )
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()
-        norm.momentum = None  # None = cumulative mean over batches instead of an exponential average
+        norm.momentum = (
+            None  # None = cumulative mean over batches instead of an exponential average
+        )
     model.train()
     for start in range(0, len(images), batch_size):
         x = eval_transform(images[start : start + batch_size].to(device))
@@ -77,8 +88,12 @@ def precise_batchnorm(
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 500,
-    amp: str | bool = "auto", channels_last: bool = True,
+    backbone: nn.Module,
+    images: torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+    amp: str | bool = "auto",
+    channels_last: bool = True,
 ) -> torch.Tensor:
     """Pooled backbone features of uint8 images, in eval mode, without augmentation.
 
@@ -106,8 +121,13 @@ def extract_features(
 
 @torch.no_grad()
 def knn_scores(
-    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, k: int = 20,
-    temperature: float = 0.07, n_classes: int = 100, chunk: int = 1000,
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    n_classes: int = 100,
+    chunk: int = 1000,
 ) -> torch.Tensor:
     """Weighted k-NN class scores (Wu et al. 2018, as used by DINO and solo-learn).
 
@@ -131,14 +151,21 @@ def knn_scores(
 
 
 def knn_accuracy(
-    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-    test_labels: torch.Tensor, ks: Sequence[int] = (20, 200), temperature: float = 0.07, n_classes: int = 100,
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    ks: Sequence[int] = (20, 200),
+    temperature: float = 0.07,
+    n_classes: int = 100,
 ) -> dict[int, dict[str, float]]:
     """{k: {"top1": %, "top5": %}} of weighted k-NN for each k."""
     results = {}
     for k in ks:
-        accuracy = topk_accuracy(knn_scores(train_features, train_labels, test_features, k, temperature, n_classes),
-                                 test_labels)
+        accuracy = topk_accuracy(
+            knn_scores(train_features, train_labels, test_features, k, temperature, n_classes),
+            test_labels,
+        )
         results[int(k)] = {"top1": accuracy[1], "top5": accuracy[5]}
     return results
 
@@ -150,9 +177,12 @@ def tsne_embedding(features: torch.Tensor, seed: int = 0, perplexity: float = 30
 
     perplexity = min(perplexity, (len(features) - 1) / 3)  # sklearn requires perplexity < N
     points = F.normalize(features.float(), dim=1).numpy()
-    # one OpenMP thread: sklearn's threads sync every iteration, which on a busy CPU made 2,000 points 4x slower
+    # one OpenMP thread: sklearn's threads sync every iteration, which on a busy CPU made 2,000
+    # points 4x slower
     with threadpool_limits(1, user_api="openmp"):
-        embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+        embedding = TSNE(
+            n_components=2, perplexity=perplexity, init="pca", random_state=seed
+        ).fit_transform(points)
     return torch.from_numpy(embedding)
 
 
@@ -163,8 +193,13 @@ def nearest_neighbours(query: torch.Tensor, bank: torch.Tensor, n: int = 8) -> t
 
 
 @torch.no_grad()
-def prototype_usage(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
-                    batch_size: int = 500, amp: str | bool = "auto") -> torch.Tensor:
+def prototype_usage(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+    amp: str | bool = "auto",
+) -> torch.Tensor:
     """How many images have each prototype as their nearest: (K,) counts.
 
     A healthy SwAV model spreads images over many prototypes; a collapsed one

@@ -3,6 +3,7 @@
 torchvision PIL transforms per image inside a ``DataLoader`` with worker processes,
 float32 tensors: what ``swavnb.augment`` replaces with batched on-device ops.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +13,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from swavnb.augment import CIFAR100_MEAN, CIFAR100_STD, SEED_JITTER, SWAV_JITTER, ColorJitter, MultiCrop
+from swavnb.augment import (
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    SEED_JITTER,
+    SWAV_JITTER,
+    ColorJitter,
+    MultiCrop,
+)
 from swavnb.config import PretrainConfig
 from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
@@ -24,7 +32,9 @@ def _jitter(jitter: ColorJitter) -> T.RandomApply:
     return T.RandomApply([colour], p=jitter.p)
 
 
-def view_transforms(name: str, multicrop: MultiCrop | None = None, n_views: int = 2) -> list[T.Compose]:
+def view_transforms(
+    name: str, multicrop: MultiCrop | None = None, n_views: int = 2
+) -> list[T.Compose]:
     """One torchvision pipeline per view, matching ``swavnb.augment.Augmentation(name)``."""
     finish = [T.ToTensor(), T.Normalize(CIFAR100_MEAN, CIFAR100_STD)]
     if name == "flip":
@@ -35,8 +45,18 @@ def view_transforms(name: str, multicrop: MultiCrop | None = None, n_views: int 
         crop = multicrop or MultiCrop()
         layout = [(crop.global_size, crop.global_scale)] * crop.n_global
         layout += [(crop.local_size, crop.local_scale)] * crop.n_local
-        return [T.Compose([T.RandomResizedCrop(size, scale=scale), T.RandomHorizontalFlip(), _jitter(SWAV_JITTER),
-                           T.RandomGrayscale(p=0.2), *finish]) for size, scale in layout]
+        return [
+            T.Compose(
+                [
+                    T.RandomResizedCrop(size, scale=scale),
+                    T.RandomHorizontalFlip(),
+                    _jitter(SWAV_JITTER),
+                    T.RandomGrayscale(p=0.2),
+                    *finish,
+                ]
+            )
+            for size, scale in layout
+        ]
     raise ValueError(f"unknown augmentation {name!r}")
 
 
@@ -55,16 +75,30 @@ class MultiViewDataset(Dataset):
         return [pipeline(image) for pipeline in self.pipelines]
 
 
-def reference_loader(images: torch.Tensor, name: str, batch_size: int, workers: int, seed: int = 0,
-                     multicrop: MultiCrop | None = None) -> DataLoader:
+def reference_loader(
+    images: torch.Tensor,
+    name: str,
+    batch_size: int,
+    workers: int,
+    seed: int = 0,
+    multicrop: MultiCrop | None = None,
+) -> DataLoader:
     """A shuffling, batch-dropping loader that yields lists of (B, 3, S, S) float32 views."""
     dataset = MultiViewDataset(images.cpu(), view_transforms(name, multicrop))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 class ReferenceTrainer:
-    """The seed's training step fed by :func:`reference_loader`, in float32: the baseline of the benchmark.
+    """The seed's training step fed by :func:`reference_loader`, in float32: the baseline of the
+    benchmark.
 
     Same model, ``swav_loss``, optimiser, learning-rate schedule and prototype freezing
     as ``Pretrainer``; only the input pipeline and the precision differ. The queue is
@@ -78,25 +112,37 @@ class ReferenceTrainer:
         init_state: a ``SwAVModel`` state dict to start from (so both paths share one init).
     """
 
-    def __init__(self, config: PretrainConfig, images: torch.Tensor, workers: int, device: torch.device,
-                 init_state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: PretrainConfig,
+        images: torch.Tensor,
+        workers: int,
+        device: torch.device,
+        init_state: dict[str, Any] | None = None,
+    ) -> None:
         if config.queue_length:
             raise ValueError("the reference path has no queue; compare runs with --queue_length 0")
         self.config, self.device = config, device
         self.augment = make_augmentation(config)
         torch.manual_seed(config.seed)
-        self.model = SwAVModel(config.feat_dim, config.n_prototypes, config.head, config.hidden_dim).to(device)
+        self.model = SwAVModel(
+            config.feat_dim, config.n_prototypes, config.head, config.hidden_dim
+        ).to(device)
         if init_state is not None:
             self.model.load_state_dict(init_state)
-        self.optimizer = make_optimizer(config, self.model, fused=False)  # torch's default, as people write it
-        self.loader = reference_loader(images, config.aug, config.batch_size, workers, config.seed,
-                                       self.augment.multicrop)
+        self.optimizer = make_optimizer(
+            config, self.model, fused=False
+        )  # torch's default, as people write it
+        self.loader = reference_loader(
+            images, config.aug, config.batch_size, workers, config.seed, self.augment.multicrop
+        )
         self.total_steps = len(self.loader) * config.epochs
         self.freeze_steps = int(config.freeze_prototypes_epochs * len(self.loader))
         self.batches = iter(())
 
     def train_step(self, global_step: int) -> torch.Tensor:
-        """One step on the loader's next batch (a new epoch starts when it runs out); returns the loss."""
+        """One step on the loader's next batch (a new epoch starts when it runs out); returns the
+        loss."""
         views = next(self.batches, None)
         if views is None:
             self.batches = iter(self.loader)
@@ -105,7 +151,9 @@ class ReferenceTrainer:
         self.model.normalize_prototypes()
         _, scores = self.model([v.to(self.device, non_blocking=True) for v in views])
         config = self.config
-        loss = swav_loss(scores, self.augment.n_assign, config.temperature, config.epsilon, config.sinkhorn_iters)
+        loss = swav_loss(
+            scores, self.augment.n_assign, config.temperature, config.epsilon, config.sinkhorn_iters
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if global_step < self.freeze_steps:

@@ -1,4 +1,5 @@
 """Sinkhorn-Knopp equipartition of samples over prototypes (SwAV eq. 3-4)."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The SwAV pretraining loop: resumable, reproducible, single- or multi-process."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +13,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm  # not tqdm.auto: without ipywidgets it warns in every notebook that imports this
+from tqdm import (
+    tqdm,
+)  # not tqdm.auto: without ipywidgets it warns in every notebook that imports this
 
 from swavnb import distributed
 from swavnb.augment import Augmentation, MultiCrop
@@ -27,16 +30,19 @@ from swavnb.model import SwAVModel
 from swavnb.precision import autocast, precision_name, use_bf16
 from swavnb.probes import usage_summary
 
-# where the data lives, the device, its precision (bf16 or float32: the same training within bf16 noise), compiling
-# and how often a run logs or saves do not change its result: a run may resume with other values (another machine)
-RESUMABLE_CHANGES = frozenset({"data_root", "device", "compile", "amp", "log_every_steps", "checkpoint_every_steps"})
+# where the data lives, the device, its precision (bf16 or float32: the same training within bf16
+# noise), compiling and how often a run logs or saves do not change its result: a run may resume
+# with other values (another machine)
+RESUMABLE_CHANGES = frozenset(
+    {"data_root", "device", "compile", "amp", "log_every_steps", "checkpoint_every_steps"}
+)
 
 
 @contextlib.contextmanager
 def _compile_failure_names_the_fix() -> Iterator[None]:
-    # the forward graph compiles at the first forward, the backward graph at the first backward (inductor's
-    # InductorError is a BackendCompilerFailed); torch._dynamo is looked up, not imported (1.3 s): only a compiled
-    # network, which has imported it, can raise its errors
+    # the forward graph compiles at the first forward, the backward graph at the first backward
+    # (inductor's InductorError is a BackendCompilerFailed); torch._dynamo is looked up, not
+    # imported (1.3 s): only a compiled network, which has imported it, can raise its errors
     try:
         yield
     except RuntimeError as error:
@@ -45,13 +51,17 @@ def _compile_failure_names_the_fix() -> Iterator[None]:
             raise
         cause = getattr(error, "inner_exception", None) or error
         reason = f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
-        raise CompileError(f"torch.compile could not build the network ({reason}); rerun with --compile false: "
-                           "the same training, eager, without the compile speed-up") from error
+        raise CompileError(
+            f"torch.compile could not build the network ({reason}); rerun with --compile false: "
+            "the same training, eager, without the compile speed-up"
+        ) from error
 
 
 def make_augmentation(config: PretrainConfig) -> Augmentation:
     crop = MultiCrop(
-        global_size=config.image_size, n_local=config.n_local_crops, local_size=config.local_size,
+        global_size=config.image_size,
+        n_local=config.n_local_crops,
+        local_size=config.local_size,
         global_scale=(config.global_scale_min, 1.0),
         local_scale=(config.local_scale_min, config.local_scale_max),
     )
@@ -77,18 +87,30 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def make_optimizer(config: PretrainConfig, model: torch.nn.Module, fused: bool = True) -> torch.optim.Optimizer:
+def make_optimizer(
+    config: PretrainConfig, model: torch.nn.Module, fused: bool = True
+) -> torch.optim.Optimizer:
     """The run's optimiser. ``fused`` Adam updates all parameters in one kernel (same maths, fewer
-    memory passes); fused SGD is not used: it fails once frozen prototypes join without a momentum buffer."""
+    memory passes); fused SGD is not used: it fails once frozen prototypes join without a momentum
+    buffer."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+        return torch.optim.Adam(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused
+        )
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+    )
 
 
 def _new_tally(n_prototypes: int, device: torch.device) -> dict[str, Any]:
-    """What an epoch accumulates; saved with mid-epoch checkpoints so a resumed epoch reports the same."""
-    return {"loss": torch.zeros((), device=device, dtype=torch.float64), "steps": 0, "seconds": 0.0,
-            "usage": torch.zeros(n_prototypes, dtype=torch.int64, device=device)}
+    """What an epoch accumulates; saved with mid-epoch checkpoints so a resumed epoch reports the
+    same."""
+    return {
+        "loss": torch.zeros((), device=device, dtype=torch.float64),
+        "steps": 0,
+        "seconds": 0.0,
+        "usage": torch.zeros(n_prototypes, dtype=torch.int64, device=device),
+    }
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -106,10 +128,13 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 
 def training_images(config: PretrainConfig) -> CifarSplit:
-    """The training split a run learns from (all of it, or the preset's stratified subset), at its resolution."""
+    """The training split a run learns from (all of it, or the preset's stratified subset), at its
+    resolution."""
     train = load_cifar100("train", config.data_root or None)
     if config.train_images:
-        train = train.subset(label_subset(train.fine, config.train_images / len(train), config.seed))
+        train = train.subset(
+            label_subset(train.fine, config.train_images / len(train), config.seed)
+        )
     return train.resized(config.image_size)
 
 
@@ -120,7 +145,9 @@ class Pretrainer:
     the live model afterwards (the multi-process test compares ranks' weights).
     """
 
-    def __init__(self, config: PretrainConfig, out_dir: str | os.PathLike, progress: bool = True) -> None:
+    def __init__(
+        self, config: PretrainConfig, out_dir: str | os.PathLike, progress: bool = True
+    ) -> None:
         validate_pretrain(config)
         self.config, self.out, self.progress = config, resolve(out_dir), progress
         self.ckpt_path = self.out / CHECKPOINT
@@ -128,54 +155,86 @@ class Pretrainer:
         device = self.device = self.runtime.device
         self.bf16 = use_bf16(config.amp, device)
         self.state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
-        # a field added after the checkpoint was written counts as its default (image_size: 32), as it ran then
+        # a field added after the checkpoint was written counts as its default (image_size: 32), as
+        # it ran then
         saved = {**as_dict(PretrainConfig()), **(self.state or {}).get("config", {})}
-        changed = [] if self.state is None else sorted(
-            k for k, v in as_dict(config).items() if k not in RESUMABLE_CHANGES and saved[k] != v)
+        changed = (
+            []
+            if self.state is None
+            else sorted(
+                k
+                for k, v in as_dict(config).items()
+                if k not in RESUMABLE_CHANGES and saved[k] != v
+            )
+        )
         if changed:
-            raise ValueError(f"'{self.ckpt_path}' was written with a different config (fields {changed}); "
-                             "use another --out folder, or delete it to start over")
+            raise ValueError(
+                f"'{self.ckpt_path}' was written with a different config (fields {changed}); "
+                "use another --out folder, or delete it to start over"
+            )
 
         torch.manual_seed(config.seed)
         # the whole split stays on the device: no loader, no per-step copies
         self.images = training_images(config).images.to(device)
         self.per_epoch = steps_per_epoch(len(self.images), config.batch_size)
         if self.per_epoch == 0:
-            raise ValueError(f"batch_size {config.batch_size} is larger than the {len(self.images)} training images")
+            raise ValueError(
+                f"batch_size {config.batch_size} is larger than the "
+                f"{len(self.images)} training images"
+            )
         self.total_steps = self.per_epoch * config.epochs
         self.freeze_steps = int(config.freeze_prototypes_epochs * self.per_epoch)
 
-        self.model = SwAVModel(config.feat_dim, config.n_prototypes, config.head, config.hidden_dim).to(device)
+        self.model = SwAVModel(
+            config.feat_dim, config.n_prototypes, config.head, config.hidden_dim
+        ).to(device)
         if self.runtime.distributed and device.type == "cuda":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(config, self.model)
         self.augment = make_augmentation(config)
-        self.generator = torch.Generator(device=device).manual_seed(config.seed * 1_000 + self.runtime.rank)
+        self.generator = torch.Generator(device=device).manual_seed(
+            config.seed * 1_000 + self.runtime.rank
+        )
         local_batch = config.batch_size // self.runtime.world_size
         local_queue = config.queue_length // self.runtime.world_size
         if local_queue and local_queue < local_batch:
-            raise ValueError(f"queue_length {config.queue_length} must hold at least one batch ({config.batch_size})")
-        self.queue = (torch.zeros(self.augment.n_assign, local_queue, config.feat_dim, device=device)
-                      if local_queue else None)
+            raise ValueError(
+                f"queue_length {config.queue_length} must hold at least one batch "
+                f"({config.batch_size})"
+            )
+        self.queue = (
+            torch.zeros(self.augment.n_assign, local_queue, config.feat_dim, device=device)
+            if local_queue
+            else None
+        )
         self.queue_pushes = 0
         self.epoch, self.start_step = 0, 0
         self.metrics: dict[str, Any] = {"config": as_dict(config), "epochs": []}
         if self.state is not None:
             self._restore(self.state)
-        # what runs now (a resumed run may have started elsewhere; each epoch records its own precision too)
-        self.metrics.update(device=device_name(device), precision=precision_name(self.bf16),
-                            world_size=self.runtime.world_size)
+        # what runs now (a resumed run may have started elsewhere; each epoch records its own
+        # precision too)
+        self.metrics.update(
+            device=device_name(device),
+            precision=precision_name(self.bf16),
+            world_size=self.runtime.world_size,
+        )
         self.net: torch.nn.Module = self.model
         if self.runtime.distributed:
-            self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         if config.compile:
-            # static shapes: a run's batch and crop sizes never change (drop_last), and torch's automatic dynamic
-            # shapes would otherwise compile a second run in the same process (a notebook, the benchmark's next
-            # case) for a symbolic batch size: another program than the one a fresh run gets
+            # static shapes: a run's batch and crop sizes never change (drop_last), and torch's
+            # automatic dynamic shapes would otherwise compile a second run in the same process (a
+            # notebook, the benchmark's next case) for a symbolic batch size: another program than
+            # the one a fresh run gets
             self.net = torch.compile(self.net, dynamic=False)
-        self.pending: list[tuple[int, torch.Tensor]] = []  # losses not yet checked: no GPU sync every step
+        self.pending: list[
+            tuple[int, torch.Tensor]
+        ] = []  # losses not yet checked: no GPU sync every step
 
     @property
     def finished(self) -> bool:
@@ -183,9 +242,14 @@ class Pretrainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        if state["optimizer"] is None:  # an imported model (swavnb.transfer): finished, nothing to resume
+        if (
+            state["optimizer"] is None
+        ):  # an imported model (swavnb.transfer): finished, nothing to resume
             if not state["finished"]:
-                raise ValueError(f"'{self.ckpt_path}' holds no optimiser state and is unfinished: it cannot resume")
+                raise ValueError(
+                    f"'{self.ckpt_path}' holds no optimiser state and is unfinished: "
+                    "it cannot resume"
+                )
             self.metrics, self.epoch = state["metrics"], state["epoch"]
             return
         self.optimizer.load_state_dict(state["optimizer"])
@@ -193,18 +257,34 @@ class Pretrainer:
             self.queue.copy_(state["queue"])
         _set_rng_state(state["rng"], self.generator)
         self.metrics = state["metrics"]
-        self.epoch, self.start_step, self.queue_pushes = state["epoch"], state["step"], state["queue_pushes"]
+        self.epoch, self.start_step, self.queue_pushes = (
+            state["epoch"],
+            state["step"],
+            state["queue_pushes"],
+        )
 
     def _save(self, tally: dict[str, Any] | None = None) -> None:
         if not self.runtime.is_main:
             return
-        save_checkpoint({
-            "config": as_dict(self.config), "model_hparams": self.model.hparams, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "queue": None if self.queue is None else self.queue.cpu(),
-            "queue_pushes": self.queue_pushes, "rng": _rng_state(self.generator), "epoch": self.epoch,
-            "step": self.start_step, "metrics": self.metrics, "finished": self.finished,
-            "tally": None if tally is None else {k: v.cpu() if torch.is_tensor(v) else v for k, v in tally.items()},
-        }, self.ckpt_path)
+        save_checkpoint(
+            {
+                "config": as_dict(self.config),
+                "model_hparams": self.model.hparams,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "queue": None if self.queue is None else self.queue.cpu(),
+                "queue_pushes": self.queue_pushes,
+                "rng": _rng_state(self.generator),
+                "epoch": self.epoch,
+                "step": self.start_step,
+                "metrics": self.metrics,
+                "finished": self.finished,
+                "tally": None
+                if tally is None
+                else {k: v.cpu() if torch.is_tensor(v) else v for k, v in tally.items()},
+            },
+            self.ckpt_path,
+        )
 
     def _check_finite(self, lr: float) -> None:
         """Raise on the first NaN/inf loss since the last check, before anything is saved."""
@@ -215,8 +295,9 @@ class Pretrainer:
         if len(bad):
             step, value = self.pending[int(bad[0])][0], losses[int(bad[0])].item()
             raise NonFiniteLossError(
-                f"loss is {value} at epoch {self.epoch} step {step} (lr {lr:.3g}); lower --lr, add --warmup_epochs, "
-                f"or try --amp false. The last checkpoint '{self.ckpt_path}' is intact: rerunning resumes from it."
+                f"loss is {value} at epoch {self.epoch} step {step} (lr {lr:.3g}); "
+                "lower --lr, add --warmup_epochs, or try --amp false. "
+                f"The last checkpoint '{self.ckpt_path}' is intact: rerunning resumes from it."
             )
         self.pending.clear()
 
@@ -232,16 +313,27 @@ class Pretrainer:
             return self.net(views)
 
     def loss(self, scores: list[torch.Tensor]) -> torch.Tensor:
-        """Swapped prediction over the views, with queued embeddings joining Sinkhorn once the queue is full."""
+        """Swapped prediction over the views, with queued embeddings joining Sinkhorn once the queue
+        is full."""
         config, n_assign, queue_scores = self.config, self.augment.n_assign, None
         use_queue = self.queue is not None and self.epoch >= config.queue_start_epoch
         if use_queue and self.queue_pushes * len(scores[0]) >= self.queue.shape[1]:
             with torch.no_grad():
-                queue_scores = [F.linear(self.queue[i], self.model.prototypes.weight) for i in range(n_assign)]
-        return swav_loss(scores, n_assign, config.temperature, config.epsilon, config.sinkhorn_iters, queue_scores)
+                queue_scores = [
+                    F.linear(self.queue[i], self.model.prototypes.weight) for i in range(n_assign)
+                ]
+        return swav_loss(
+            scores,
+            n_assign,
+            config.temperature,
+            config.epsilon,
+            config.sinkhorn_iters,
+            queue_scores,
+        )
 
     def update(self, loss: torch.Tensor, embeddings: list[torch.Tensor], global_step: int) -> None:
-        """Backward, optimiser step (prototypes frozen early on), then push this batch into the queue."""
+        """Backward, optimiser step (prototypes frozen early on), then push this batch into the
+        queue."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if global_step < self.freeze_steps:
@@ -251,12 +343,19 @@ class Pretrainer:
             with torch.no_grad():
                 batch = len(embeddings[0])
                 self.queue[:, batch:] = self.queue[:, :-batch].clone()
-                self.queue[:, :batch] = torch.stack([e.detach() for e in embeddings[: self.augment.n_assign]])
+                self.queue[:, :batch] = torch.stack(
+                    [e.detach() for e in embeddings[: self.augment.n_assign]]
+                )
             self.queue_pushes += 1
 
-    def train_step(self, index: torch.Tensor, global_step: int,
-                   phase_done: Callable[[str], None] = lambda phase: None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SwAV step on the images ``index`` (this rank's shard); returns loss and first-view scores.
+    def train_step(
+        self,
+        index: torch.Tensor,
+        global_step: int,
+        phase_done: Callable[[str], None] = lambda phase: None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SwAV step on the images ``index`` (this rank's shard); returns loss and first-view
+        scores.
 
         ``phase_done`` is called after each phase (augment, forward, sinkhorn_loss,
         backward_update): the benchmark times the real step through it.
@@ -273,9 +372,12 @@ class Pretrainer:
         phase_done("backward_update")
         return loss.detach(), scores[0].detach()
 
-    def scheduled_step(self, epoch: int, step: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """:meth:`train_step` at its place in the run: ``epoch`` (when the queue joins) and ``step`` within it
-        (learning rate, frozen prototypes). Returns loss, first-view scores and the lr used."""
+    def scheduled_step(
+        self, epoch: int, step: int, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """:meth:`train_step` at its place in the run: ``epoch`` (when the queue joins) and ``step``
+        within it (learning rate, frozen prototypes). Returns loss, first-view scores and the lr
+        used."""
         self.epoch = epoch
         global_step = epoch * self.per_epoch + step
         lr = learning_rate(self.config, global_step, self.total_steps)
@@ -290,10 +392,18 @@ class Pretrainer:
         tally = self.state["tally"] if resumed else _new_tally(config.n_prototypes, device)
         tally = {k: v.to(device) if torch.is_tensor(v) else v for k, v in tally.items()}
         tic, steps_since, lr = time.perf_counter(), 0, config.lr
-        batches = batch_indices(len(self.images), config.batch_size, config.seed, self.epoch, device,
-                                start_step=self.start_step)
+        batches = batch_indices(
+            len(self.images),
+            config.batch_size,
+            config.seed,
+            self.epoch,
+            device,
+            start_step=self.start_step,
+        )
         for step, index in enumerate(batches, self.start_step):
-            loss, scores, lr = self.scheduled_step(self.epoch, step, index[runtime.rank :: runtime.world_size])
+            loss, scores, lr = self.scheduled_step(
+                self.epoch, step, index[runtime.rank :: runtime.world_size]
+            )
             self.pending.append((step, loss))
             tally["loss"] += loss
             tally["usage"] += torch.bincount(scores.argmax(dim=1), minlength=config.n_prototypes)
@@ -317,12 +427,17 @@ class Pretrainer:
             torch.distributed.all_reduce(tally["loss"])
             torch.distributed.all_reduce(tally["usage"])
             tally["loss"] /= runtime.world_size
-        self.metrics["epochs"].append({
-            "epoch": self.epoch + 1, "loss": tally["loss"].item() / tally["steps"], "lr": lr,
-            "img_per_s": tally["steps"] * config.batch_size / tally["seconds"], "seconds": tally["seconds"],
-            "precision": precision_name(self.bf16),
-            **usage_summary(tally["usage"]),
-        })
+        self.metrics["epochs"].append(
+            {
+                "epoch": self.epoch + 1,
+                "loss": tally["loss"].item() / tally["steps"],
+                "lr": lr,
+                "img_per_s": tally["steps"] * config.batch_size / tally["seconds"],
+                "seconds": tally["seconds"],
+                "precision": precision_name(self.bf16),
+                **usage_summary(tally["usage"]),
+            }
+        )
         self.epoch, self.start_step, self.state = self.epoch + 1, 0, None
 
     def fit(self) -> dict[str, Any]:
@@ -330,9 +445,14 @@ class Pretrainer:
         if self.finished:
             return self.metrics
         self.out.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=self.total_steps, initial=self.epoch * self.per_epoch + self.start_step,
-                   disable=not (self.progress and self.runtime.is_main), unit="step", dynamic_ncols=True,
-                   desc=f"pretrain {self.config.preset}/{self.config.aug}")
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.epoch * self.per_epoch + self.start_step,
+            disable=not (self.progress and self.runtime.is_main),
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"pretrain {self.config.preset}/{self.config.aug}",
+        )
         with bar:
             while not self.finished:
                 self._run_epoch(bar)
@@ -343,7 +463,9 @@ class Pretrainer:
         return self.metrics
 
 
-def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+def pretrain(
+    config: PretrainConfig, out_dir: str | os.PathLike, progress: bool = True
+) -> dict[str, Any]:
     """Run (or resume, or skip if finished) SwAV pretraining into ``out_dir``.
 
     Writes ``checkpoint.pt`` atomically after every epoch (and every

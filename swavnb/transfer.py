@@ -1,4 +1,5 @@
-"""Carry a study's results off a machine in a few small files, and back in (``study --export`` / ``--import``).
+"""Carry a study's results off a machine in a few small files, and back in
+(``study --export`` / ``--import``).
 
 An offline GPU node returns at most 8 files of at most 16 MiB: one ``results-<preset>.tar.gz`` of
 every JSON the runs wrote (metrics, result rows, k-NN, clusters, benchmark) and each pretrained
@@ -6,6 +7,7 @@ model as bf16 weights split into parts of at most 15 MiB. Importing rebuilds eac
 finished checkpoint (no optimiser state: it evaluates, it does not train further) where the
 probes and results notebooks look for it.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,7 +33,8 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 
 
 def export_results(runs_dir: str | os.PathLike, preset: str, dest: str | os.PathLike) -> Path:
-    """(Re)write ``dest/results-<preset>.tar.gz`` with every JSON under ``runs_dir/<preset>``; returns it."""
+    """(Re)write ``dest/results-<preset>.tar.gz`` with every JSON under ``runs_dir/<preset>``;
+    returns it."""
     run_dir, dest = resolve(runs_dir) / preset, resolve(dest)
     dest.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -45,11 +48,18 @@ def export_results(runs_dir: str | os.PathLike, preset: str, dest: str | os.Path
 
 
 def export_model(checkpoint: str | os.PathLike, dest: str | os.PathLike, name: str) -> list[Path]:
-    """Write a finished run's model as bf16 weights in parts ``dest/<name>.model.<i>-of-<n>``; returns them."""
+    """Write a finished run's model as bf16 weights in parts ``dest/<name>.model.<i>-of-<n>``;
+    returns them."""
     state = load_checkpoint(checkpoint)
     weights = {k: v.bfloat16() if v.is_floating_point() else v for k, v in state["model"].items()}
-    payload = {"format": FORMAT, "config": state["config"], "model_hparams": state["model_hparams"],
-               "metrics": state["metrics"], "epoch": state["epoch"], "model": weights}
+    payload = {
+        "format": FORMAT,
+        "config": state["config"],
+        "model_hparams": state["model_hparams"],
+        "metrics": state["metrics"],
+        "epoch": state["epoch"],
+        "model": weights,
+    }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data, dest = buffer.getvalue(), resolve(dest)
@@ -74,14 +84,19 @@ def _model_parts(src: Path) -> dict[str, list[Path]]:
         order = sorted(parts, key=lambda p: int(p.name.rpartition(".model.")[2].split("-of-")[0]))
         total = int(order[0].name.rpartition("-of-")[2])
         if len(order) != total:
-            raise ValueError(f"model export '{name}' in '{src}' has {len(order)} of its {total} parts; "
-                             "copy all of them")
+            raise ValueError(
+                f"model export '{name}' in '{src}' has {len(order)} of its {total} parts; "
+                "copy all of them"
+            )
         complete[name] = order
     return complete
 
 
-def import_study(src: str | os.PathLike, runs_dir: str | os.PathLike, preset: str) -> dict[str, Any]:
-    """Unpack an export into ``runs_dir/<preset>``: the JSON files, and each model as a finished checkpoint.
+def import_study(
+    src: str | os.PathLike, runs_dir: str | os.PathLike, preset: str
+) -> dict[str, Any]:
+    """Unpack an export into ``runs_dir/<preset>``: the JSON files, and each model as a finished
+    checkpoint.
 
     Returns:
         {"files": JSON files written, "checkpoints": checkpoints written}.
@@ -89,7 +104,9 @@ def import_study(src: str | os.PathLike, runs_dir: str | os.PathLike, preset: st
     src, run_dir = resolve(src), resolve(runs_dir) / preset
     archive = src / f"results-{preset}.tar.gz"
     if not archive.is_file():
-        raise FileNotFoundError(f"'{archive}' not found: run the study with --export {src} (same --preset) first")
+        raise FileNotFoundError(
+            f"'{archive}' not found: run the study with --export {src} (same --preset) first"
+        )
     with tarfile.open(archive, mode="r:gz") as tar:
         names = tar.getnames()
         tar.extractall(run_dir, filter="data")  # relative regular files only
@@ -97,14 +114,31 @@ def import_study(src: str | os.PathLike, runs_dir: str | os.PathLike, preset: st
     for name, parts in sorted(_model_parts(src).items()):
         payload = torch.load(io.BytesIO(b"".join(p.read_bytes() for p in parts)), weights_only=True)
         if payload.get("format") != FORMAT:
-            raise ValueError(f"'{parts[0]}' is not a swavnb model export (expected format {FORMAT})")
+            raise ValueError(
+                f"'{parts[0]}' is not a swavnb model export (expected format {FORMAT})"
+            )
         aug = payload["config"]["aug"]
         target = run_dir / aug / CHECKPOINT
-        save_checkpoint({
-            "config": payload["config"], "model_hparams": payload["model_hparams"],
-            "model": {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()},
-            "optimizer": None, "queue": None, "queue_pushes": 0, "rng": None, "epoch": payload["epoch"], "step": 0,
-            "metrics": payload["metrics"], "finished": True, "tally": None, "imported_from": name,
-        }, target)
+        save_checkpoint(
+            {
+                "config": payload["config"],
+                "model_hparams": payload["model_hparams"],
+                "model": {
+                    k: v.float() if v.is_floating_point() else v
+                    for k, v in payload["model"].items()
+                },
+                "optimizer": None,
+                "queue": None,
+                "queue_pushes": 0,
+                "rng": None,
+                "epoch": payload["epoch"],
+                "step": 0,
+                "metrics": payload["metrics"],
+                "finished": True,
+                "tally": None,
+                "imported_from": name,
+            },
+            target,
+        )
         checkpoints.append(target)
     return {"files": names, "checkpoints": checkpoints}

@@ -11,7 +11,9 @@ import torch
 from swavnb.data import FOLDER, CifarSplit, load_cifar100
 
 # A clone next to ../shared (e.g. ../ci-check) finds the data without SWAVNB_DATA.
-DATA_ROOT = Path(os.environ.get("SWAVNB_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+DATA_ROOT = Path(
+    os.environ.get("SWAVNB_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 # code under test (and the subprocesses it starts) resolves the data root from the environment
 os.environ["SWAVNB_DATA"] = str(DATA_ROOT)
 
@@ -21,7 +23,8 @@ def data_root() -> Path:
     """Folder holding ``cifar-100-python/``; a missing copy fails the data tests loudly."""
     if not (DATA_ROOT / FOLDER / "train").is_file():
         pytest.fail(
-            f"real CIFAR-100 not found at '{DATA_ROOT / FOLDER}'; set SWAVNB_DATA to the folder that holds "
+            f"real CIFAR-100 not found at '{DATA_ROOT / FOLDER}'; "
+            "set SWAVNB_DATA to the folder that holds "
             f"{FOLDER}/ (e.g. SWAVNB_DATA=/work/shared/data)",
             pytrace=False,
         )
@@ -41,12 +44,22 @@ def real_images(train_split: CifarSplit) -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Path]:
-    """One real smoke-sized study (flip and random init, 10 % labels), shared by the study and nbval tests."""
+    """One real smoke-sized study (flip and random init, 10 % labels), shared by the study and nbval
+    tests."""
     from swavnb import study
 
     root = tmp_path_factory.mktemp("smoke-study")
     folders = {"runs": root / "runs", "results": root / "results", "figures": root / "figures"}
-    argv = ["--preset", "smoke", "--augs", "flip", "--fractions", "0.1", "--data_root", str(data_root)]
+    argv = [
+        "--preset",
+        "smoke",
+        "--augs",
+        "flip",
+        "--fractions",
+        "0.1",
+        "--data_root",
+        str(data_root),
+    ]
     for name, folder in folders.items():
         argv += [f"--{name}_dir", str(folder)]
     assert study.main(argv) == 0

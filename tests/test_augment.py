@@ -169,7 +169,9 @@ def test_jitter_statistics_match_torchvision(real_images):
     ours_stats, theirs_stats, plain_stats = map(channel_statistics, (ours, theirs, x))
     tolerance = 0.01
     for key in ours_stats:
-        torch.testing.assert_close(ours_stats[key], theirs_stats[key], atol=tolerance, rtol=0, msg=key)
+        torch.testing.assert_close(
+            ours_stats[key], theirs_stats[key], atol=tolerance, rtol=0, msg=key
+        )
     # The tolerance is tight enough to tell jittered images from untouched ones.
     assert any((plain_stats[k] - theirs_stats[k]).abs().max() > tolerance for k in plain_stats)
 
@@ -177,7 +179,9 @@ def test_jitter_statistics_match_torchvision(real_images):
 def test_zero_strength_jitter_is_identity(real_images):
     x = to_unit_float(real_images[:64])
     out = color_jitter(x, gen(), ColorJitter(0.0, 0.0, 0.0, 0.0))
-    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)  # the hue op's HSV round trip is all that is left
+    torch.testing.assert_close(
+        out, x, atol=1e-5, rtol=0
+    )  # the hue op's HSV round trip is all that is left
     out = color_jitter(x, gen(), ColorJitter(p=0.0))
     torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
     # ...while the default strengths do change the images.
@@ -206,7 +210,9 @@ def coordinate_image(n: int) -> torch.Tensor:
     [(0.25, 1.0, 0.5, 0.5), (0.5, 2.0, 1.0, 0.5), (0.125, 0.5, 0.25, 0.5)],
 )
 def test_crop_covers_the_drawn_area_and_aspect(area, ratio, width, height):
-    out = random_resized_crop_flip(coordinate_image(64), gen(3), size=16, scale=(area, area), ratio=(ratio, ratio))
+    out = random_resized_crop_flip(
+        coordinate_image(64), gen(3), size=16, scale=(area, area), ratio=(ratio, ratio)
+    )
     span_x = out[:, 0].amax(dim=(1, 2)) - out[:, 0].amin(dim=(1, 2))
     span_y = out[:, 1].amax(dim=(1, 2)) - out[:, 1].amin(dim=(1, 2))
     # Sample points sit half an output pixel inside the crop: the spans are (1 - 1/16) of its sides.
@@ -246,14 +252,17 @@ def test_eval_transform_is_plain_normalisation(images):
 
 
 def test_hue_shift_spans_the_requested_fraction_of_the_wheel(real_images):
-    # Hue is measured with matplotlib's own HSV code, independent of the swavnb.colour ops under test.
+    # Hue is measured with matplotlib's own HSV code, independent of the swavnb.colour ops under
+    # test.
     x = to_unit_float(real_images[:64])
     out = color_jitter(x, gen(5), ColorJitter(0.0, 0.0, 0.0, 0.1))
     hsv_in = rgb_to_hsv(x.permute(0, 2, 3, 1).numpy())
     hsv_out = rgb_to_hsv(out.permute(0, 2, 3, 1).clamp(0, 1).numpy())
     shift = (hsv_out[..., 0] - hsv_in[..., 0] + 0.5) % 1.0 - 0.5  # in turns, wrapped to [-0.5, 0.5)
     colourful = (hsv_in[..., 1] > 0.3) & (hsv_in[..., 2] > 0.3)
-    per_image = np.array([np.median(shift[i][colourful[i]]) for i in range(64) if colourful[i].sum() > 20])
+    per_image = np.array(
+        [np.median(shift[i][colourful[i]]) for i in range(64) if colourful[i].sum() > 20]
+    )
     assert len(per_image) > 30
     assert np.abs(per_image).max() <= 0.1 + 2e-3
     assert per_image.max() > 0.08 and per_image.min() < -0.08
@@ -261,7 +270,11 @@ def test_hue_shift_spans_the_requested_fraction_of_the_wheel(real_images):
 
 @pytest.mark.parametrize("name", ["flip", "jitter", "swav"])
 def test_low_resolution_runs_get_views_at_their_size(real_images, name):
-    augment = make_augmentation(pretrain_config("quick", aug=name, image_size=16, local_size=8, n_local_crops=2))
+    augment = make_augmentation(
+        pretrain_config("quick", aug=name, image_size=16, local_size=8, n_local_crops=2)
+    )
     views = augment(downsample(real_images[:8], 16), gen())
     assert [tuple(v.shape[-2:]) for v in views] == [(s, s) for s in augment.view_sizes]
-    assert augment.view_sizes[:2] == [16, 16] and (name != "swav" or augment.view_sizes[2:] == [8, 8])
+    assert augment.view_sizes[:2] == [16, 16] and (
+        name != "swav" or augment.view_sizes[2:] == [8, 8]
+    )

@@ -1,4 +1,5 @@
 """The benchmark runs end to end and reports what the README quotes (no timing asserted)."""
+
 from __future__ import annotations
 
 import copy
@@ -8,7 +9,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from swavnb.bench import _convolutions_use_tf32, _float32_matmul_like_convolutions, main, step_flops_per_image
+from swavnb.bench import (
+    _convolutions_use_tf32,
+    _float32_matmul_like_convolutions,
+    main,
+    step_flops_per_image,
+)
 from swavnb.config import pretrain_config
 from swavnb.precision import native_bf16
 from swavnb.train import Pretrainer
@@ -17,27 +23,59 @@ from swavnb.train import Pretrainer
 def test_bench_writes_ratios_and_step_shares(tmp_path):
     out = tmp_path / "bench.json"
     # eager: test_train checks that compiling changes nothing but the speed
-    report = main(["--device", "cpu", "--augs", "flip,swav", "--batches", "8", "--steps", "1", "--repeats", "1",
-                   "--warmup", "1", "--images", "200", "--workers", "1", "--peak-size", "256", "--eager",
-                   "--json", str(out)])
+    report = main(
+        [
+            "--device",
+            "cpu",
+            "--augs",
+            "flip,swav",
+            "--batches",
+            "8",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "1",
+            "--images",
+            "200",
+            "--workers",
+            "1",
+            "--peak-size",
+            "256",
+            "--eager",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == report and report["ours_compiled"] is False
     assert {"device", "torch", "threads", "cases"} <= set(report)
     assert [case["case"] for case in report["cases"]] == ["flip", "swav"]
     for case in report["cases"]:
         assert case["ratio"] == pytest.approx(case["ours_img_per_s"] / case["reference_img_per_s"])
-        assert set(case["ours_step_share"]) == {"augment", "forward", "sinkhorn_loss", "backward_update"}
+        assert set(case["ours_step_share"]) == {
+            "augment",
+            "forward",
+            "sinkhorn_loss",
+            "backward_update",
+        }
         assert sum(case["ours_step_share"].values()) == pytest.approx(1.0)
-        # achieved compute is throughput x FLOPs per image; the ceiling is the ratio at the matmul peak of ours'
-        # precision, which auto picks from the hardware (float32 where bf16 would be emulated)
+        # achieved compute is throughput x FLOPs per image; the ceiling is the ratio at the matmul
+        # peak of ours' precision, which auto picks from the hardware (float32 where bf16 would be
+        # emulated)
         peak, precision = case["matmul_peak_gflop_per_s"], case["ours_precision"]
-        assert precision == report["ours_precision"] == ("bf16" if native_bf16("cpu") else "float32")
+        assert (
+            precision == report["ours_precision"] == ("bf16" if native_bf16("cpu") else "float32")
+        )
         assert set(peak) == {"float32", precision} and min(peak.values()) > 0
         ours_rate = case["ours_img_per_s"] * case["gflop_per_image"]
         reference_rate = case["reference_img_per_s"] * case["gflop_per_image"]
         assert case["ours_gflop_per_s"] == pytest.approx(ours_rate)
         assert case["reference_gflop_per_s"] == pytest.approx(reference_rate)
         assert case["ours_share_of_peak"] == pytest.approx(ours_rate / peak[precision])
-        assert case["reference_share_of_fp32_peak"] == pytest.approx(reference_rate / peak["float32"])
+        assert case["reference_share_of_fp32_peak"] == pytest.approx(
+            reference_rate / peak["float32"]
+        )
         assert case["ratio_ceiling"] == pytest.approx(peak[precision] / reference_rate)
         assert case["ratio"] == pytest.approx(case["ratio_ceiling"] * case["ours_share_of_peak"])
     flip, swav = report["cases"]
@@ -46,8 +84,27 @@ def test_bench_writes_ratios_and_step_shares(tmp_path):
 
 def test_loss_curve_compares_both_paths_and_a_rerun_over_the_same_steps(tmp_path):
     out = tmp_path / "curve.json"
-    report = main(["--loss-curve", "--preset", "smoke", "--augs", "flip", "--curve-epochs", "1", "--device", "cpu",
-                   "--workers", "1", "--windows", "2", "--json", str(out), "--figures", str(tmp_path)])
+    report = main(
+        [
+            "--loss-curve",
+            "--preset",
+            "smoke",
+            "--augs",
+            "flip",
+            "--curve-epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+            "--windows",
+            "2",
+            "--json",
+            str(out),
+            "--figures",
+            str(tmp_path),
+        ]
+    )
     assert json.loads(out.read_text()) == report
     steps = 200 // 32  # smoke: 200 images, batch 32, one epoch
     assert report["steps"] == steps
@@ -61,10 +118,13 @@ def test_loss_curve_compares_both_paths_and_a_rerun_over_the_same_steps(tmp_path
 
 
 def test_step_flops_are_forward_and_backward_of_every_view(tmp_path):
-    trainer = Pretrainer(pretrain_config("smoke", aug="flip", device="cpu", image_size=32), tmp_path, progress=False)
+    trainer = Pretrainer(
+        pretrain_config("smoke", aug="flip", device="cpu", image_size=32), tmp_path, progress=False
+    )
     weights, draws = copy.deepcopy(trainer.model.state_dict()), trainer.generator.get_state()
     per_image = step_flops_per_image(trainer, images=4)
-    # the timed trainer is untouched: same weights and BN statistics, no gradients, same augmentation draws next
+    # the timed trainer is untouched: same weights and BN statistics, no gradients, same
+    # augmentation draws next
     assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
     assert all(p.grad is None for p in trainer.model.parameters())
     assert torch.equal(trainer.generator.get_state(), draws)
@@ -72,7 +132,8 @@ def test_step_flops_are_forward_and_backward_of_every_view(tmp_path):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         trainer.model(trainer.make_views(torch.arange(4)))
     forward = counter.get_total_flops() / 4  # both views
-    # backward costs two forwards (input and weight gradients), less the stem's unused input gradient
+    # backward costs two forwards (input and weight gradients), less the stem's unused input
+    # gradient
     assert 2.99 * forward < per_image < 3.0 * forward
     # ResNet-18 with the CIFAR stem is ~0.56 GMAC per 32 px image: 1.11 GFLOP forward per view
     assert forward / 2 == pytest.approx(1.11e9, rel=0.02)

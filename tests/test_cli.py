@@ -1,4 +1,5 @@
 """Command lines: bad input exits non-zero with one clear line, no traceback."""
+
 from __future__ import annotations
 
 import os
@@ -12,18 +13,48 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (("swavnb.pretrain", "--preset", "huge", "--out", "x"), "unknown preset 'huge'"),
-    (("swavnb.pretrain", "--aug", "crop", "--out", "x"), "unknown aug 'crop'; choose one of flip, jitter, swav"),
-    (("swavnb.pretrain", "--out", "x", "--epochz", "3"), "unknown option --epochz"),
-    (("swavnb.finetune", "--checkpoint", "none", "--fraction", "0", "--out", "x"), "fraction must be in (0, 1]"),
-    (("swavnb.finetune", "--checkpoint", "none", "--fraction", "1.5", "--out", "x"), "fraction must be in (0, 1]"),
-    (("swavnb.finetune", "--checkpoint", "none", "--fraction", "0.1", "--mode", "x", "--out", "x"), "unknown mode"),
-    (("swavnb.finetune", "--checkpoint", "missing.pt", "--fraction", "0.1", "--out", "x"), "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("swavnb.pretrain", "--preset", "huge", "--out", "x"), "unknown preset 'huge'"),
+        (
+            ("swavnb.pretrain", "--aug", "crop", "--out", "x"),
+            "unknown aug 'crop'; choose one of flip, jitter, swav",
+        ),
+        (("swavnb.pretrain", "--out", "x", "--epochz", "3"), "unknown option --epochz"),
+        (
+            ("swavnb.finetune", "--checkpoint", "none", "--fraction", "0", "--out", "x"),
+            "fraction must be in (0, 1]",
+        ),
+        (
+            ("swavnb.finetune", "--checkpoint", "none", "--fraction", "1.5", "--out", "x"),
+            "fraction must be in (0, 1]",
+        ),
+        (
+            (
+                "swavnb.finetune",
+                "--checkpoint",
+                "none",
+                "--fraction",
+                "0.1",
+                "--mode",
+                "x",
+                "--out",
+                "x",
+            ),
+            "unknown mode",
+        ),
+        (
+            ("swavnb.finetune", "--checkpoint", "missing.pt", "--fraction", "0.1", "--out", "x"),
+            "does not exist",
+        ),
+    ],
+)
 def test_bad_input_is_one_clear_line(args, message):
     result = _run(*args)
     assert result.returncode == 2
@@ -34,9 +65,21 @@ def test_bad_input_is_one_clear_line(args, message):
 
 def test_missing_dataset_names_the_fix(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "swavnb.pretrain", "--preset", "smoke", "--out", str(tmp_path / "run"),
-         "--data_root", str(tmp_path / "nowhere")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "swavnb.pretrain",
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "run"),
+            "--data_root",
+            str(tmp_path / "nowhere"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**{k: v for k, v in os.environ.items() if k != "SWAVNB_DATA"}, "SWAVNB_OFFLINE": "1"},
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
 """Cluster-quality scores against known values, the prototype gallery and the tidy rows."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,15 +28,21 @@ def test_a_perfect_assignment_scores_one_whatever_the_cluster_names():
 def test_one_cluster_and_a_random_assignment_score_chance():
     labels = torch.arange(10).repeat(300)  # 3,000 images, ten balanced classes
     one = cluster_scores(torch.zeros_like(labels), labels)
-    assert one["nmi"] == pytest.approx(0.0, abs=1e-12) and one["ari"] == pytest.approx(0.0, abs=1e-12)
+    assert one["nmi"] == pytest.approx(0.0, abs=1e-12) and one["ari"] == pytest.approx(
+        0.0, abs=1e-12
+    )
     assert one["purity"] == pytest.approx(0.1)  # the majority class's share
-    random = cluster_scores(torch.randint(0, 10, (3000,), generator=torch.Generator().manual_seed(0)), labels)
+    random = cluster_scores(
+        torch.randint(0, 10, (3000,), generator=torch.Generator().manual_seed(0)), labels
+    )
     assert abs(random["ari"]) < 0.01 and random["nmi"] < 0.01
 
 
 def test_purity_weights_each_cluster_by_its_size():
     labels = torch.tensor([0, 0, 0, 1, 1, 2])
-    clusters = torch.tensor([0, 0, 1, 1, 1, 1])  # cluster 0: {0, 0} pure; cluster 1: {0, 1, 1, 2}, majority 1
+    clusters = torch.tensor(
+        [0, 0, 1, 1, 1, 1]
+    )  # cluster 0: {0, 0} pure; cluster 1: {0, 1, 1, 2}, majority 1
     assert purity(clusters, labels) == pytest.approx((2 + 2) / 6)
     with pytest.raises(ValueError, match="one cluster per label"):
         purity(clusters[:3], labels)
@@ -44,7 +51,9 @@ def test_purity_weights_each_cluster_by_its_size():
 def test_kmeans_finds_well_separated_groups_and_is_seeded():
     centres = torch.eye(4, 16) * 10
     labels = torch.arange(4).repeat_interleave(25)
-    features = centres[labels] + 0.1 * torch.randn(100, 16, generator=torch.Generator().manual_seed(1))
+    features = centres[labels] + 0.1 * torch.randn(
+        100, 16, generator=torch.Generator().manual_seed(1)
+    )
     assigned = kmeans_assignments(features, 4, seed=0)
     assert cluster_scores(assigned, labels)["ari"] == pytest.approx(1.0)
     assert torch.equal(assigned, kmeans_assignments(features, 4, seed=0))
@@ -53,11 +62,9 @@ def test_kmeans_finds_well_separated_groups_and_is_seeded():
 
 
 def test_gallery_rows_are_the_most_used_prototypes_and_their_top_scoring_images():
-    scores = torch.tensor([[0.9, 0.1, 0.0],
-                           [0.8, 0.7, 0.0],
-                           [0.2, 0.6, 0.0],
-                           [0.7, 0.0, 0.1],
-                           [0.0, 0.1, 0.5]])  # nearest: 0, 0, 1, 0, 2 -> prototype 0 used 3 times
+    scores = torch.tensor(
+        [[0.9, 0.1, 0.0], [0.8, 0.7, 0.0], [0.2, 0.6, 0.0], [0.7, 0.0, 0.1], [0.0, 0.1, 0.5]]
+    )  # nearest: 0, 0, 1, 0, 2 -> prototype 0 used 3 times
     labels = torch.tensor([4, 4, 5, 6, 7])
     rows = gallery(scores, labels, n_prototypes=2, n_images=2)
     assert [row["prototype"] for row in rows] == [0, 1]
@@ -73,7 +80,9 @@ def test_prototype_scores_are_the_models_first_view_scores():
     images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
     scores = prototype_scores(model, images, batch_size=2, amp=False)
     assert scores.shape == (5, 6) and scores.dtype == torch.float32
-    assert scores.abs().max() <= 1 + 1e-5  # cosine similarities of normalised embedding and prototypes
+    assert (
+        scores.abs().max() <= 1 + 1e-5
+    )  # cosine similarities of normalised embedding and prototypes
 
 
 def test_the_csv_has_a_row_per_encoder_method_target_and_score(tmp_path):
@@ -82,7 +91,10 @@ def test_the_csv_has_a_row_per_encoder_method_target_and_score(tmp_path):
         methods = {"kmeans": torch.arange(20) % 4}
         if aug != "scratch":
             methods["prototypes"] = torch.arange(20) // 5
-        save_clusters(score_rows(methods, labels, "smoke", aug, 4), tmp_path / "runs" / "smoke" / aug / "probes")
+        save_clusters(
+            score_rows(methods, labels, "smoke", aug, 4),
+            tmp_path / "runs" / "smoke" / aug / "probes",
+        )
     collected = collect_clusters(tmp_path / "runs" / "smoke")
     assert list(collected.columns) == list(COLUMNS)
     assert len(collected) == (2 + 1) * 2 * 3  # (method per encoder) x targets x scores

@@ -17,7 +17,13 @@ def test_paper_preset_is_the_seed_setup():
         3000,
         1e-3,
     )
-    assert (config.optimizer, config.head, config.temperature, config.epsilon, config.sinkhorn_iters) == (
+    assert (
+        config.optimizer,
+        config.head,
+        config.temperature,
+        config.epsilon,
+        config.sinkhorn_iters,
+    ) == (
         "adam",
         "linear",
         0.1,
@@ -29,7 +35,11 @@ def test_paper_preset_is_the_seed_setup():
 def test_swav_preset_uses_the_swav_recipe():
     config = pretrain_config("swav")
     assert config.aug == "swav" and config.head == "mlp" and config.schedule == "cosine"
-    assert config.queue_length > 0 and config.freeze_prototypes_epochs >= 1 and config.warmup_epochs > 0
+    assert (
+        config.queue_length > 0
+        and config.freeze_prototypes_epochs >= 1
+        and config.warmup_epochs > 0
+    )
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -73,7 +83,9 @@ def test_unknown_bn_stats_names_the_choices():
 
 
 def test_unknown_preset_and_option():
-    with pytest.raises(ValueError, match="unknown preset 'huge'; choose one of paper, swav, quick, smoke"):
+    with pytest.raises(
+        ValueError, match="unknown preset 'huge'; choose one of paper, swav, quick, smoke"
+    ):
         pretrain_config("huge")
     with pytest.raises(ValueError, match="unknown option --colour"):
         parse_overrides(["--colour", "red"], FinetuneConfig)

@@ -74,7 +74,9 @@ def test_failed_download_raises_dataset_not_found(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(data, "_download", offline)
-    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)  # an air-gapped developer's setting would skip the attempt
+    monkeypatch.delenv(
+        data.OFFLINE_ENV, raising=False
+    )  # an air-gapped developer's setting would skip the attempt
     with pytest.raises(DatasetNotFoundError) as info:
         find_cifar100(tmp_path, download=True)
     assert calls == [tmp_path]
@@ -199,7 +201,9 @@ def test_subset_and_to_keep_labels_with_images(train_split):
     assert torch.equal(torch.bincount(chosen.fine, minlength=100), torch.full((100,), 5))
 
     sliced = train_split.subset(slice(10, 20))
-    assert torch.equal(sliced.images, train_split.images[10:20]) and torch.equal(sliced.fine, train_split.fine[10:20])
+    assert torch.equal(sliced.images, train_split.images[10:20]) and torch.equal(
+        sliced.fine, train_split.fine[10:20]
+    )
 
     moved = sub.to("cpu")
     assert moved.images.device.type == "cpu"

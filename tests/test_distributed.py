@@ -1,4 +1,5 @@
 """Two CPU ranks under torchrun (gloo): global Sinkhorn and synchronised weights."""
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,21 @@ def _free_port() -> int:
 def test_two_ranks_share_sinkhorn_and_weights(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-         f"--master_port={_free_port()}",
-         str(ROOT / "tests" / "distributed_worker.py"), str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={_free_port()}",
+            str(ROOT / "tests" / "distributed_worker.py"),
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())

@@ -25,4 +25,7 @@ def test_topk_rejects_mismatched_rows():
 def test_per_group_accuracy():
     predictions, labels = torch.tensor([1, 2, 3, 4]), torch.tensor([1, 0, 3, 0])
     groups = torch.tensor([0, 0, 1, 1])
-    assert per_group_accuracy(predictions, labels, groups, ["a", "b", "c"]) == {"a": 50.0, "b": 50.0}
+    assert per_group_accuracy(predictions, labels, groups, ["a", "b", "c"]) == {
+        "a": 50.0,
+        "b": 50.0,
+    }

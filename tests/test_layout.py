@@ -1,4 +1,5 @@
 """One rule for relative paths: from the project root, whatever the working directory."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,12 +22,16 @@ from swavnb.layout import (
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 
-def test_relative_paths_are_taken_from_the_checkout_not_the_working_directory(tmp_path, monkeypatch):
+def test_relative_paths_are_taken_from_the_checkout_not_the_working_directory(
+    tmp_path, monkeypatch
+):
     monkeypatch.delenv(layout.ROOT_ENV, raising=False)
     monkeypatch.chdir(tmp_path)  # as a JupyterLab kernel in notebooks/, or a shell anywhere
     assert project_root() == CHECKOUT
     assert resolve("runs/quick") == CHECKOUT / "runs" / "quick"
-    assert resolve(tmp_path / "elsewhere") == tmp_path / "elsewhere"  # absolute paths stay as they are
+    assert (
+        resolve(tmp_path / "elsewhere") == tmp_path / "elsewhere"
+    )  # absolute paths stay as they are
     assert resolve("~/x") == Path.home() / "x"
     monkeypatch.delenv("SWAVNB_DATA", raising=False)
     assert resolve_data_root() == CHECKOUT / "data"
@@ -44,8 +49,12 @@ def test_the_run_folder_rule(tmp_path, monkeypatch):
     monkeypatch.setenv(layout.ROOT_ENV, str(tmp_path))
     root = tmp_path.resolve()
     assert encoder_folder("none", "quick") == root / "runs" / "quick" / "scratch"
-    assert encoder_folder("runs/quick/swav/checkpoint.pt", "quick") == root / "runs" / "quick" / "swav"
-    assert encoder_folder("/abs/flip/checkpoint.pt", "quick", runs_dir="elsewhere") == Path("/abs/flip")
+    assert (
+        encoder_folder("runs/quick/swav/checkpoint.pt", "quick") == root / "runs" / "quick" / "swav"
+    )
+    assert encoder_folder("/abs/flip/checkpoint.pt", "quick", runs_dir="elsewhere") == Path(
+        "/abs/flip"
+    )
     assert evaluation_folder(root / "e", "linear", 0.1) == root / "e" / "linear-0.1"
     assert evaluation_folder(root / "e", "finetune", 1.0) == root / "e" / "finetune-1"
     assert probes_folder(root / "e") == root / "e" / "probes"

@@ -12,9 +12,14 @@ from swavnb.sinkhorn import sinkhorn
 BATCH, K, T = 32, 20, 0.1
 
 
-def crop_scores(n_crops: int, batch: int = BATCH, seed: int = 0, requires_grad: bool = False) -> list[torch.Tensor]:
+def crop_scores(
+    n_crops: int, batch: int = BATCH, seed: int = 0, requires_grad: bool = False
+) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return [(torch.rand(batch, K, generator=generator) * 2 - 1).requires_grad_(requires_grad) for _ in range(n_crops)]
+    return [
+        (torch.rand(batch, K, generator=generator) * 2 - 1).requires_grad_(requires_grad)
+        for _ in range(n_crops)
+    ]
 
 
 def cross_entropy(codes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -22,8 +27,11 @@ def cross_entropy(codes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     return -(codes * F.log_softmax(scores / T, dim=1)).sum(dim=1).mean()
 
 
-def hand_multicrop_loss(scores: list[torch.Tensor], n_assign: int, codes: list[torch.Tensor]) -> torch.Tensor:
-    """SwAV's multi-crop loss: per assigned crop, mean over every *other* crop, then mean over assigned crops."""
+def hand_multicrop_loss(
+    scores: list[torch.Tensor], n_assign: int, codes: list[torch.Tensor]
+) -> torch.Tensor:
+    """SwAV's multi-crop loss: per assigned crop, mean over every *other* crop, then mean over
+    assigned crops."""
     n_crops = len(scores)
     terms = torch.zeros(n_assign, n_crops)
     for i in range(n_assign):
@@ -50,7 +58,9 @@ def test_multicrop_equals_definition(n_crops, n_assign):
     scores = crop_scores(n_crops, seed=n_crops * 10 + n_assign)
     codes = [sinkhorn(s, 0.05, 3) for s in scores[:n_assign]]
     loss = swav_loss(scores, n_assign=n_assign, temperature=T)
-    torch.testing.assert_close(loss, hand_multicrop_loss(scores, n_assign, codes), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        loss, hand_multicrop_loss(scores, n_assign, codes), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_gradient_reaches_every_crop_and_not_through_codes():
@@ -61,7 +71,8 @@ def test_gradient_reaches_every_crop_and_not_through_codes():
         assert grad is not None and torch.isfinite(grad).all()
         assert grad.abs().sum() > 0, f"crop {crop} got no gradient"
 
-    # Same loss with the codes frozen as constants: identical gradients mean none flowed through the codes.
+    # Same loss with the codes frozen as constants: identical gradients mean none flowed through the
+    # codes.
     constants = [s.detach().clone().requires_grad_() for s in scores]
     codes = [sinkhorn(s.detach(), 0.05, 3) for s in constants[:2]]
     hand_multicrop_loss(constants, 2, codes).backward()
@@ -78,12 +89,16 @@ def test_queue_joins_sinkhorn_but_loss_uses_batch_rows_only():
 
     q1 = sinkhorn(torch.cat([s1, queue[0]]), 0.05, 3)[:BATCH]
     q2 = sinkhorn(torch.cat([s2, queue[1]]), 0.05, 3)[:BATCH]
-    torch.testing.assert_close(queued, 0.5 * cross_entropy(q1, s2) + 0.5 * cross_entropy(q2, s1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        queued, 0.5 * cross_entropy(q1, s2) + 0.5 * cross_entropy(q2, s1), rtol=1e-6, atol=1e-6
+    )
 
     # An empty slot means that crop's codes come from the batch alone.
     half = swav_loss([s1, s2], temperature=T, queue_scores=[queue[0], None])
     q2_plain = sinkhorn(s2, 0.05, 3)
-    torch.testing.assert_close(half, 0.5 * cross_entropy(q1, s2) + 0.5 * cross_entropy(q2_plain, s1))
+    torch.testing.assert_close(
+        half, 0.5 * cross_entropy(q1, s2) + 0.5 * cross_entropy(q2_plain, s1)
+    )
 
 
 def test_bfloat16_scores_give_finite_float32_loss():
@@ -105,7 +120,15 @@ def test_bfloat16_scores_give_finite_float32_loss():
         (crop_scores(3), {"n_assign": 2, "queue_scores": [torch.rand(8, K)]}),
         (crop_scores(3), {"n_assign": 2, "queue_scores": [torch.rand(8, K)] * 3}),
     ],
-    ids=["one_crop", "n_assign0", "n_assign_too_big", "batch_mismatch", "k_mismatch", "queue_short", "queue_long"],
+    ids=[
+        "one_crop",
+        "n_assign0",
+        "n_assign_too_big",
+        "batch_mismatch",
+        "k_mismatch",
+        "queue_short",
+        "queue_long",
+    ],
 )
 def test_bad_inputs_raise_value_error(scores, kwargs):
     with pytest.raises(ValueError):

@@ -51,7 +51,9 @@ def test_normalize_prototypes_restores_unit_norm():
     model.normalize_prototypes()
     weight = model.prototypes.weight
     torch.testing.assert_close(weight.norm(dim=1), torch.ones(N_PROTOTYPES))
-    torch.testing.assert_close(weight, perturbed / perturbed.norm(dim=1, keepdim=True))  # directions kept
+    torch.testing.assert_close(
+        weight, perturbed / perturbed.norm(dim=1, keepdim=True)
+    )  # directions kept
     assert weight.requires_grad and weight.grad_fn is None  # still a trainable leaf
 
 
@@ -64,7 +66,11 @@ def test_backbone_gives_pooled_512_features(model):
 
 def test_cifar_stem():
     net = cifar_resnet18()
-    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and net.conv1.padding == (1, 1)
+    assert (
+        net.conv1.kernel_size == (3, 3)
+        and net.conv1.stride == (1, 1)
+        and net.conv1.padding == (1, 1)
+    )
     assert net.conv1.in_channels == 3 and net.conv1.out_channels == 64
     assert isinstance(net.maxpool, nn.Identity) and isinstance(net.fc, nn.Identity)
     # The stem keeps 32 px at 32x32 up to the first block.
@@ -110,7 +116,12 @@ def test_loss_gradient_reaches_backbone_head_and_prototypes(model):
     model.zero_grad()
     _, scores = model(multicrop_batch(seed=3))
     swav_loss(scores, n_assign=2).backward()
-    for name in ("backbone.conv1.weight", "backbone.layer4.1.conv2.weight", "projection.weight", "prototypes.weight"):
+    for name in (
+        "backbone.conv1.weight",
+        "backbone.layer4.1.conv2.weight",
+        "projection.weight",
+        "prototypes.weight",
+    ):
         grad = model.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
     model.zero_grad()

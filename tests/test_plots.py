@@ -13,21 +13,50 @@ from swavnb.results import SEED_RESULTS
 
 
 def _metrics(aug: str = "flip", n_epochs: int = 3) -> dict:
-    epochs = [{"epoch": e + 1, "loss": 3.0 - e * 0.5, "lr": 1e-3, "img_per_s": 100.0 + e, "seconds": 2.0,
-               "usage_entropy": 0.5 + 0.1 * e, "prototypes_used": 0.6} for e in range(n_epochs)]
+    epochs = [
+        {
+            "epoch": e + 1,
+            "loss": 3.0 - e * 0.5,
+            "lr": 1e-3,
+            "img_per_s": 100.0 + e,
+            "seconds": 2.0,
+            "usage_entropy": 0.5 + 0.1 * e,
+            "prototypes_used": 0.6,
+        }
+        for e in range(n_epochs)
+    ]
     return {"config": {"preset": "smoke", "aug": aug}, "device": "cpu", "epochs": epochs}
 
 
 def _row() -> dict:
-    curves = [{"step": s, "epoch": s / 4, "train_loss": 4.0 / s, "train_top1": 10.0 * s, "test_top1": 5.0 * s,
-               "test_top5": 9.0 * s} for s in (2, 4, 6)]
-    return {"aug": "flip", "mode": "finetune", "fraction": 0.1, "top1": 30.0, "top5": 55.0, "curves": curves}
+    curves = [
+        {
+            "step": s,
+            "epoch": s / 4,
+            "train_loss": 4.0 / s,
+            "train_top1": 10.0 * s,
+            "test_top1": 5.0 * s,
+            "test_top5": 9.0 * s,
+        }
+        for s in (2, 4, 6)
+    ]
+    return {
+        "aug": "flip",
+        "mode": "finetune",
+        "fraction": 0.1,
+        "top1": 30.0,
+        "top5": 55.0,
+        "curves": curves,
+    }
 
 
 def _results() -> pd.DataFrame:
-    rows = [{"aug": aug, "mode": mode, "fraction": f, "top1": 10.0 * f + i, "top5": 20.0 * f + i}
-            for i, aug in enumerate(("jitter", "flip", "scratch")) for mode in ("finetune", "linear")
-            for f in (0.01, 0.1, 1.0)]
+    rows = [
+        {"aug": aug, "mode": mode, "fraction": f, "top1": 10.0 * f + i, "top5": 20.0 * f + i}
+        for i, aug in enumerate(("jitter", "flip", "scratch"))
+        for mode in ("finetune", "linear")
+        for f in (0.01, 0.1, 1.0)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -48,7 +77,11 @@ def test_augmentation_grid_has_a_row_per_view_and_a_column_per_image():
     n_rows = 1 + 2 + 4  # originals, flip's 2 views, swav's 2 global + 2 local
     assert len(fig.axes) == n_rows * 4
     labels = [fig.axes[r * 4].get_ylabel() for r in range(n_rows)]
-    assert labels[0] == "original" and labels[1] == "flip view 1" and labels[-1] == "swav view 4 (16 px)"
+    assert (
+        labels[0] == "original"
+        and labels[1] == "flip view 1"
+        and labels[-1] == "swav view 4 (16 px)"
+    )
 
 
 def test_finetune_curves_show_train_and_test_top1_over_steps():
@@ -72,17 +105,27 @@ def test_tsne_scatter_colours_each_superclass_and_names_it_in_the_legend():
     groups = torch.arange(60) % 20
     ax = plots.tsne_scatter(torch.randn(60, 2), groups, names).axes[0]
     assert len(ax.collections) == 20
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [n.replace("_", " ") for n in names]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        n.replace("_", " ") for n in names
+    ]
 
 
 def test_retrieval_grid_marks_matching_neighbours_green():
     images = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)
-    fig = plots.retrieval_grid(images[:, 0], images, torch.tensor([0, 1]), torch.tensor([[0, 1, 0], [1, 1, 0]]),
-                               ["cat", "dog"])
+    fig = plots.retrieval_grid(
+        images[:, 0],
+        images,
+        torch.tensor([0, 1]),
+        torch.tensor([[0, 1, 0], [1, 1, 0]]),
+        ["cat", "dog"],
+    )
     assert len(fig.axes) == 2 * 4
     first_row = fig.axes[:4]
     assert [ax.get_title() for ax in first_row] == ["cat", "cat", "dog", "cat"]
-    assert first_row[1].title.get_color() == "tab:green" and first_row[2].title.get_color() == "tab:red"
+    assert (
+        first_row[1].title.get_color() == "tab:green"
+        and first_row[2].title.get_color() == "tab:red"
+    )
 
 
 def test_usage_histogram_sorts_counts_and_reports_usage():
@@ -102,7 +145,9 @@ def test_accuracy_vs_fraction_draws_ours_solid_and_the_seed_dashed_in_the_same_c
     assert seed.get_linestyle() == "--" and ours.get_linestyle() == "-"
     assert seed.get_color() == ours.get_color()
     assert list(seed.get_ydata()) == [v[0] for _, v in sorted(SEED_RESULTS["flip"].items())]
-    assert list(top5.lines[4].get_ydata()) == [v[1] for _, v in sorted(SEED_RESULTS["flip"].items())]
+    assert list(top5.lines[4].get_ydata()) == [
+        v[1] for _, v in sorted(SEED_RESULTS["flip"].items())
+    ]
     assert list(ours.get_xdata()) == pytest.approx([1.0, 10.0, 100.0])
 
 
@@ -124,4 +169,6 @@ def test_save_figure_writes_png_and_a_reproducible_svg(tmp_path):
     first = svg.read_text()
     assert first.lstrip().startswith("<?xml") and "<svg" in first
     plots.save_figure(plots.loss_curves({"flip": _metrics()}), tmp_path / "figs", "loss")
-    assert svg.read_text() == first  # no date, stable ids: rerunning a study rewrites unchanged figures as they were
+    assert (
+        svg.read_text() == first
+    )  # no date, stable ids: rerunning a study rewrites unchanged figures as they were

@@ -1,4 +1,5 @@
 """Precision follows the hardware: auto = bf16 only where it is native; true / false force it."""
+
 from __future__ import annotations
 
 import inspect
@@ -17,8 +18,10 @@ def _cpu_has(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool) -> N
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
 
 
-@pytest.mark.parametrize(("avx512_bf16", "amx", "bf16"),
-                         [(False, False, False), (True, False, True), (False, True, True), (True, True, True)])
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "bf16"),
+    [(False, False, False), (True, False, True), (False, True, True), (True, True, True)],
+)
 def test_auto_uses_bf16_on_a_cpu_only_where_it_is_native(monkeypatch, avx512_bf16, amx, bf16):
     _cpu_has(monkeypatch, avx512_bf16, amx)
     assert native_bf16("cpu") is bf16
@@ -46,10 +49,19 @@ def test_the_capability_is_named_next_to_the_cpu_model(monkeypatch):
     assert f"({torch.backends.cpu.get_cpu_capability()})" in device_name(torch.device("cpu"))
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("auto", "auto"), ("AUTO", "auto"), ("true", "true"), ("False", "false"), ("1", "true"), ("no", "false"),
-    (True, "true"), (False, "false"),  # a notebook's bool, or a checkpoint written when amp was a bool
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("auto", "auto"),
+        ("AUTO", "auto"),
+        ("true", "true"),
+        ("False", "false"),
+        ("1", "true"),
+        ("no", "false"),
+        (True, "true"),
+        (False, "false"),  # a notebook's bool, or a checkpoint written when amp was a bool
+    ],
+)
 def test_amp_values_from_flags_notebooks_and_old_configs(value, expected):
     assert check_amp(value) == expected
     assert pretrain_config("smoke", amp=value).amp == expected

@@ -23,7 +23,9 @@ from swavnb.probes import (
 
 def _clusters(n_per_class: int, n_classes: int, dim: int = 16, noise: float = 0.05, seed: int = 0):
     """Noisy samples around fixed class centres (the same centres for every ``seed``)."""
-    centres = F.normalize(torch.randn(n_classes, dim, generator=torch.Generator().manual_seed(0)), dim=1)
+    centres = F.normalize(
+        torch.randn(n_classes, dim, generator=torch.Generator().manual_seed(0)), dim=1
+    )
     labels = torch.arange(n_classes).repeat_interleave(n_per_class)
     noise_draw = torch.randn(len(labels), dim, generator=torch.Generator().manual_seed(seed + 1))
     return centres[labels] + noise * noise_draw, labels
@@ -36,7 +38,12 @@ def test_knn_is_perfect_on_separated_clusters_and_chance_on_noise():
     assert result[5]["top1"] == 100.0
     noise = torch.randn(200, 16)
     chance = knn_accuracy(
-        noise, torch.randint(0, 10, (200,)), torch.randn(500, 16), torch.randint(0, 10, (500,)), ks=(20,), n_classes=10
+        noise,
+        torch.randint(0, 10, (200,)),
+        torch.randn(500, 16),
+        torch.randint(0, 10, (500,)),
+        ks=(20,),
+        n_classes=10,
     )
     assert chance[20]["top1"] < 25.0
 
@@ -63,7 +70,9 @@ def test_tsne_and_neighbours_shapes():
     features, _ = _clusters(10, 3)
     assert tsne_embedding(features, seed=0).shape == (30, 2)
     neighbours = nearest_neighbours(features[:4], features, n=3)
-    assert neighbours.shape == (4, 3) and torch.equal(neighbours[:, 0], torch.arange(4))  # itself first
+    assert neighbours.shape == (4, 3) and torch.equal(
+        neighbours[:, 0], torch.arange(4)
+    )  # itself first
 
 
 def test_features_and_usage_from_a_model():
@@ -75,12 +84,16 @@ def test_features_and_usage_from_a_model():
     with torch.no_grad():
         expected = model.backbone(eval_transform(images))
         nearest = model([eval_transform(images)])[1][0].argmax(dim=1)
-    assert torch.allclose(features, expected, atol=1e-4)  # eval mode, no augmentation, batching irrelevant
+    assert torch.allclose(
+        features, expected, atol=1e-4
+    )  # eval mode, no augmentation, batching irrelevant
     counts = prototype_usage(model, images, batch_size=4, amp=False)
     assert torch.equal(counts, torch.bincount(nearest, minlength=7))
 
 
-def _stem_statistics(backbone: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _stem_statistics(
+    backbone: nn.Module, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and unbiased variance of what the first BN layer sees."""
     with torch.no_grad():
         stem = backbone.conv1(eval_transform(images))  # (N, 64, S, S)
@@ -112,11 +125,17 @@ def test_precise_batchnorm_ignores_stale_statistics_and_leaves_the_input_alone()
     stale.load_state_dict(backbone.state_dict())
     for module in stale.modules():
         if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.normal_(0, 3)  # what a different input distribution would leave behind
+            module.running_mean.normal_(
+                0, 3
+            )  # what a different input distribution would leave behind
             module.running_var.uniform_(0.1, 10)
     before = {k: v.clone() for k, v in stale.state_dict().items()}
-    fresh_features = extract_features(precise_batchnorm(backbone, images, amp=False), images, amp=False)
-    stale_features = extract_features(precise_batchnorm(stale, images, amp=False), images, amp=False)
+    fresh_features = extract_features(
+        precise_batchnorm(backbone, images, amp=False), images, amp=False
+    )
+    stale_features = extract_features(
+        precise_batchnorm(stale, images, amp=False), images, amp=False
+    )
     assert torch.allclose(fresh_features, stale_features, atol=1e-4)
     assert not torch.allclose(extract_features(stale, images, amp=False), stale_features, atol=1e-2)
     assert all(torch.equal(before[k], v) for k, v in stale.state_dict().items())
@@ -124,8 +143,10 @@ def test_precise_batchnorm_ignores_stale_statistics_and_leaves_the_input_alone()
 
 def test_precise_batchnorm_rejects_what_it_cannot_measure():
     with pytest.raises(ValueError, match="no BatchNorm layers.*bn_stats='ema'"):
-        precise_batchnorm(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)),
-                          torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+        precise_batchnorm(
+            nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)),
+            torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
+        )
     with pytest.raises(ValueError, match="at least one image"):
         precise_batchnorm(cifar_resnet18(), torch.zeros(0, 3, 8, 8, dtype=torch.uint8))
 
@@ -134,4 +155,6 @@ def test_usage_summary_detects_collapse():
     uniform = usage_summary(torch.full((100,), 5))
     collapsed = usage_summary(torch.tensor([500] + [0] * 99))
     assert uniform["usage_entropy"] == pytest.approx(1.0) and uniform["prototypes_used"] == 1.0
-    assert collapsed["usage_entropy"] == pytest.approx(0.0) and collapsed["prototypes_used"] == pytest.approx(0.01)
+    assert collapsed["usage_entropy"] == pytest.approx(0.0) and collapsed[
+        "prototypes_used"
+    ] == pytest.approx(0.01)

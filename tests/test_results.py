@@ -8,15 +8,43 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from swavnb.results import COLUMNS, SEED_RESULTS, NoRunsError, collect_knn, collect_results, save_knn, write_results
+from swavnb.results import (
+    COLUMNS,
+    SEED_RESULTS,
+    NoRunsError,
+    collect_knn,
+    collect_results,
+    save_knn,
+    write_results,
+)
 
 
 def _result(folder: Path, aug: str, mode: str, fraction: float, top1: float) -> None:
-    row = {"preset": "smoke", "aug": aug, "mode": mode, "fraction": fraction, "top1": top1, "top5": top1 + 20,
-           "epochs": 1.0, "seconds": 3.0, "device": "cpu", "n_labels": 100, "test_images": 100,
-           "checkpoint": "none" if aug == "scratch" else f"runs/smoke/{aug}/checkpoint.pt",
-           "curves": [{"step": 1, "epoch": 1.0, "train_loss": 4.0, "train_top1": 1.0, "test_top1": 1.0,
-                       "test_top5": 5.0}], "per_superclass": {"fish": 10.0}}
+    row = {
+        "preset": "smoke",
+        "aug": aug,
+        "mode": mode,
+        "fraction": fraction,
+        "top1": top1,
+        "top5": top1 + 20,
+        "epochs": 1.0,
+        "seconds": 3.0,
+        "device": "cpu",
+        "n_labels": 100,
+        "test_images": 100,
+        "checkpoint": "none" if aug == "scratch" else f"runs/smoke/{aug}/checkpoint.pt",
+        "curves": [
+            {
+                "step": 1,
+                "epoch": 1.0,
+                "train_loss": 4.0,
+                "train_top1": 1.0,
+                "test_top1": 1.0,
+                "test_top5": 5.0,
+            }
+        ],
+        "per_superclass": {"fish": 10.0},
+    }
     out = folder / aug / f"{mode}-{fraction:g}"
     out.mkdir(parents=True)
     (out / "result.json").write_text(json.dumps(row))
@@ -30,11 +58,30 @@ def _study(tmp_path: Path) -> Path:
     _result(run_dir, "flip", "finetune", 0.1, 17.5)
     _result(run_dir, "flip", "finetune", 0.01, 4.0)
     _result(run_dir, "swav", "finetune", 1.0, 40.0)
-    save_knn({"precise": {20: {"top1": 11.0, "top5": 30.0}, 200: {"top1": 10.0, "top5": 31.0}},
-              "ema": {20: {"top1": 9.0, "top5": 28.0}}}, "smoke", "flip", run_dir / "flip" / "probes")
-    metrics = {"config": {"aug": "flip"}, "device": "cpu", "epochs": [
-        {"epoch": 1, "loss": 3.0, "lr": 1e-3, "img_per_s": 10.0, "seconds": 60.0, "usage_entropy": 0.8,
-         "prototypes_used": 0.9}]}
+    save_knn(
+        {
+            "precise": {20: {"top1": 11.0, "top5": 30.0}, 200: {"top1": 10.0, "top5": 31.0}},
+            "ema": {20: {"top1": 9.0, "top5": 28.0}},
+        },
+        "smoke",
+        "flip",
+        run_dir / "flip" / "probes",
+    )
+    metrics = {
+        "config": {"aug": "flip"},
+        "device": "cpu",
+        "epochs": [
+            {
+                "epoch": 1,
+                "loss": 3.0,
+                "lr": 1e-3,
+                "img_per_s": 10.0,
+                "seconds": 60.0,
+                "usage_entropy": 0.8,
+                "prototypes_used": 0.9,
+            }
+        ],
+    }
     (run_dir / "flip" / "metrics.json").write_text(json.dumps(metrics))
     return runs
 
@@ -46,7 +93,13 @@ def test_results_csv_has_the_study_columns_first_and_one_row_per_run(tmp_path):
     assert tuple(csv.columns[: len(COLUMNS)]) == COLUMNS
     assert "curves" not in csv.columns and "per_superclass" not in csv.columns
     assert len(csv) == 5 and results.csv == tmp_path / "results" / "smoke" / "results.csv"
-    assert list(csv["aug"]) == ["flip", "flip", "flip", "swav", "scratch"]  # study order, then mode and fraction
+    assert list(csv["aug"]) == [
+        "flip",
+        "flip",
+        "flip",
+        "swav",
+        "scratch",
+    ]  # study order, then mode and fraction
     assert list(csv["mode"][:3]) == ["finetune", "finetune", "linear"]
     scratch = csv[csv["aug"] == "scratch"]
     assert list(scratch["fraction"]) == [0.1] and scratch["top1"].item() == 3.0
@@ -71,16 +124,28 @@ def test_tables_put_ours_beside_every_seed_number_and_the_scratch_baseline(tmp_p
 
 
 def test_knn_rows_round_trip_through_knn_json(tmp_path):
-    written = save_knn({"precise": {5: {"top1": 1.5, "top5": 7.0}}}, "smoke", "scratch", tmp_path / "a" / "probes")
+    written = save_knn(
+        {"precise": {5: {"top1": 1.5, "top5": 7.0}}}, "smoke", "scratch", tmp_path / "a" / "probes"
+    )
     assert list(written.columns) == ["preset", "aug", "bn_stats", "k", "top1", "top5"]
     # a knn.json from before bn_stats existed: its features used pretraining's running averages
     old = tmp_path / "b" / "probes"
     old.mkdir(parents=True)
-    (old / "knn.json").write_text(json.dumps([{"preset": "smoke", "aug": "flip", "k": 5, "top1": 2.0, "top5": 8.0}]))
+    (old / "knn.json").write_text(
+        json.dumps([{"preset": "smoke", "aug": "flip", "k": 5, "top1": 2.0, "top5": 8.0}])
+    )
     collected = collect_knn(tmp_path)
     assert collected.to_dict("records") == [
         {"preset": "smoke", "aug": "flip", "bn_stats": "ema", "k": 5, "top1": 2.0, "top5": 8.0},
-        {"preset": "smoke", "aug": "scratch", "bn_stats": "precise", "k": 5, "top1": 1.5, "top5": 7.0}]
+        {
+            "preset": "smoke",
+            "aug": "scratch",
+            "bn_stats": "precise",
+            "k": 5,
+            "top1": 1.5,
+            "top5": 7.0,
+        },
+    ]
 
 
 def test_an_empty_study_is_an_error_naming_the_folder_and_the_command_and_writes_nothing(tmp_path):
@@ -88,14 +153,21 @@ def test_an_empty_study_is_an_error_naming_the_folder_and_the_command_and_writes
     runs = _study(tmp_path)
     write_results("smoke", runs, tmp_path / "results")
     before = {path: path.read_bytes() for path in (tmp_path / "results" / "smoke").iterdir()}
-    with pytest.raises(NoRunsError, match=r"no runs of preset 'smoke' under '.*empty/smoke'.*python -m swavnb.study "
-                                          r"--preset smoke"):
+    with pytest.raises(
+        NoRunsError,
+        match=r"no runs of preset 'smoke' under '.*empty/smoke'.*python -m swavnb.study "
+        r"--preset smoke",
+    ):
         write_results("smoke", tmp_path / "empty", tmp_path / "results")
-    assert {path: path.read_bytes() for path in (tmp_path / "results" / "smoke").iterdir()} == before
+    assert {
+        path: path.read_bytes() for path in (tmp_path / "results" / "smoke").iterdir()
+    } == before
 
 
 def test_a_study_with_no_probes_yet_still_gets_tables(tmp_path):
     runs = tmp_path / "runs"
     _result(runs / "smoke", "scratch", "finetune", 0.1, 3.0)
     results = write_results("smoke", runs, tmp_path / "results")
-    assert len(results.rows) == 1 and "2.92" in results.tables and "No probes yet." in results.tables
+    assert (
+        len(results.rows) == 1 and "2.92" in results.tables and "No probes yet." in results.tables
+    )

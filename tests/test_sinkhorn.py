@@ -8,10 +8,14 @@ import torch
 from swavnb.sinkhorn import sinkhorn
 
 
-def random_scores(batch: int, n_prototypes: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def random_scores(
+    batch: int, n_prototypes: int, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Cosine-like scores, uniform in [-1, 1]."""
     generator = torch.Generator().manual_seed(seed)
-    return (torch.rand(batch, n_prototypes, generator=generator, dtype=torch.float64) * 2 - 1).to(dtype)
+    return (torch.rand(batch, n_prototypes, generator=generator, dtype=torch.float64) * 2 - 1).to(
+        dtype
+    )
 
 
 def reference_sinkhorn(scores: torch.Tensor, epsilon: float, n_iters: int) -> torch.Tensor:
@@ -90,7 +94,9 @@ def test_small_epsilon_stays_finite_where_naive_float32_overflows():
     assert not torch.isfinite(naive_float32_sinkhorn(scores, 0.01, 3)).all()
     codes = sinkhorn(scores, epsilon=0.01, n_iters=3)
     assert torch.isfinite(codes).all()
-    torch.testing.assert_close(codes.double(), reference_sinkhorn(scores, 0.01, 3), rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(
+        codes.double(), reference_sinkhorn(scores, 0.01, 3), rtol=1e-3, atol=1e-5
+    )
     torch.testing.assert_close(codes.sum(dim=1), torch.ones(64), atol=1e-5, rtol=0)
 
 
@@ -101,7 +107,9 @@ def test_bfloat16_under_autocast_gives_float32_codes():
     assert codes.dtype == torch.float32
     assert torch.isfinite(codes).all()
     torch.testing.assert_close(codes.sum(dim=1), torch.ones(64), atol=1e-5, rtol=0)
-    torch.testing.assert_close(codes.double(), reference_sinkhorn(scores.double(), 0.05, 3), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        codes.double(), reference_sinkhorn(scores.double(), 0.05, 3), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_codes_carry_no_gradient():

@@ -12,7 +12,16 @@ import pytest
 from papermill.translators import PythonTranslator
 
 from swavnb import study
-from swavnb.study import PUBLISHED, Step, bake_parameters, main, notebooks_folder, plan, publish, run
+from swavnb.study import (
+    PUBLISHED,
+    Step,
+    bake_parameters,
+    main,
+    notebooks_folder,
+    plan,
+    publish,
+    run,
+)
 
 NOTEBOOKS = notebooks_folder()
 
@@ -22,9 +31,15 @@ def _parameters(notebook: str) -> dict[str, tuple[str, str]]:
     nb = nbformat.read(NOTEBOOKS / f"{notebook}.ipynb", as_version=4)
     cells = [cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(cells) == 1, f"{notebook}: exactly one cell must be tagged 'parameters'"
-    assigned = [node.target.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.AnnAssign)]
+    assigned = [
+        node.target.id
+        for node in ast.parse(cells[0].source).body
+        if isinstance(node, ast.AnnAssign)
+    ]
     found = {p.name: (p.inferred_type_name, p.help) for p in PythonTranslator.inspect(cells[0])}
-    assert list(found) == assigned, f"{notebook}: papermill misses parameters (an '=' in a help comment?)"
+    assert list(found) == assigned, (
+        f"{notebook}: papermill misses parameters (an '=' in a help comment?)"
+    )
     return found
 
 
@@ -37,14 +52,24 @@ def test_notebooks_declare_typed_parameters_with_help_and_no_functions(notebook)
     for cell in nb.cells:
         if cell.cell_type == "code":
             code = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
-            assert not any(isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in ast.walk(ast.parse(code)))
+            assert not any(
+                isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                for node in ast.walk(ast.parse(code))
+            )
 
 
 def test_the_plan_runs_pretraining_then_evaluations_then_probes_then_results(tmp_path):
     steps = plan("smoke", ["flip"], [0.1], runs_dir=tmp_path / "runs")
     assert [step.name for step in steps] == [
-        "pretrain flip", "finetune flip 10% labels", "linear flip 10% labels", "finetune scratch 10% labels",
-        "linear scratch 10% labels", "probes flip", "probes scratch", "results"]
+        "pretrain flip",
+        "finetune flip 10% labels",
+        "linear flip 10% labels",
+        "finetune scratch 10% labels",
+        "linear scratch 10% labels",
+        "probes flip",
+        "probes scratch",
+        "results",
+    ]
     finetune = steps[2].parameters
     assert finetune["checkpoint"] == str(tmp_path / "runs" / "smoke" / "flip" / "checkpoint.pt")
     assert finetune["out_dir"] == str(tmp_path / "runs" / "smoke" / "flip" / "linear-0.1")
@@ -57,24 +82,33 @@ def test_the_plan_runs_pretraining_then_evaluations_then_probes_then_results(tmp
 def test_the_full_plan_covers_every_encoder_fraction_and_mode_with_repo_relative_paths():
     steps = plan("quick")
     assert len(steps) == 3 + 4 * 2 * 5 + 4 + 1
-    assert steps[0].parameters["out_dir"] == "runs/quick/jitter"  # relative to the project root, as notebooks take it
-    assert steps[-1].parameters == {"preset": "quick", "runs_dir": "runs", "results_dir": "results",
-                                    "figures_dir": "figures"}
+    assert (
+        steps[0].parameters["out_dir"] == "runs/quick/jitter"
+    )  # relative to the project root, as notebooks take it
+    assert steps[-1].parameters == {
+        "preset": "quick",
+        "runs_dir": "runs",
+        "results_dir": "results",
+        "figures_dir": "figures",
+    }
 
 
 def _fake_study(tmp_path: Path, executed: list[str], monkeypatch: pytest.MonkeyPatch) -> list[Step]:
     """Three steps whose 'results' are marker files, and an execute that writes them."""
+
     def fake_execute(step: Step) -> None:
         executed.append(step.name)
         (tmp_path / step.name).write_text("done")
 
     monkeypatch.setattr(study, "execute", fake_execute)
-    done = lambda name: (lambda: (tmp_path / name).is_file())
+    done = lambda name: lambda: (tmp_path / name).is_file()
     stale = tmp_path / "old-features.pt"
     stale.write_text("stale")
-    return [Step("pretrain", "a", {}, tmp_path / "a.ipynb", done("a"), [stale]),
-            Step("finetune", "b", {}, tmp_path / "b.ipynb", done("b")),
-            Step("results", "c", {}, tmp_path / "c.ipynb", done("c"), refresh=True)]
+    return [
+        Step("pretrain", "a", {}, tmp_path / "a.ipynb", done("a"), [stale]),
+        Step("finetune", "b", {}, tmp_path / "b.ipynb", done("b")),
+        Step("results", "c", {}, tmp_path / "c.ipynb", done("c"), refresh=True),
+    ]
 
 
 def test_finished_steps_are_skipped_and_results_refresh_after_any_change(tmp_path, monkeypatch):
@@ -100,21 +134,34 @@ def test_force_redoes_every_step_and_removes_its_stale_files(tmp_path, monkeypat
 
 
 def _executed(parameters: str, injected: str) -> nbformat.NotebookNode:
-    """A notebook as papermill leaves it: the parameters cell, then the injected values, then the work."""
+    """A notebook as papermill leaves it: the parameters cell, then the injected values, then the
+    work."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(injected, metadata={"tags": ["injected-parameters"]}),
-                nbformat.v4.new_code_cell("print(preset)")]
+    nb.cells = [
+        nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(injected, metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(preset)"),
+    ]
     return nb
 
 
 def test_publishing_folds_the_injected_values_into_the_parameters_cell():
-    nb = bake_parameters(_executed(
-        'preset: str = "quick"  # size preset: paper | quick\nfraction: float = 0.1  # share of labels\nseed: int = 0',
-        '# Parameters\npreset = "smoke"\nfraction = 0.3\n'))
-    assert [cell.metadata.get("tags", []) for cell in nb.cells] == [["parameters"], []]  # no cell overrides edits
-    assert nb.cells[0].source == ('preset: str = "smoke"  # size preset: paper | quick\n'
-                                  'fraction: float = 0.3  # share of labels\nseed: int = 0')
+    nb = bake_parameters(
+        _executed(
+            'preset: str = "quick"  # size preset: paper | quick\n'
+            "fraction: float = 0.1  # share of labels\n"
+            "seed: int = 0",
+            '# Parameters\npreset = "smoke"\nfraction = 0.3\n',
+        )
+    )
+    assert [cell.metadata.get("tags", []) for cell in nb.cells] == [
+        ["parameters"],
+        [],
+    ]  # no cell overrides edits
+    assert nb.cells[0].source == (
+        'preset: str = "smoke"  # size preset: paper | quick\n'
+        "fraction: float = 0.3  # share of labels\nseed: int = 0"
+    )
     with pytest.raises(ValueError, match=r"\['mode'\] are not declared"):
         bake_parameters(_executed('preset: str = "quick"  # help', 'mode = "linear"'))
 
@@ -123,9 +170,16 @@ def test_publish_copies_the_representative_executed_notebooks(tmp_path):
     executed = tmp_path / "runs" / "smoke" / "notebooks"
     executed.mkdir(parents=True)
     for name in PUBLISHED.values():
-        nbformat.write(_executed('run: str = ""  # which run', f'run = "{name}"'), executed / f"{name}.ipynb")
+        nbformat.write(
+            _executed('run: str = ""  # which run', f'run = "{name}"'), executed / f"{name}.ipynb"
+        )
     written = publish(tmp_path / "runs", "smoke", dest=tmp_path)
-    assert [path.name for path in written] == ["pretrain.ipynb", "finetune.ipynb", "probes.ipynb", "results.ipynb"]
+    assert [path.name for path in written] == [
+        "pretrain.ipynb",
+        "finetune.ipynb",
+        "probes.ipynb",
+        "results.ipynb",
+    ]
     published = nbformat.read(tmp_path / "finetune.ipynb", as_version=4)
     assert published.cells[0].source == 'run: str = "finetune-swav-finetune-0.1"  # which run'
     assert len(published.cells) == 2
@@ -142,34 +196,69 @@ def test_bad_command_line_values_are_rejected_before_anything_runs(capsys):
     assert "colour" in capsys.readouterr().err
 
 
-def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell(smoke_study, data_root, capsys,
-                                                                                 monkeypatch):
+def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell(
+    smoke_study, data_root, capsys, monkeypatch
+):
     runs = smoke_study["runs"]
-    folders = ["--runs_dir", str(runs), "--results_dir", str(smoke_study["results"]),
-               "--figures_dir", str(smoke_study["figures"])]
-    argv = ["--preset", "smoke", "--augs", "flip", "--fractions", "0.1", "--data_root", str(data_root), *folders]
+    folders = [
+        "--runs_dir",
+        str(runs),
+        "--results_dir",
+        str(smoke_study["results"]),
+        "--figures_dir",
+        str(smoke_study["figures"]),
+    ]
+    argv = [
+        "--preset",
+        "smoke",
+        "--augs",
+        "flip",
+        "--fractions",
+        "0.1",
+        "--data_root",
+        str(data_root),
+        *folders,
+    ]
 
     assert len(list((runs / "smoke" / "notebooks").glob("*.ipynb"))) == 8
     rows = pd.read_csv(smoke_study["results"] / "smoke" / "results.csv")
     assert sorted(zip(rows["aug"], rows["mode"], strict=True)) == [
-        ("flip", "finetune"), ("flip", "linear"), ("scratch", "finetune"), ("scratch", "linear")]
-    # probes reused linear evaluation's (precise-BN) features and added only the EMA ones for its comparison
+        ("flip", "finetune"),
+        ("flip", "linear"),
+        ("scratch", "finetune"),
+        ("scratch", "linear"),
+    ]
+    # probes reused linear evaluation's (precise-BN) features and added only the EMA ones for its
+    # comparison
     assert len(list((runs / "smoke" / "flip").glob("features-*.pt"))) == 4
     assert (smoke_study["figures"] / "smoke" / "accuracy-finetune.svg").is_file()
 
     assert main(argv) == 0
     assert capsys.readouterr().out.count("skipped, results exist") == 8
 
-    # a new fraction with an unreadable data folder fails inside the finetune notebook's training cell
+    # a new fraction with an unreadable data folder fails inside the finetune notebook's training
+    # cell
     monkeypatch.setenv("SWAVNB_OFFLINE", "1")
     missing = str(smoke_study["root"] / "no")
-    bad = ["--preset", "smoke", "--augs", "flip", "--fractions", "0.1,0.3", "--data_root", missing, *folders]
+    bad = [
+        "--preset",
+        "smoke",
+        "--augs",
+        "flip",
+        "--fractions",
+        "0.1,0.3",
+        "--data_root",
+        missing,
+        *folders,
+    ]
     assert main(bad) == 1
     err = capsys.readouterr().err
     assert "finetune flip 30% labels failed in notebooks/finetune.ipynb, cell [" in err
     assert "'row = finetune(checkpoint" in err and "DatasetNotFoundError" in err
     assert "finetune-flip-finetune-0.3.ipynb" in err
-    assert (runs / "smoke" / "flip" / "finetune-0.1" / "result.json").is_file()  # finished results are kept
+    assert (
+        runs / "smoke" / "flip" / "finetune-0.1" / "result.json"
+    ).is_file()  # finished results are kept
 
 
 def test_jobs_run_independent_steps_side_by_side_and_respect_what_each_reads(tmp_path, monkeypatch):
@@ -189,21 +278,35 @@ def test_jobs_run_independent_steps_side_by_side_and_respect_what_each_reads(tmp
             order.append(("end", step.name))
 
     monkeypatch.setattr(study, "execute", fake_execute)
-    done = lambda name: (lambda: (tmp_path / name).is_file())
-    steps = [Step("pretrain", "pretrain a", {}, tmp_path / "1", done("pretrain a")),
-             Step("pretrain", "pretrain b", {}, tmp_path / "2", done("pretrain b")),
-             Step("finetune", "eval a", {}, tmp_path / "3", done("eval a"), after=["pretrain a"]),
-             Step("finetune", "eval scratch", {}, tmp_path / "4", done("eval scratch")),
-             Step("results", "results", {}, tmp_path / "5", done("results"), refresh=True,
-                  after=["pretrain a", "pretrain b", "eval a", "eval scratch"])]
+    done = lambda name: lambda: (tmp_path / name).is_file()
+    steps = [
+        Step("pretrain", "pretrain a", {}, tmp_path / "1", done("pretrain a")),
+        Step("pretrain", "pretrain b", {}, tmp_path / "2", done("pretrain b")),
+        Step("finetune", "eval a", {}, tmp_path / "3", done("eval a"), after=["pretrain a"]),
+        Step("finetune", "eval scratch", {}, tmp_path / "4", done("eval scratch")),
+        Step(
+            "results",
+            "results",
+            {},
+            tmp_path / "5",
+            done("results"),
+            refresh=True,
+            after=["pretrain a", "pretrain b", "eval a", "eval scratch"],
+        ),
+    ]
     assert run(steps, jobs=2, log=lambda line: None) == 5
     assert peak[0] == 2  # two at a time, never more
     position = {event: i for i, event in enumerate(order)}
     assert position[("end", "pretrain a")] < position[("start", "eval a")]
-    assert all(position[("end", name)] < position[("start", "results")] for name in steps[3].after + ["eval scratch"])
+    assert all(
+        position[("end", name)] < position[("start", "results")]
+        for name in steps[3].after + ["eval scratch"]
+    )
 
 
-def test_a_failing_step_stops_new_ones_and_is_reported_after_the_running_finish(tmp_path, monkeypatch):
+def test_a_failing_step_stops_new_ones_and_is_reported_after_the_running_finish(
+    tmp_path, monkeypatch
+):
     def fake_execute(step: Step) -> None:
         if step.name == "bad":
             raise study.StepFailed("bad failed in notebooks/x.ipynb")
@@ -211,10 +314,12 @@ def test_a_failing_step_stops_new_ones_and_is_reported_after_the_running_finish(
         (tmp_path / step.name).write_text("done")
 
     monkeypatch.setattr(study, "execute", fake_execute)
-    done = lambda name: (lambda: (tmp_path / name).is_file())
-    steps = [Step("pretrain", "bad", {}, tmp_path / "1", done("bad")),
-             Step("pretrain", "slow", {}, tmp_path / "2", done("slow")),
-             Step("finetune", "later", {}, tmp_path / "3", done("later"), after=["slow"])]
+    done = lambda name: lambda: (tmp_path / name).is_file()
+    steps = [
+        Step("pretrain", "bad", {}, tmp_path / "1", done("bad")),
+        Step("pretrain", "slow", {}, tmp_path / "2", done("slow")),
+        Step("finetune", "later", {}, tmp_path / "3", done("later"), after=["slow"]),
+    ]
     with pytest.raises(study.StepFailed, match="bad failed"):
         run(steps, jobs=2, log=lambda line: None)
     assert (tmp_path / "slow").is_file() and not (tmp_path / "later").exists()
@@ -223,6 +328,11 @@ def test_a_failing_step_stops_new_ones_and_is_reported_after_the_running_finish(
 def test_modes_can_leave_out_the_linear_evaluations():
     steps = plan("smoke", ["flip"], [0.1, 0.4], modes=["finetune"])
     assert [s.name for s in steps if s.notebook == "finetune"] == [
-        "finetune flip 10% labels", "finetune flip 40% labels", "finetune scratch 10% labels",
-        "finetune scratch 40% labels"]
-    assert all(s.after == ["pretrain flip"] for s in steps if "flip" in s.name and s.notebook != "pretrain")
+        "finetune flip 10% labels",
+        "finetune flip 40% labels",
+        "finetune scratch 10% labels",
+        "finetune scratch 40% labels",
+    ]
+    assert all(
+        s.after == ["pretrain flip"] for s in steps if "flip" in s.name and s.notebook != "pretrain"
+    )

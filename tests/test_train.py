@@ -20,8 +20,16 @@ from swavnb.model import SwAVModel
 from swavnb.train import Pretrainer, learning_rate, pretrain
 
 # 8 px: what these tests check (resume, metrics, refusals, compile) needs no resolution
-SMALL = dict(train_images=64, batch_size=16, epochs=3, n_prototypes=20, feat_dim=8, checkpoint_every_steps=2,
-             image_size=8, local_size=4)
+SMALL = dict(
+    train_images=64,
+    batch_size=16,
+    epochs=3,
+    n_prototypes=20,
+    feat_dim=8,
+    checkpoint_every_steps=2,
+    image_size=8,
+    local_size=4,
+)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,7 +59,14 @@ def test_metrics_record_every_epoch(tmp_path):
     metrics = pretrain(pretrain_config("smoke", aug="jitter", **SMALL), tmp_path, progress=False)
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
     for epoch in metrics["epochs"]:
-        assert set(epoch) >= {"loss", "lr", "img_per_s", "seconds", "usage_entropy", "prototypes_used"}
+        assert set(epoch) >= {
+            "loss",
+            "lr",
+            "img_per_s",
+            "seconds",
+            "usage_entropy",
+            "prototypes_used",
+        }
         assert 0 < epoch["usage_entropy"] <= 1 and 0 < epoch["prototypes_used"] <= 1
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == metrics["epochs"]
     state = load_checkpoint(tmp_path / "checkpoint.pt")
@@ -71,10 +86,17 @@ def test_other_config_in_same_folder_is_refused(tmp_path):
     config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1})
     pretrain(config, tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"different config \(fields \['lr'\]\)"):
-        pretrain(pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "lr": 0.5}), tmp_path)
-    # where the data lives, compiling and how often the run logs do not change its result: it is simply found finished
-    moved = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "log_every_steps": 3, "compile": True},
-                            data_root=os.environ["SWAVNB_DATA"])
+        pretrain(
+            pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "lr": 0.5}), tmp_path
+        )
+    # where the data lives, compiling and how often the run logs do not change its result: it is
+    # simply found finished
+    moved = pretrain_config(
+        "smoke",
+        aug="flip",
+        **{**SMALL, "epochs": 1, "log_every_steps": 3, "compile": True},
+        data_root=os.environ["SWAVNB_DATA"],
+    )
     assert len(pretrain(moved, tmp_path, progress=False)["epochs"]) == 1
 
 
@@ -82,11 +104,16 @@ def test_checkpoint_from_before_a_new_field_resumes_with_its_default(tmp_path):
     config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1})
     pretrain(config, tmp_path, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    del state["config"]["image_size"]  # as written before image_size existed (everything ran at 32 px)
+    del state["config"][
+        "image_size"
+    ]  # as written before image_size existed (everything ran at 32 px)
     torch.save(state, tmp_path / "checkpoint.pt")
     assert len(pretrain(config, tmp_path, progress=False)["epochs"]) == 1
     with pytest.raises(ValueError, match=r"fields \['image_size'\]"):
-        pretrain(pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "image_size": 16}), tmp_path)
+        pretrain(
+            pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "image_size": 16}),
+            tmp_path,
+        )
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
@@ -95,10 +122,14 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     subprocess.run(_cli(straight), check=True, env=env, cwd=ROOT, capture_output=True)
 
-    process = subprocess.Popen(_cli(broken), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _cli(broken), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (broken / "metrics.json").exists():  # epoch 1 done: the run is now inside epoch 2
-        assert process.poll() is None and time.time() < deadline, "the run ended before it could be interrupted"
+        assert process.poll() is None and time.time() < deadline, (
+            "the run ended before it could be interrupted"
+        )
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -111,29 +142,50 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     for name in expected:
         assert torch.equal(expected[name], resumed[name]), name
     losses = [e["loss"] for e in json.loads((straight / "metrics.json").read_text())["epochs"]]
-    assert [e["loss"] for e in json.loads((broken / "metrics.json").read_text())["epochs"]] == pytest.approx(losses)
+    assert [
+        e["loss"] for e in json.loads((broken / "metrics.json").read_text())["epochs"]
+    ] == pytest.approx(losses)
 
 
-# 8 px, 100 images: the property needs no size, and bf16 is emulated (slow) on CPUs without native bf16; SGD, as
-# Adam's first steps move each weight by +-lr whatever its gradient's size, so rounding flips whole steps
-TINY = dict(train_images=100, batch_size=16, epochs=2, n_prototypes=20, feat_dim=8, image_size=8, local_size=4,
-            log_every_steps=1, optimizer="sgd", lr=0.05)
+# 8 px, 100 images: the property needs no size, and bf16 is emulated (slow) on CPUs without native
+# bf16; SGD, as Adam's first steps move each weight by +-lr whatever its gradient's size, so
+# rounding flips whole steps
+TINY = dict(
+    train_images=100,
+    batch_size=16,
+    epochs=2,
+    n_prototypes=20,
+    feat_dim=8,
+    image_size=8,
+    local_size=4,
+    log_every_steps=1,
+    optimizer="sgd",
+    lr=0.05,
+)
 
 
 def test_bf16_and_float32_train_alike_from_the_same_seed(tmp_path):
-    epochs = {amp: pretrain(pretrain_config("smoke", aug="flip", **TINY, amp=amp), tmp_path / amp, progress=False)
-              ["epochs"] for amp in ("true", "false")}
+    epochs = {
+        amp: pretrain(
+            pretrain_config("smoke", aug="flip", **TINY, amp=amp), tmp_path / amp, progress=False
+        )["epochs"]
+        for amp in ("true", "false")
+    }
     assert [e["precision"] for e in epochs["true"]] == ["bf16"] * 2
     assert [e["precision"] for e in epochs["false"]] == ["float32"] * 2
     bf16, float32 = ([e["loss"] for e in epochs[amp]] for amp in ("true", "false"))
     assert bf16 != float32  # bf16 really ran
-    # the same run in both precisions: its epoch losses agree to bf16 rounding accumulated over 12 steps (0.2-0.5 %
-    # when written), far closer than another seed lands (15-20 %)
+    # the same run in both precisions: its epoch losses agree to bf16 rounding accumulated over 12
+    # steps (0.2-0.5 % when written), far closer than another seed lands (15-20 %)
     assert bf16 == pytest.approx(float32, rel=0.02)
-    other_seed = pretrain(pretrain_config("smoke", aug="flip", **TINY, amp="false", seed=1), tmp_path / "seed1",
-                          progress=False)["epochs"]
+    other_seed = pretrain(
+        pretrain_config("smoke", aug="flip", **TINY, amp="false", seed=1),
+        tmp_path / "seed1",
+        progress=False,
+    )["epochs"]
     assert max(abs(a - b) for a, b in zip(bf16, float32, strict=True)) < min(
-        abs(e["loss"] - b) for e, b in zip(other_seed, float32, strict=True))
+        abs(e["loss"] - b) for e, b in zip(other_seed, float32, strict=True)
+    )
 
 
 def test_a_run_resumes_with_the_other_precision(tmp_path, monkeypatch):
@@ -146,11 +198,18 @@ def test_a_run_resumes_with_the_other_precision(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Pretrainer, "train_step", stop_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):  # epoch 1 saved in float32
-        pretrain(pretrain_config("smoke", aug="flip", **TINY, amp="false"), tmp_path, progress=False)
+        pretrain(
+            pretrain_config("smoke", aug="flip", **TINY, amp="false"), tmp_path, progress=False
+        )
     monkeypatch.setattr(Pretrainer, "train_step", train_step)
-    metrics = pretrain(pretrain_config("smoke", aug="flip", **TINY, amp="true"), tmp_path, progress=False)
+    metrics = pretrain(
+        pretrain_config("smoke", aug="flip", **TINY, amp="true"), tmp_path, progress=False
+    )
     assert [e["precision"] for e in metrics["epochs"]] == ["float32", "bf16"]
-    assert metrics["precision"] == "bf16" and json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert (
+        metrics["precision"] == "bf16"
+        and json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    )
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
@@ -158,7 +217,13 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
     config = pretrain_config(
         "smoke",
         aug="flip",
-        **{**SMALL, "checkpoint_every_steps": 1, "log_every_steps": 1, "optimizer": "sgd", "lr": 1e30},
+        **{
+            **SMALL,
+            "checkpoint_every_steps": 1,
+            "log_every_steps": 1,
+            "optimizer": "sgd",
+            "lr": 1e30,
+        },
     )
     with pytest.raises(NonFiniteLossError, match=r"at epoch \d+ step \d+.*lower --lr.*intact"):
         pretrain(config, tmp_path, progress=False)
@@ -167,31 +232,51 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
 
 
 def test_compiled_run_trains_like_the_eager_one_and_saves_plain_weights(tmp_path):
-    """torch.compile (the ``paper`` and ``swav`` presets' default) changes the speed, not the training.
+    """torch.compile (the ``paper`` and ``swav`` presets' default) changes the speed, not the
+    training.
 
     The yardstick is eager float32 with another memory layout: the same maths summed in another
-    order. Compiling may move the weight updates no further than that (0.8 % either way when written).
+    order. Compiling may move the weight updates no further than that (0.8 % either way when
+    written).
     """
     from torch._dynamo.utils import counters
 
-    # float32, as bf16 rounds fused and unfused kernels differently; SGD, as Adam's first steps move each weight by
-    # +-lr whatever its gradient's size, so float noise on a near-zero gradient would flip whole steps
-    variants = {"eager": {}, "compiled": {"compile": True}, "eager, channels first": {"channels_last": False}}
+    # float32, as bf16 rounds fused and unfused kernels differently; SGD, as Adam's first steps move
+    # each weight by +-lr whatever its gradient's size, so float noise on a near-zero gradient would
+    # flip whole steps
+    variants = {
+        "eager": {},
+        "compiled": {"compile": True},
+        "eager, channels first": {"channels_last": False},
+    }
     losses, updates = {}, {}
     for name, change in variants.items():
-        config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1}, amp=False, optimizer="sgd", lr=0.05,
-                                 **change)
+        config = pretrain_config(
+            "smoke",
+            aug="flip",
+            **{**SMALL, "epochs": 1},
+            amp=False,
+            optimizer="sgd",
+            lr=0.05,
+            **change,
+        )
         trainer = Pretrainer(config, tmp_path / name, progress=False)
-        start = {k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()}
+        start = {
+            k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()
+        }
         graphs = counters["stats"]["unique_graphs"]
         losses[name] = trainer.fit()["epochs"][0]["loss"]
-        assert (counters["stats"]["unique_graphs"] > graphs) == config.compile  # compiled for real, not a fallback
+        assert (
+            counters["stats"]["unique_graphs"] > graphs
+        ) == config.compile  # compiled for real, not a fallback
         saved = _weights(tmp_path / name / "checkpoint.pt")
         updates[name] = {k: saved[k] - v for k, v in start.items()}
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
 
     def worst_gap(name: str) -> float:
-        return max(float((updates[name][k] - u).norm() / u.norm()) for k, u in updates["eager"].items())
+        return max(
+            float((updates[name][k] - u).norm() / u.norm()) for k, u in updates["eager"].items()
+        )
 
     assert worst_gap("compiled") <= max(3 * worst_gap("eager, channels first"), 1e-4)
     # no torch.compile wrapper prefix in the checkpoint: it loads into a plain model
@@ -202,14 +287,22 @@ def test_compile_failure_names_the_fix(tmp_path):
     def no_compiler(graph, inputs):
         raise RuntimeError("no working C++ compiler")
 
-    trainer = Pretrainer(pretrain_config("smoke", aug="flip", **SMALL, compile=True), tmp_path, progress=False)
-    trainer.net = torch.compile(trainer.model, backend=no_compiler)  # what a machine without a compiler does
-    with pytest.raises(CompileError, match=r"no working C\+\+ compiler.*rerun with --compile false"):
+    trainer = Pretrainer(
+        pretrain_config("smoke", aug="flip", **SMALL, compile=True), tmp_path, progress=False
+    )
+    trainer.net = torch.compile(
+        trainer.model, backend=no_compiler
+    )  # what a machine without a compiler does
+    with pytest.raises(
+        CompileError, match=r"no working C\+\+ compiler.*rerun with --compile false"
+    ):
         trainer.train_step(torch.arange(SMALL["batch_size"]), 0)
 
 
 def test_learning_rate_warmup_then_cosine():
-    config = pretrain_config("smoke", lr=1.0, epochs=10, warmup_epochs=2, schedule="cosine", final_lr_ratio=0.0)
+    config = pretrain_config(
+        "smoke", lr=1.0, epochs=10, warmup_epochs=2, schedule="cosine", final_lr_ratio=0.0
+    )
     lrs = [learning_rate(config, step, 100) for step in range(100)]
     assert lrs[0] == pytest.approx(0.05) and lrs[19] == pytest.approx(1.0)
     assert all(a <= b for a, b in zip(lrs[:19], lrs[1:20], strict=True))  # rising
