@@ -16,6 +16,16 @@ from swavnb.precision import check_amp
 PRESETS = ("paper", "swav", "quick", "smoke")
 MODES = ("finetune", "linear")
 FRACTIONS = (0.01, 0.1, 0.3, 0.4, 1.0)
+# BN statistics behind frozen features: recomputed on the labelled pool, or pretraining's averages
+BN_STATS = ("precise", "ema")
+
+
+def check_bn_stats(bn_stats: str) -> str:
+    """``bn_stats`` itself if it is one of :data:`BN_STATS`; otherwise a ValueError naming the
+    choices."""
+    if bn_stats not in BN_STATS:
+        raise ValueError(f"unknown bn_stats {bn_stats!r}; choose one of {', '.join(BN_STATS)}")
+    return bn_stats
 
 
 @dataclass
@@ -70,10 +80,8 @@ class PretrainConfig:
     # 30-80x slower than float32
     amp: str = "auto"
     channels_last: bool = True  # faster convolutions on GPUs and oneDNN CPUs
-    # torch.compile the network (presumably fusing BatchNorm + ReLU around the convolutions); the
-    # A/B on the 2-core CPU (results/compile-ab-cpu.json): a few % for the paper preset (swav at
-    # batch 64: noise), nothing or a loss for quick, each after a 40-65 s compile; so the batch-256
-    # presets compile and the CPU ones don't
+    # torch.compile the network: it pays at batch 256 and not for the short CPU presets, which would
+    # also wait for the compile (docs/performance.md)
     compile: bool = True
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = once per epoch)
     log_every_steps: int = 10
@@ -137,7 +145,7 @@ _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
         queue_start_epoch=30,
     ),
     # the whole study in < 30 min on a 2-core CPU: 16 px images (ResNet-18 ~3x cheaper) and a recipe
-    # that leaves SwAV's log K plateau within ~600 steps of batch 64 (measured, see README): SGD +
+    # that leaves SwAV's log K plateau within ~600 steps of batch 64 (docs/presets.md): SGD +
     # warm-up + cosine, MLP head, 300 prototypes (3000 need far larger batches or a queue) and a
     # sharper Sinkhorn (epsilon 0.02: at 0.05 the codes of near-identical early embeddings are
     # almost uniform, so the loss sits at log K and nothing is learned)
@@ -261,8 +269,6 @@ def pretrain_config(preset: str = "quick", **overrides: Any) -> PretrainConfig:
 
 def finetune_config(preset: str = "quick", **overrides: Any) -> FinetuneConfig:
     """The preset's evaluation config with ``overrides`` applied (strings are parsed)."""
-    from swavnb.probes import check_bn_stats
-
     config = _build(FinetuneConfig, _FINETUNE_PRESETS, preset, overrides)
     check_image_size(config.image_size)
     check_bn_stats(config.bn_stats)

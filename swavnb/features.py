@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from swavnb.checkpoint import atomic_save, load_checkpoint
-from swavnb.config import FinetuneConfig
+from swavnb.config import FinetuneConfig, check_bn_stats
 from swavnb.data import CifarSplit, label_subset, load_cifar100
 from swavnb.layout import SCRATCH, is_random_init, resolve
 from swavnb.model import SwAVModel, cifar_resnet18
 from swavnb.precision import precision_name, use_bf16
-from swavnb.probes import check_bn_stats, extract_features, precise_batchnorm
+from swavnb.probes import extract_features, precise_batchnorm
 
 
 def load_backbone(

@@ -16,16 +16,6 @@ from swavnb.clusters import prototype_scores
 from swavnb.evaluate import topk_accuracy
 from swavnb.precision import autocast, use_bf16
 
-BN_STATS = ("precise", "ema")
-
-
-def check_bn_stats(bn_stats: str) -> str:
-    """``bn_stats`` itself if it is one of :data:`BN_STATS`; otherwise a ValueError naming the
-    choices."""
-    if bn_stats not in BN_STATS:
-        raise ValueError(f"unknown bn_stats {bn_stats!r}; choose one of {', '.join(BN_STATS)}")
-    return bn_stats
-
 
 @torch.no_grad()
 def precise_batchnorm(

@@ -17,8 +17,8 @@ import pandas as pd
 from swavnb.checkpoint import write_json
 from swavnb.clusters import COLUMNS as CLUSTER_COLUMNS
 from swavnb.clusters import METHODS, SCORES
+from swavnb.config import BN_STATS
 from swavnb.layout import CLUSTERS, KNN, METRICS, RESULT, resolve, results_folder
-from swavnb.probes import BN_STATS
 
 # The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
 SEED_RESULTS: dict[str, dict[float, tuple[float, float]]] = {
