@@ -83,15 +83,12 @@ def _cache_path(
 ) -> Path | None:
     if cache is None:
         return None
+    # precise statistics come from the pool: another pool means other test features too
     signature = (
         f"{tag}|{len(split)}|{split.images.shape[-1]}px|{config.seed}"
         f"|{split.fine[:50].tolist()}|{precision}"
+        f"|bn-{bn_stats}|pool-{len(pool)}-{pool.fine[:50].tolist()}"
     )
-    if (
-        bn_stats != "ema"
-    ):  # features cached before bn_stats existed were EMA ones and keep their key
-        # precise statistics come from the pool: another pool means other test features too
-        signature += f"|bn-{bn_stats}|pool-{len(pool)}-{pool.fine[:50].tolist()}"
     return cache / f"features-{hashlib.sha1(signature.encode()).hexdigest()[:12]}.pt"
 
 

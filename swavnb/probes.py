@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from swavnb.accuracy import topk_accuracy
 from swavnb.augment import eval_transform
 from swavnb.clusters import prototype_scores
-from swavnb.evaluate import topk_accuracy
 from swavnb.precision import autocast, use_bf16
 
 

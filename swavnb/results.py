@@ -105,11 +105,8 @@ def save_knn(
 
 def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
     """Every ``knn.json`` row under ``run_dir``: preset, aug, bn_stats, k, top1, top5."""
-    # rows written before bn_stats existed used pretraining's running averages
     rows = [
-        {"bn_stats": "ema", **row}
-        for path in sorted(Path(run_dir).rglob(KNN))
-        for row in json.loads(path.read_text())
+        row for path in sorted(Path(run_dir).rglob(KNN)) for row in json.loads(path.read_text())
     ]
     frame = pd.DataFrame(rows, columns=list(KNN_COLUMNS)).round(
         {"top1": 4, "top5": 4}
@@ -295,11 +292,10 @@ def knn_table(knn: pd.DataFrame) -> str:
 
 
 def _bn_note(rows: pd.DataFrame) -> str:
-    """Which BN statistics the linear rows' features used (rows written before bn_stats existed:
-    ema)."""
+    """Which BN statistics the linear rows' features used."""
     if not len(rows) or "bn_stats" not in rows:
         return ""
-    used = sorted(rows.loc[rows["mode"] == "linear", "bn_stats"].fillna("ema").unique())
+    used = sorted(rows.loc[rows["mode"] == "linear", "bn_stats"].dropna().unique())
     return f", {' and '.join(used)} BN statistics" if used else ""
 
 

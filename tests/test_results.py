@@ -125,18 +125,22 @@ def test_tables_put_ours_beside_every_seed_number_and_the_scratch_baseline(tmp_p
 
 def test_knn_rows_round_trip_through_knn_json(tmp_path):
     written = save_knn(
-        {"precise": {5: {"top1": 1.5, "top5": 7.0}}}, "smoke", "scratch", tmp_path / "a" / "probes"
+        {"precise": {5: {"top1": 1.5, "top5": 7.0}}, "ema": {5: {"top1": 2.0 / 3, "top5": 8.0}}},
+        "smoke",
+        "scratch",
+        tmp_path / "a" / "probes",
     )
     assert list(written.columns) == ["preset", "aug", "bn_stats", "k", "top1", "top5"]
-    # a knn.json from before bn_stats existed: its features used pretraining's running averages
-    old = tmp_path / "b" / "probes"
-    old.mkdir(parents=True)
-    (old / "knn.json").write_text(
-        json.dumps([{"preset": "smoke", "aug": "flip", "k": 5, "top1": 2.0, "top5": 8.0}])
-    )
     collected = collect_knn(tmp_path)
     assert collected.to_dict("records") == [
-        {"preset": "smoke", "aug": "flip", "bn_stats": "ema", "k": 5, "top1": 2.0, "top5": 8.0},
+        {
+            "preset": "smoke",
+            "aug": "scratch",
+            "bn_stats": "ema",
+            "k": 5,
+            "top1": 0.6667,
+            "top5": 8.0,
+        },
         {
             "preset": "smoke",
             "aug": "scratch",
@@ -145,7 +149,7 @@ def test_knn_rows_round_trip_through_knn_json(tmp_path):
             "top1": 1.5,
             "top5": 7.0,
         },
-    ]
+    ]  # rounded like results.csv
 
 
 def test_an_empty_study_is_an_error_naming_the_folder_and_the_command_and_writes_nothing(tmp_path):
