@@ -33,7 +33,7 @@ bench: setup  ## throughput of our training step vs the torchvision DataLoader p
 	$(BIN)/python -m swavnb.bench --json results/bench-cpu.json
 
 bench-curve: setup  ## the same quick run through both pipelines: do the loss curves agree?
-	$(BIN)/python -m swavnb.bench --loss-curve --json results/loss-curve-cpu.json --figures figures
+	$(BIN)/python -m swavnb.loss_curve --json results/loss-curve-cpu.json --figures figures
 
 clean:
 	rm -rf runs .pytest_cache

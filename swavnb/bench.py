@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
-import json
 import os
 import resource
 import statistics
@@ -37,8 +35,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from swavnb.config import PretrainConfig, pretrain_config
-from swavnb.data import batch_indices, epoch_permutation
+from swavnb.checkpoint import write_json
+from swavnb.config import pretrain_config
+from swavnb.data import epoch_permutation
 from swavnb.distributed import device_name, pick_device
 from swavnb.precision import autocast, precision_name, use_bf16
 from swavnb.reference import ReferenceTrainer
@@ -213,79 +212,6 @@ def bench_reference(
     }
 
 
-def _ours_losses(config: PretrainConfig, out: Path) -> tuple[list[float], dict[str, Any]]:
-    """Per-step losses of ``Pretrainer.train_step`` over ``config.epochs``, and the model's initial
-    weights."""
-    trainer = Pretrainer(config, out, progress=False)
-    init = copy.deepcopy(trainer.model.state_dict())
-    losses = []
-    for epoch in range(config.epochs):
-        for step, index in enumerate(
-            batch_indices(
-                len(trainer.images), config.batch_size, config.seed, epoch, trainer.device
-            )
-        ):
-            losses.append(trainer.scheduled_step(epoch, step, index)[0].item())
-    return losses, init
-
-
-def _window_means(losses: list[float], n_windows: int) -> list[float]:
-    return [float(chunk.mean()) for chunk in torch.tensor(losses).chunk(n_windows)]
-
-
-def loss_curve(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Does the fast path train like the standard one? Same preset, seed and initial weights, three
-    runs.
-
-    ``ours`` and ``reference`` (float32, torchvision PIL loader) start from identical
-    weights with the same seed; ``ours, seed + 1`` measures how far an honest rerun
-    moves the curve. The fast path passes when its mean gap to the reference over
-    ``args.windows`` equal windows of steps is no larger than the gap between the
-    two seeds.
-    """
-    config = pretrain_config(
-        args.preset,
-        aug=args.augs.split(",")[0],
-        epochs=args.curve_epochs,
-        device=args.device,
-        seed=args.seed,
-    )
-    ours, init = _ours_losses(config, out / "ours")
-    rerun, _ = _ours_losses(dataclasses.replace(config, seed=config.seed + 1), out / "rerun")
-    reference = ReferenceTrainer(
-        config,
-        training_images(config).images,
-        args.workers,
-        pick_device(config.device),
-        init_state=init,
-    )
-    reference_losses = [reference.train_step(step).item() for step in range(len(ours))]
-    windows = {
-        name: _window_means(curve, args.windows)
-        for name, curve in (("ours", ours), ("reference", reference_losses), ("rerun", rerun))
-    }
-    path_gap = [abs(a - b) for a, b in zip(windows["ours"], windows["reference"], strict=True)]
-    seed_gap = [abs(a - b) for a, b in zip(windows["ours"], windows["rerun"], strict=True)]
-    mean_path_gap, mean_seed_gap = sum(path_gap) / len(path_gap), sum(seed_gap) / len(seed_gap)
-    return {
-        "preset": config.preset,
-        "aug": config.aug,
-        "seed": config.seed,
-        "epochs": config.epochs,
-        "batch": config.batch_size,
-        "steps": len(ours),
-        "curves": {
-            "ours": ours,
-            "reference": reference_losses,
-            f"ours, seed {config.seed + 1}": rerun,
-        },
-        "window_means": windows,
-        "mean_path_gap": mean_path_gap,
-        "mean_seed_gap": mean_seed_gap,
-        "within_noise": mean_path_gap <= mean_seed_gap,
-    }
-
-
 HEADER = (
     f"{'case':<6}{'batch':>6}{'ours img/s':>12}{'ref img/s':>11}"
     f"{'ratio':>7}{'ceiling':>9}{'ours/peak':>10}"
@@ -337,27 +263,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--peak-size", type=int, default=0, help="peak matmul side (default 4096 CPU, 8192 GPU)"
     )
     parser.add_argument("--json", default="", help="write the results here")
-    curve = parser.add_argument_group(
-        "--loss-curve: the fast and the reference path train the same run"
-    )
-    curve.add_argument(
-        "--loss-curve", action="store_true", help="compare loss curves instead of timing"
-    )
-    curve.add_argument("--preset", default="quick", help="pretraining preset of the compared runs")
-    curve.add_argument("--curve-epochs", type=int, default=2, help="epochs of each compared run")
-    curve.add_argument("--seed", type=int, default=0)
-    curve.add_argument(
-        "--windows", type=int, default=6, help="equal step windows whose mean losses are compared"
-    )
-    curve.add_argument(
-        "--figures", default="", help="also save the curves as FIGURES/loss-curve-<device>.png/svg"
-    )
     args = parser.parse_args(argv)
     gpu = torch.cuda.is_available() and args.device != "cpu"
     args.steps = args.steps or (20 if gpu else 3)
     args.workers = args.workers or len(os.sched_getaffinity(0))
-    if args.loss_curve:
-        return _loss_curve_main(args, gpu)
     batches = [int(b) for b in (args.batches or ("256" if gpu else "64,256")).split(",")]
 
     # the images ours trains on (Pretrainer picks the same subset from train_images), loaded once
@@ -400,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cases.append(case)
                 print(_row(case), flush=True)
     report = {
-        **_run_facts(args, gpu),
+        **run_facts(torch.device("cuda" if gpu else "cpu"), args.workers),
         "ours_compiled": not args.eager,
         "ours_precision": ours_precision,
         "steps": args.steps,
@@ -410,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cases": cases,
         "seconds": time.perf_counter() - tic,
     }
-    _write_json(report, args.json)
+    if args.json:
+        write_json(args.json, report)
     return report
 
 
@@ -435,50 +345,15 @@ def _roofline(
     }
 
 
-def _run_facts(args: argparse.Namespace, gpu: bool) -> dict[str, Any]:
+def run_facts(device: torch.device, workers: int) -> dict[str, Any]:
     """What a reader needs to compare two reports: device, torch version, threads, reference
     workers."""
     return {
-        "device": device_name(torch.device("cuda" if gpu else "cpu")),
+        "device": device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "reference_workers": args.workers,
+        "reference_workers": workers,
     }
-
-
-def _write_json(report: dict[str, Any], path: str) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(report, indent=1))
-
-
-def _loss_curve_main(args: argparse.Namespace, gpu: bool) -> dict[str, Any]:
-    tic = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        report = loss_curve(args, Path(tmp))
-    report.update(_run_facts(args, gpu), seconds=time.perf_counter() - tic)
-    print(
-        f"{report['preset']}/{report['aug']}, {report['steps']} steps of batch {report['batch']}, "
-        f"{args.windows} windows of mean loss:"
-    )
-    for name, means in report["window_means"].items():
-        print(f"  {name:<10}" + "".join(f"{m:8.3f}" for m in means))
-    verdict = "within" if report["within_noise"] else "OUTSIDE"
-    print(
-        f"mean gap ours-reference {report['mean_path_gap']:.4f} "
-        f"vs seed-to-seed {report['mean_seed_gap']:.4f}: "
-        f"{verdict} noise ({report['seconds']:.0f} s on {report['device']})"
-    )
-    _write_json(report, args.json)
-    if args.figures:
-        from swavnb.plots import save_figure, step_loss_curves
-
-        kind = "gpu" if gpu else "cpu"
-        title = f"{report['preset']}/{report['aug']}: fast path vs reference ({report['device']})"
-        save_figure(
-            step_loss_curves(report["curves"], title=title), args.figures, f"loss-curve-{kind}"
-        )
-    return report
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""The fast path and the reference train the same run: the comparison runs end to end (no verdict
+asserted: that is the committed measurement's job)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from swavnb.loss_curve import main
+
+
+def test_loss_curve_compares_both_paths_and_a_rerun_over_the_same_steps(tmp_path):
+    out = tmp_path / "curve.json"
+    report = main(
+        [
+            "--preset",
+            "smoke",
+            "--aug",
+            "flip",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+            "--windows",
+            "2",
+            "--json",
+            str(out),
+            "--figures",
+            str(tmp_path),
+        ]
+    )
+    assert json.loads(out.read_text()) == report
+    steps = 200 // 32  # smoke: 200 images, batch 32, one epoch
+    assert report["steps"] == steps
+    assert list(report["curves"]) == ["ours", "reference", "ours, seed 1"]
+    assert all(len(curve) == steps for curve in report["curves"].values())
+    ours = report["curves"]["ours"]
+    assert report["window_means"]["ours"] == pytest.approx([sum(ours[:3]) / 3, sum(ours[3:]) / 3])
+    assert report["curves"]["ours, seed 1"] != ours
+    assert report["within_noise"] == (report["mean_path_gap"] <= report["mean_seed_gap"])
+    assert (tmp_path / "loss-curve-cpu.png").exists() and (tmp_path / "loss-curve-cpu.svg").exists()
