@@ -77,7 +77,7 @@ class PretrainConfig:
     device: str = "auto"  # auto = the GPU when there is one
     # bf16 autocast for the backbone (Sinkhorn and the loss stay float32): auto = only where the
     # hardware runs bf16 natively (a bf16 GPU, an AVX512_BF16 / AMX CPU), since emulated bf16 is
-    # 30-80x slower than float32
+    # 5-90x slower than float32
     amp: str = "auto"
     channels_last: bool = True  # faster convolutions on GPUs and oneDNN CPUs
     # torch.compile the network: it pays at batch 256 and not for the short CPU presets, which would

@@ -1,7 +1,7 @@
 """Which precision a run computes in: bf16 autocast only where the hardware runs bf16 natively.
 
 A CPU without AVX512_BF16 or AMX (e.g. AVX2-only Zen 3, most laptops) emulates bf16 and runs
-it 30-80x slower than float32, so ``amp="auto"`` (every default) asks the hardware.
+it 5-90x slower than float32, so ``amp="auto"`` (every default) asks the hardware.
 """
 
 from __future__ import annotations
