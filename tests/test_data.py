@@ -21,6 +21,7 @@ from swavnb.data import (
     resolve_data_root,
     steps_per_epoch,
 )
+from swavnb.layout import project_root
 
 FRACTIONS = (0.01, 0.1, 0.3, 0.4, 1.0)
 
@@ -94,7 +95,7 @@ def test_download_that_leaves_no_files_raises(tmp_path, monkeypatch):
 
 def test_resolve_data_root_order(tmp_path, monkeypatch):
     monkeypatch.delenv(DATA_ENV, raising=False)
-    assert resolve_data_root() == Path("data")
+    assert resolve_data_root() == project_root() / "data"  # data/ in the project, whatever the cwd
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "from_env"))
     assert resolve_data_root() == tmp_path / "from_env"
     assert resolve_data_root(tmp_path / "from_arg") == tmp_path / "from_arg"
