@@ -104,14 +104,13 @@ def test_checkpoint_from_before_a_new_field_resumes_with_its_default(tmp_path):
     config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1})
     pretrain(config, tmp_path, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    del state["config"][
-        "image_size"
-    ]  # as written before image_size existed (everything ran at 32 px)
+    # as written before queue_start_epoch existed: it counts as its default (0), as the run used
+    del state["config"]["queue_start_epoch"]
     torch.save(state, tmp_path / "checkpoint.pt")
     assert len(pretrain(config, tmp_path, progress=False)["epochs"]) == 1
-    with pytest.raises(ValueError, match=r"fields \['image_size'\]"):
+    with pytest.raises(ValueError, match=r"fields \['queue_start_epoch'\]"):
         pretrain(
-            pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "image_size": 16}),
+            pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "queue_start_epoch": 1}),
             tmp_path,
         )
 
