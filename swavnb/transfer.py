@@ -77,7 +77,7 @@ def _model_parts(src: Path) -> dict[str, list[Path]]:
     """{name: its parts in order} of every complete model export in ``src``."""
     found: dict[str, list[Path]] = {}
     for path in src.glob("*.model.*-of-*"):
-        name, _, index = path.name.rpartition(".model.")
+        name = path.name.rpartition(".model.")[0]
         found.setdefault(name, []).append(path)
     complete = {}
     for name, parts in found.items():
