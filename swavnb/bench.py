@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from swavnb.checkpoint import write_json
 from swavnb.config import pretrain_config
 from swavnb.data import epoch_permutation
-from swavnb.distributed import device_name, pick_device
+from swavnb.distributed import pick_device, run_facts
 from swavnb.precision import autocast, precision_name, use_bf16
 from swavnb.reference import ReferenceTrainer
 from swavnb.train import Pretrainer, training_images
@@ -342,17 +342,6 @@ def _roofline(
         "ours_share_of_peak": ours_rate / peak[precision],
         "reference_share_of_fp32_peak": reference_rate / peak["float32"],
         "ratio_ceiling": peak[precision] / reference_rate,
-    }
-
-
-def run_facts(device: torch.device, workers: int) -> dict[str, Any]:
-    """What a reader needs to compare two reports: device, torch version, threads, reference
-    workers."""
-    return {
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "reference_workers": workers,
     }
 
 

@@ -6,6 +6,7 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -63,6 +64,17 @@ def device_name(device: torch.device) -> str:
         ]
         model = names[0] if names else model
     return f"cpu: {model} ({cpu_capability()}), {torch.get_num_threads()} threads"
+
+
+def run_facts(device: torch.device, workers: int) -> dict[str, Any]:
+    """What a reader needs to compare two reports: device, torch version, threads, reference
+    workers."""
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "reference_workers": workers,
+    }
 
 
 def setup(device: str = "auto") -> Runtime:
