@@ -9,6 +9,7 @@ labels and the 20 superclasses. (b) gives every encoder, random init included, t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -78,6 +79,36 @@ def prototype_scores(
     return torch.cat(chunks)
 
 
+def prototype_usage(scores: torch.Tensor) -> torch.Tensor:
+    """How many images have each prototype as their nearest: (K,) counts.
+
+    A healthy SwAV model spreads images over many prototypes; a collapsed one
+    piles them onto a few.
+
+    Args:
+        scores: (N, K) image-prototype scores (:func:`prototype_scores`), computed
+            once and shared with the cluster scores and the gallery.
+    """
+    if scores.dim() != 2:
+        raise ValueError(
+            f"scores must be (N, K) image-prototype scores, got shape {tuple(scores.shape)}"
+        )
+    return torch.bincount(scores.argmax(dim=1), minlength=scores.shape[1])
+
+
+def usage_summary(counts: torch.Tensor) -> dict[str, float]:
+    """Assignment diagnostics from per-prototype counts of nearest-prototype hits.
+
+    A collapsing run sends everything to a handful of prototypes: the entropy of
+    the counts (normalised by log K, so 1 = uniform) falls towards 0 and the share
+    of prototypes used drops.
+    """
+    p = counts.double().cpu() / counts.sum().clamp(min=1).item()
+    nonzero = p[p > 0]
+    entropy = -(nonzero * nonzero.log()).sum() / math.log(len(counts))
+    return {"usage_entropy": float(entropy), "prototypes_used": float((counts > 0).double().mean())}
+
+
 def kmeans_assignments(features: torch.Tensor, n_clusters: int, seed: int = 0) -> torch.Tensor:
     """(N,) k-means clusters (scikit-learn, seeded) of L2-normalised features, as SwAV's cosine
     prototypes see them."""
@@ -90,6 +121,35 @@ def kmeans_assignments(features: torch.Tensor, n_clusters: int, seed: int = 0) -
     points = F.normalize(features.float(), dim=1).numpy()
     labels = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit_predict(points)
     return torch.from_numpy(labels.astype(np.int64))
+
+
+def cluster_assignments(
+    features: torch.Tensor,
+    scores: torch.Tensor | None = None,
+    n_clusters: int | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Each image's cluster under every method that applies: k-means on the frozen ``features``
+    for any encoder, and the nearest prototype when the encoder has prototypes.
+
+    Args:
+        features: (N, D) frozen features.
+        scores: (N, K) image-prototype scores (:func:`prototype_scores`), or None for an encoder
+            without prototypes (random init).
+        n_clusters: k-means clusters; default K, so both methods cut the images alike. Required
+            without ``scores``.
+
+    Returns:
+        {method: (N,) cluster per image}, methods from :data:`METHODS`, ``kmeans`` first.
+    """
+    if n_clusters is None:
+        if scores is None:
+            raise ValueError("without prototype scores, say how many k-means clusters: n_clusters")
+        n_clusters = scores.shape[1]
+    assignments = {"kmeans": kmeans_assignments(features, n_clusters, seed=seed)}
+    if scores is not None:
+        assignments["prototypes"] = scores.argmax(dim=1)  # (N,)
+    return assignments
 
 
 def score_rows(
@@ -138,7 +198,7 @@ def gallery(
         whose nearest prototype it is), majority (class among the row's images) and purity (its
         share there).
     """
-    uses = torch.bincount(scores.argmax(dim=1), minlength=scores.shape[1])
+    uses = prototype_usage(scores)  # (K,)
     rows = []
     for prototype in uses.argsort(descending=True, stable=True)[:n_prototypes].tolist():
         top = scores[:, prototype].topk(min(n_images, len(scores))).indices

@@ -1,5 +1,5 @@
 """Features of a backbone: load it (or a random one), the evaluation images, frozen features and
-their cache.
+their cache, and the weighted k-NN of those features under both BN settings.
 
 Label-fraction evaluation (:mod:`swavnb.finetune`), the probes notebook and the headless study
 share these, so each backbone's frozen features are extracted once per BN setting.
@@ -19,7 +19,7 @@ from swavnb.data import CifarSplit, label_subset, load_cifar100
 from swavnb.layout import SCRATCH, is_random_init, resolve
 from swavnb.model import SwAVModel, cifar_resnet18
 from swavnb.precision import precision_name, use_bf16
-from swavnb.probes import extract_features, precise_batchnorm
+from swavnb.probes import extract_features, knn_accuracy, precise_batchnorm
 
 
 def load_backbone(
@@ -133,3 +133,38 @@ def frozen_features(
         if path is not None:
             atomic_save(features[-1], path)
     return features[0], features[1]
+
+
+def knn_by_bn_stats(
+    backbone: nn.Module,
+    pool: CifarSplit,
+    test: CifarSplit,
+    device: torch.device,
+    config: FinetuneConfig,
+    cache: Path | None,
+    tag: str,
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Weighted k-NN of frozen features under the preset's BN statistics and under pretraining's
+    (``ema``): the effect of the statistics alone, with everything else equal.
+
+    Args:
+        tag: identifies the backbone (see :func:`feature_tag`); features come from the cache when
+            :func:`frozen_features` has extracted them already.
+
+    Returns:
+        {bn_stats: {k: {"top1": %, "top5": %}}}, the preset's setting first.
+    """
+    knn = {}
+    for bn_stats in dict.fromkeys((config.bn_stats, "ema")):  # once when the preset's is ema
+        pool_features, test_features = frozen_features(
+            backbone, pool, test, device, config, cache, tag, bn_stats
+        )
+        knn[bn_stats] = knn_accuracy(
+            pool_features,
+            pool.fine,
+            test_features,
+            test.fine,
+            ks=config.knn_k,
+            temperature=config.knn_temperature,
+        )
+    return knn

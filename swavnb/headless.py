@@ -14,21 +14,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from swavnb import cli
-from swavnb.clusters import kmeans_assignments, prototype_scores, score_rows
+from swavnb.clusters import cluster_assignments, prototype_scores, score_rows
 from swavnb.config import finetune_config, pretrain_config
 from swavnb.distributed import pick_device
-from swavnb.features import evaluation_data, feature_tag, frozen_features, load_backbone
+from swavnb.features import (
+    evaluation_data,
+    feature_tag,
+    frozen_features,
+    knn_by_bn_stats,
+    load_backbone,
+)
 from swavnb.finetune import finetune
 from swavnb.layout import (
     SCRATCH,
     encoder_folder,
     evaluation_folder,
-    is_random_init,
     probes_folder,
     resolve,
 )
 from swavnb.model import SwAVModel
-from swavnb.probes import knn_accuracy
 from swavnb.results import save_clusters, save_knn, write_results
 from swavnb.train import pretrain
 
@@ -71,6 +75,7 @@ def run_probes(p: Mapping[str, Any]) -> None:
     preset, checkpoint, seed = p["preset"], p["checkpoint"], p.get("seed", 0)
     config = finetune_config(
         preset,
+        seed=seed,
         data_root=p.get("data_root", ""),
         device=p.get("device", "auto"),
         amp=p.get("amp", "auto"),
@@ -84,43 +89,18 @@ def run_probes(p: Mapping[str, Any]) -> None:
     backbone, aug = load_backbone(checkpoint, seed, config.image_size)
     pool, test = evaluation_data(config)
     tag = feature_tag(checkpoint, aug)
-    knn, test_features = {}, None
-    for bn_stats in (config.bn_stats, "ema"):
-        pool_features, features = frozen_features(
-            backbone, pool, test, device, config, cache, tag, bn_stats
-        )
-        knn[bn_stats] = knn_accuracy(
-            pool_features,
-            pool.fine,
-            features,
-            test.fine,
-            ks=config.knn_k,
-            temperature=config.knn_temperature,
-        )
-        test_features = features if test_features is None else test_features
-    save_knn(knn, config.preset, aug, out_dir)
-    if is_random_init(checkpoint) or aug == SCRATCH:
-        n_clusters, assignments = pretrain_config(preset).n_prototypes, {}
-    else:
-        model = SwAVModel.from_checkpoint(checkpoint).to(device)
-        n_clusters = model.prototypes.weight.shape[0]
-        assignments = {
-            "prototypes": prototype_scores(model, test.images, device, amp=config.amp).argmax(dim=1)
-        }
-    assignments = {
-        "kmeans": kmeans_assignments(test_features, n_clusters, seed=seed),
-        **assignments,
-    }
-    save_clusters(
-        score_rows(
-            assignments,
-            {"fine": test.fine, "superclass": test.coarse},
-            config.preset,
-            aug,
-            n_clusters,
-        ),
-        out_dir,
+    _, test_features = frozen_features(backbone, pool, test, device, config, cache, tag)
+    save_knn(
+        knn_by_bn_stats(backbone, pool, test, device, config, cache, tag), preset, aug, out_dir
     )
+    scores = None
+    if aug != SCRATCH:
+        model = SwAVModel.from_checkpoint(checkpoint).to(device)
+        scores = prototype_scores(model, test.images, device, amp=config.amp)  # (N, K)
+    n_clusters = pretrain_config(preset).n_prototypes if scores is None else scores.shape[1]
+    assignments = cluster_assignments(test_features, scores, n_clusters, seed)
+    targets = {"fine": test.fine, "superclass": test.coarse}
+    save_clusters(score_rows(assignments, targets, preset, aug, n_clusters), out_dir)
 
 
 def run_results(p: Mapping[str, Any]) -> None:

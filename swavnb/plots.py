@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from swavnb.augment import Augmentation, denormalize
+from swavnb.clusters import usage_summary
 from swavnb.layout import resolve
-from swavnb.probes import usage_summary
 from swavnb.results import SEED_MODE, SEED_RESULTS, aug_rank
 
 _PALETTE = sns.color_palette("deep")
@@ -239,7 +239,7 @@ def usage_histogram(counts: torch.Tensor, title: str = "") -> Figure:
 
     Args:
         counts: (K,) images whose nearest prototype is each one
-            (:func:`swavnb.probes.prototype_usage`).
+            (:func:`swavnb.clusters.prototype_usage`).
     """
     ordered = counts.sort(descending=True).values.cpu().numpy()
     summary = usage_summary(counts)

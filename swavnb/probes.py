@@ -4,7 +4,6 @@ prototype usage."""
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 
 import torch
@@ -13,7 +12,6 @@ from torch import nn
 
 from swavnb.accuracy import topk_accuracy
 from swavnb.augment import eval_transform
-from swavnb.clusters import prototype_scores
 from swavnb.precision import autocast, use_bf16
 
 
@@ -180,33 +178,3 @@ def nearest_neighbours(query: torch.Tensor, bank: torch.Tensor, n: int = 8) -> t
     """Indices (Q, n) of the ``n`` most cosine-similar rows of ``bank`` for each query row."""
     similarity = F.normalize(query.float(), dim=1) @ F.normalize(bank.float(), dim=1).T
     return similarity.topk(n, dim=1).indices
-
-
-@torch.no_grad()
-def prototype_usage(
-    model: nn.Module,
-    images: torch.Tensor,
-    device: torch.device | str = "cpu",
-    batch_size: int = 500,
-    amp: str | bool = "auto",
-) -> torch.Tensor:
-    """How many images have each prototype as their nearest: (K,) counts.
-
-    A healthy SwAV model spreads images over many prototypes; a collapsed one
-    piles them onto a few.
-    """
-    scores = prototype_scores(model, images, device, batch_size, amp)  # (N, K)
-    return torch.bincount(scores.argmax(dim=1), minlength=scores.shape[1])
-
-
-def usage_summary(counts: torch.Tensor) -> dict[str, float]:
-    """Assignment diagnostics from per-prototype counts of nearest-prototype hits.
-
-    A collapsing run sends everything to a handful of prototypes: the entropy of
-    the counts (normalised by log K, so 1 = uniform) falls towards 0 and the share
-    of prototypes used drops.
-    """
-    p = counts.double().cpu() / counts.sum().clamp(min=1).item()
-    nonzero = p[p > 0]
-    entropy = -(nonzero * nonzero.log()).sum() / math.log(len(counts))
-    return {"usage_entropy": float(entropy), "prototypes_used": float((counts > 0).double().mean())}

@@ -20,6 +20,7 @@ from tqdm import (
 from swavnb import distributed
 from swavnb.augment import Augmentation, MultiCrop
 from swavnb.checkpoint import load_checkpoint, save_checkpoint, write_json
+from swavnb.clusters import prototype_usage, usage_summary
 from swavnb.config import PretrainConfig, as_dict, validate_pretrain
 from swavnb.data import CifarSplit, batch_indices, label_subset, load_cifar100, steps_per_epoch
 from swavnb.distributed import device_name
@@ -28,7 +29,6 @@ from swavnb.layout import CHECKPOINT, METRICS, resolve
 from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
 from swavnb.precision import autocast, precision_name, use_bf16
-from swavnb.probes import usage_summary
 
 # where the data lives, the device, its precision (bf16 or float32: the same training within bf16
 # noise), compiling and how often a run logs or saves do not change its result: a run may resume
@@ -406,7 +406,7 @@ class Pretrainer:
             )
             self.pending.append((step, loss))
             tally["loss"] += loss
-            tally["usage"] += torch.bincount(scores.argmax(dim=1), minlength=config.n_prototypes)
+            tally["usage"] += prototype_usage(scores)  # (K,)
             tally["steps"] += 1
             steps_since += 1
             bar.update(1)

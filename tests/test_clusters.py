@@ -5,15 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from swavnb.augment import eval_transform
 from swavnb.clusters import (
     COLUMNS,
+    cluster_assignments,
     cluster_scores,
     gallery,
     kmeans_assignments,
     majority_names,
     prototype_scores,
+    prototype_usage,
     purity,
     score_rows,
+    usage_summary,
 )
 from swavnb.model import SwAVModel
 from swavnb.results import collect_clusters, save_clusters, write_results
@@ -83,6 +87,31 @@ def test_prototype_scores_are_the_models_first_view_scores():
     assert (
         scores.abs().max() <= 1 + 1e-5
     )  # cosine similarities of normalised embedding and prototypes
+    with torch.no_grad():
+        expected = model([eval_transform(images)])[1][0]  # one batch, the model's own forward
+    assert torch.allclose(scores, expected, atol=1e-5)
+    nearest = expected.argmax(dim=1)
+    assert torch.equal(prototype_usage(scores), torch.bincount(nearest, minlength=6))
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        prototype_usage(scores[0])
+
+
+def test_assignments_cut_every_encoder_by_kmeans_and_prototype_encoders_by_prototypes_too():
+    labels = torch.arange(3).repeat_interleave(20)
+    features = torch.eye(3, 8)[labels] * 10 + 0.1 * torch.randn(
+        60, 8, generator=torch.Generator().manual_seed(0)
+    )
+    nearest = torch.arange(60) % 3  # another partition than the features' groups
+    scores = torch.eye(3)[nearest] + 0.01  # (60, 3)
+    both = cluster_assignments(features, scores, seed=0)
+    assert list(both) == ["kmeans", "prototypes"]
+    assert torch.equal(both["prototypes"], nearest)
+    assert both["kmeans"].unique().numel() == 3  # as many k-means clusters as prototypes
+    assert cluster_scores(both["kmeans"], labels)["ari"] == pytest.approx(1.0)
+    alone = cluster_assignments(features, None, n_clusters=3, seed=0)
+    assert list(alone) == ["kmeans"] and torch.equal(alone["kmeans"], both["kmeans"])
+    with pytest.raises(ValueError, match="n_clusters"):
+        cluster_assignments(features)
 
 
 def test_the_csv_has_a_row_per_encoder_method_target_and_score(tmp_path):
@@ -103,3 +132,12 @@ def test_the_csv_has_a_row_per_encoder_method_target_and_score(tmp_path):
     results = write_results("smoke", tmp_path / "runs", tmp_path / "results")
     assert (tmp_path / "results" / "smoke" / "clusters.csv").is_file()
     assert "## Cluster quality" in results.tables and "| scratch | – | – |" in results.tables
+
+
+def test_usage_summary_detects_collapse():
+    uniform = usage_summary(torch.full((100,), 5))
+    collapsed = usage_summary(torch.tensor([500] + [0] * 99))
+    assert uniform["usage_entropy"] == pytest.approx(1.0) and uniform["prototypes_used"] == 1.0
+    assert collapsed["usage_entropy"] == pytest.approx(0.0) and collapsed[
+        "prototypes_used"
+    ] == pytest.approx(0.01)

@@ -8,10 +8,16 @@ import pytest
 import torch
 
 from swavnb.config import finetune_config, pretrain_config
-from swavnb.features import evaluation_data, feature_tag, frozen_features, load_backbone
+from swavnb.features import (
+    evaluation_data,
+    feature_tag,
+    frozen_features,
+    knn_by_bn_stats,
+    load_backbone,
+)
 from swavnb.finetune import finetune
 from swavnb.layout import SCRATCH
-from swavnb.probes import extract_features, precise_batchnorm
+from swavnb.probes import extract_features, knn_accuracy, precise_batchnorm
 from swavnb.train import pretrain
 
 TINY = dict(
@@ -129,6 +135,33 @@ def test_bn_settings_are_cached_apart_and_precise_statistics_come_from_the_pool(
     assert torch.allclose(
         other_test, extract_features(recalibrated, test.images, amp=config.amp), atol=1e-5
     )
+
+
+def test_knn_under_both_bn_settings_is_knn_of_each_settings_frozen_features(tmp_path, checkpoint):
+    config = finetune_config("smoke", **TINY, knn_k=(5, 20))
+    backbone, aug = load_backbone(str(checkpoint), config.seed)
+    pool, test = evaluation_data(config)
+    cache, tag = tmp_path / "cache", feature_tag(str(checkpoint), aug)
+    knn = knn_by_bn_stats(backbone, pool, test, torch.device("cpu"), config, cache, tag)
+    assert list(knn) == ["precise", "ema"] and len(list(cache.iterdir())) == 4
+    for bn_stats, rows in knn.items():
+        features = frozen_features(
+            backbone, pool, test, torch.device("cpu"), config, cache, tag, bn_stats
+        )
+        expected = knn_accuracy(
+            features[0],
+            pool.fine,
+            features[1],
+            test.fine,
+            ks=(5, 20),
+            temperature=config.knn_temperature,
+        )
+        assert rows == expected
+    assert knn["precise"] != knn["ema"]  # the statistics alone change the neighbours
+    ema_only = finetune_config("smoke", **TINY, knn_k=(5,), bn_stats="ema")
+    assert list(
+        knn_by_bn_stats(backbone, pool, test, torch.device("cpu"), ema_only, cache, tag)
+    ) == ["ema"]
 
 
 def test_random_init_baseline_is_labelled_scratch(tmp_path):

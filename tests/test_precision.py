@@ -7,7 +7,7 @@ import inspect
 import pytest
 import torch
 
-from swavnb import finetune, probes
+from swavnb import clusters, finetune, probes
 from swavnb.config import FinetuneConfig, PretrainConfig, finetune_config, pretrain_config
 from swavnb.distributed import device_name
 from swavnb.precision import check_amp, cpu_capability, native_bf16, use_bf16
@@ -79,7 +79,7 @@ def test_no_default_forces_bf16_without_asking_the_hardware():
     assert PretrainConfig().amp == "auto" and FinetuneConfig().amp == "auto"
     for preset in ("paper", "swav", "quick", "smoke"):
         assert pretrain_config(preset).amp == "auto" and finetune_config(preset).amp == "auto"
-    functions = [probes.precise_batchnorm, probes.extract_features, probes.prototype_usage]
+    functions = [probes.precise_batchnorm, probes.extract_features, clusters.prototype_scores]
     for function in functions:
         assert inspect.signature(function).parameters["amp"].default == "auto", function.__name__
     assert "amp" not in inspect.signature(finetune.finetune).parameters  # it follows its config
