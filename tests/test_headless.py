@@ -4,13 +4,16 @@ export, import into fresh folders, then the probes and results notebooks on the 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from swavnb import headless, study
-from swavnb.layout import RESULT
+from swavnb.layout import CLUSTERS, KNN, RESULT, project_root
 
 
 def _study(runs: Path, *extra: str) -> list[str]:
@@ -31,33 +34,59 @@ def _study(runs: Path, *extra: str) -> list[str]:
     ]
 
 
+# what the offline GPU node lacks (DEVELOPERS.md): its Python has torch, torchvision, numpy, pandas,
+# matplotlib, seaborn, scikit-learn, Pillow and tqdm, and none of these
+NODE_LACKS = (
+    "kornia",
+    "papermill",
+    "nbformat",
+    "nbclient",
+    "jupyter_client",
+    "ipykernel",
+    "IPython",
+    "nbval",
+    "jupyterlab",
+)
+
+
+def _node_path(root: Path) -> Path:
+    """A folder that, first on PYTHONPATH, makes every import of :data:`NODE_LACKS` fail."""
+    folder = root / "node-lacks"
+    for name in NODE_LACKS:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is not installed on the offline GPU node')\n"
+        )
+    return folder
+
+
+def _node_run(args: list[str], node_path: Path) -> subprocess.CompletedProcess:
+    """A command run as on the node: every process of it (the study and each step) lacks
+    :data:`NODE_LACKS`."""
+    env = {**os.environ, "PYTHONPATH": str(node_path)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=project_root(), env=env, capture_output=True, text=True
+    )
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("node")
-    # the GPU node has no kornia: an import of it fails in every step's process
-    blocker = root / "no-kornia" / "kornia"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text(
-        "raise ImportError('kornia is not installed on this node')\n"
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(blocker.parent))
-        assert (
-            study.main(
-                _study(
-                    root / "runs",
-                    "--headless",
-                    "--jobs",
-                    "2",
-                    "--export",
-                    str(root / "export"),
-                    "--data_root",
-                    str(data_root),
-                )
-            )
-            == 0
-        )
+    node_path = _node_path(root)
+    command = _study(root / "runs", "--headless", "--jobs", "2", "--export", str(root / "export"))
+    done = _node_run(["-m", "swavnb.study", *command, "--data_root", str(data_root)], node_path)
+    assert done.returncode == 0, done.stdout + done.stderr
     return root
+
+
+def test_the_node_side_imports_nothing_it_lacks(tmp_path):
+    modules = "swavnb.study, swavnb.headless, swavnb.transfer, swavnb.bench, swavnb.plots"
+    check = f"import sys, {modules}; print(sorted(set(sys.modules) & set({NODE_LACKS!r})))"
+    done = _node_run(["-c", check], _node_path(tmp_path))
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+    # the blockers work: what the notebooks need fails there with the node's message
+    done = _node_run(["-c", "import papermill"], _node_path(tmp_path / "again"))
+    assert done.returncode != 0 and "not installed on the offline GPU node" in done.stderr
 
 
 def test_headless_study_runs_every_step_without_jupyter_and_exports_few_small_files(exported):
@@ -119,3 +148,21 @@ def test_headless_and_notebook_runs_of_a_step_give_the_same_row(smoke_study, tmp
     for row in (notebook_row, headless_row):
         row.pop("seconds")
     assert headless_row == notebook_row
+
+
+@pytest.mark.parametrize("aug", ["flip", "scratch"])
+def test_headless_and_notebook_probes_save_the_same_numbers(smoke_study, tmp_path, data_root, aug):
+    encoder = smoke_study["runs"] / "smoke" / aug
+    headless.run_step(
+        "probes",
+        {
+            "preset": "smoke",
+            "checkpoint": "none" if aug == "scratch" else str(encoder / "checkpoint.pt"),
+            "out_dir": str(tmp_path / "probes"),
+            "cache_dir": str(tmp_path / "cache"),  # features extracted anew, not the notebook's
+            "data_root": str(data_root),
+        },
+    )
+    for name in (KNN, CLUSTERS):
+        notebook = json.loads((encoder / "probes" / name).read_text())
+        assert json.loads((tmp_path / "probes" / name).read_text()) == notebook, name
