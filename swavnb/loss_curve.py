@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--json", default="", help="write the report here")
     parser.add_argument(
-        "--figures", default="", help="also save the curves as FIGURES/loss-curve-<device>.png/svg"
+        "--figures",
+        default="",
+        help="also save the curves as FIGURES/loss-curve-<gpu|cpu-CAPABILITY>.png/svg",
     )
     args = parser.parse_args(argv)
     config = pretrain_config(
@@ -139,10 +141,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.figures:
         from swavnb.plots import save_figure, step_loss_curves
 
-        kind = "gpu" if device.type == "cuda" else "cpu"
+        # per CPU kind (cpu-avx2, cpu-avx512), so one kind's figure never overwrites another's
+        kind = "gpu" if device.type == "cuda" else f"cpu-{torch.backends.cpu.get_cpu_capability()}"
         title = f"{report['preset']}/{report['aug']}: fast path vs reference ({report['device']})"
         save_figure(
-            step_loss_curves(report["curves"], title=title), args.figures, f"loss-curve-{kind}"
+            step_loss_curves(report["curves"], title=title),
+            args.figures,
+            f"loss-curve-{kind.lower()}",
         )
     return report
 
