@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 from swavnb.bench import cycling_steps  # noqa: E402
 from swavnb.config import pretrain_config  # noqa: E402
-from swavnb.distributed import device_name, pick_device  # noqa: E402
+from swavnb.device import device_name, pick_device  # noqa: E402
 from swavnb.train import Pretrainer  # noqa: E402
 
 # (preset, aug, batch, steps per repetition): the benchmark's four cases (the paper preset at the

@@ -21,7 +21,7 @@ import torch
 
 from swavnb.bench import cycling_steps
 from swavnb.config import pretrain_config
-from swavnb.distributed import device_name
+from swavnb.device import device_name
 from swavnb.precision import native_bf16
 from swavnb.train import Pretrainer
 

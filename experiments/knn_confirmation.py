@@ -24,7 +24,7 @@ import torch
 
 from swavnb.checkpoint import load_checkpoint
 from swavnb.config import finetune_config
-from swavnb.distributed import device_name
+from swavnb.device import device_name
 from swavnb.features import evaluation_data, frozen_features, load_backbone
 from swavnb.probes import knn_accuracy
 

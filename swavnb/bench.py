@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from swavnb.checkpoint import write_json
 from swavnb.config import pretrain_config
 from swavnb.data import epoch_permutation
-from swavnb.distributed import pick_device, run_facts
+from swavnb.device import pick_device, run_facts
 from swavnb.precision import autocast, precision_name, use_bf16
 from swavnb.reference import ReferenceTrainer
 from swavnb.train import Pretrainer, training_images

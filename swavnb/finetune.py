@@ -20,7 +20,7 @@ from swavnb.augment import finetune_transform
 from swavnb.checkpoint import load_checkpoint, write_json
 from swavnb.config import FRACTIONS, MODES, PRESETS, FinetuneConfig, finetune_config
 from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset
-from swavnb.distributed import device_name, pick_device
+from swavnb.device import device_name, pick_device
 from swavnb.features import evaluation_data, feature_tag, frozen_features, load_backbone
 from swavnb.layout import RESULT, SCRATCH, encoder_folder, is_random_init, resolve
 from swavnb.model import BACKBONE_DIM

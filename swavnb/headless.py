@@ -16,7 +16,7 @@ from typing import Any
 from swavnb import cli
 from swavnb.clusters import cluster_assignments, prototype_scores, score_rows
 from swavnb.config import finetune_config, pretrain_config
-from swavnb.distributed import pick_device
+from swavnb.device import pick_device
 from swavnb.features import (
     evaluation_data,
     feature_tag,

@@ -22,7 +22,7 @@ import torch
 from swavnb.checkpoint import write_json
 from swavnb.config import PretrainConfig, pretrain_config
 from swavnb.data import batch_indices
-from swavnb.distributed import pick_device, run_facts
+from swavnb.device import pick_device, run_facts
 from swavnb.reference import ReferenceTrainer
 from swavnb.train import Pretrainer, training_images
 

@@ -30,7 +30,7 @@ from swavnb.augment import AUGMENTATIONS
 from swavnb.checkpoint import CheckpointError, load_checkpoint
 from swavnb.config import FRACTIONS, MODES, PRESETS
 from swavnb.data import check_fraction
-from swavnb.distributed import device_name, pick_device
+from swavnb.device import hardware
 from swavnb.layout import (
     CHECKPOINT,
     KNN,
@@ -45,7 +45,6 @@ from swavnb.layout import (
     run_folder,
     shown,
 )
-from swavnb.precision import precision_name, use_bf16
 
 STUDY_AUGS = ("jitter", "flip", "swav")  # the seed's two strategies, then SwAV's recipe
 KERNEL = "python3"
@@ -56,13 +55,6 @@ PUBLISHED = {
     "probes": "probes-swav",
     "results": "results",
 }
-
-
-def hardware(device: str = "auto", amp: str | bool = "auto") -> str:
-    """What ``device`` (auto / cuda / cpu) runs on and in which precision ``amp`` resolves to there,
-    in words."""
-    resolved = pick_device(device)
-    return f"{device_name(resolved)}, {precision_name(use_bf16(amp, resolved))}"
 
 
 @dataclass
@@ -211,7 +203,7 @@ class StepFailed(RuntimeError):
 
 def execute(step: Step) -> None:
     """Run one step's notebook with papermill; a raising cell becomes a :class:`StepFailed`."""
-    import papermill  # imported here: notebooks import this module only for :func:`hardware`
+    import papermill  # imported here: a headless study (an offline GPU node) has no papermill
     from papermill.exceptions import PapermillExecutionError
 
     step.output.parent.mkdir(parents=True, exist_ok=True)

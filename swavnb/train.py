@@ -23,7 +23,7 @@ from swavnb.checkpoint import load_checkpoint, save_checkpoint, write_json
 from swavnb.clusters import prototype_usage, usage_summary
 from swavnb.config import PretrainConfig, as_dict, validate_pretrain
 from swavnb.data import CifarSplit, batch_indices, label_subset, load_cifar100, steps_per_epoch
-from swavnb.distributed import device_name
+from swavnb.device import device_name
 from swavnb.errors import CompileError, NonFiniteLossError
 from swavnb.layout import CHECKPOINT, METRICS, resolve
 from swavnb.loss import swav_loss

@@ -9,7 +9,6 @@ import torch
 
 from swavnb import clusters, finetune, probes
 from swavnb.config import FinetuneConfig, PretrainConfig, finetune_config, pretrain_config
-from swavnb.distributed import device_name
 from swavnb.precision import check_amp, cpu_capability, native_bf16, use_bf16
 
 
@@ -42,11 +41,6 @@ def test_auto_on_a_gpu_asks_for_native_bf16_not_emulation(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
     assert use_bf16("auto", "cuda") is False and asked == {"including_emulation": False}
-
-
-def test_the_capability_is_named_next_to_the_cpu_model(monkeypatch):
-    _cpu_has(monkeypatch, False, False)
-    assert f"({torch.backends.cpu.get_cpu_capability()})" in device_name(torch.device("cpu"))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,66 @@
+"""Which device a run uses, and how results and logs name it: GPU model, or CPU model with its
+vector capability and threads, plus the precision ``amp`` resolves to there."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swavnb.precision import cpu_capability, precision_name, use_bf16
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` is the local GPU when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto"
+            )
+        return torch.device("cuda", local_rank)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {name!r}; choose auto, cuda or cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The hardware in words, for results and logs: the GPU's name, or the CPU model, capability and
+    threads.
+
+    The capability tells apart CPUs sold under one name (``AMD EPYC`` is AVX2-only Zen 3 or
+    AVX512 + bf16 Zen 4), which decides the precision and the speed of a run.
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        model = names[0] if names else model
+    return f"cpu: {model} ({cpu_capability()}), {torch.get_num_threads()} threads"
+
+
+def run_facts(device: torch.device, workers: int) -> dict[str, Any]:
+    """What a reader needs to compare two reports: device, torch version, threads, reference
+    workers."""
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "reference_workers": workers,
+    }
+
+
+def hardware(device: str = "auto", amp: str | bool = "auto") -> str:
+    """What ``device`` (auto / cuda / cpu) runs on and in which precision ``amp`` resolves to there,
+    in words: the notebooks' and the study's device line."""
+    resolved = pick_device(device)
+    return f"{device_name(resolved)}, {precision_name(use_bf16(amp, resolved))}"

@@ -1,0 +1,30 @@
+"""Device choice and the words results and logs use for it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swavnb.device import device_name, hardware, pick_device, run_facts
+
+
+def test_auto_is_the_cpu_without_a_gpu_and_cuda_without_one_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu") and pick_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="no CUDA GPU is visible; use --device cpu or auto"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="choose auto, cuda or cpu"):
+        pick_device("tpu")
+
+
+def test_the_cpu_is_named_with_its_capability_and_threads():
+    name = device_name(torch.device("cpu"))
+    assert name.startswith("cpu: ")
+    assert f"({torch.backends.cpu.get_cpu_capability()}" in name  # AVX2 vs AVX512: other machines
+    assert name.endswith(f", {torch.get_num_threads()} threads")
+    assert run_facts(torch.device("cpu"), 2)["device"] == name
+
+
+def test_the_device_line_says_the_precision_amp_resolves_to():
+    assert hardware("cpu", "false") == f"{device_name(torch.device('cpu'))}, float32"
+    assert hardware("cpu", "true").endswith(", bf16")
