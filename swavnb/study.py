@@ -258,6 +258,7 @@ def run(
     jobs: int = 1,
     headless: bool = False,
     on_done: Callable[[Step], None] = lambda step: None,
+    keep_going: bool = False,
 ) -> int:
     """Execute the steps, skipping those already done (unless ``force``), up to ``jobs`` at a time.
 
@@ -265,24 +266,32 @@ def run(
     step (results) also reruns whenever an earlier one ran, so the tables are current. In notebook
     mode a step that ``draws`` also runs when its results exist but its executed notebook does not
     (results that came from a headless run). ``on_done`` is called after each executed step (the
-    export). After a failure no new step starts; the running ones finish, then it is raised.
+    export). After a failure no new step starts, unless ``keep_going``: then only the steps that
+    read the failed one's results are left out (``make -k``), for a run that gets one chance. The
+    running steps finish, then the failures are raised together.
 
     Returns:
         How many steps were executed.
     """
-    start, executed, finished = time.perf_counter(), 0, set()
+    start, executed, finished, failed = time.perf_counter(), 0, set(), set()
     elapsed = lambda: str(timedelta(seconds=round(time.perf_counter() - start)))
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    threads = max(1, available_cores() // jobs) if jobs > 1 else 0
     work = (lambda step: execute_headless(step, threads)) if headless else execute
     numbered = {step.name: f"[{index}/{len(steps)}]" for index, step in enumerate(steps, 1)}
-    pending, running, failure = list(steps), {}, None
+    pending, running, failures = list(steps), {}, []
+    stopped = lambda: bool(failures) and not keep_going
     with ThreadPoolExecutor(
         max_workers=jobs
     ) as pool:  # each step is a process of its own (kernel or worker)
-        while (pending and failure is None) or running:
-            while (
-                failure is None and len(running) < jobs
-            ):  # the first ready step in plan order, again and again
+        while (pending and not stopped()) or running:
+            while blocked := [s for s in pending if failed.intersection(s.after)]:
+                for step in blocked:  # in plan order, and so on down the line
+                    pending.remove(step)
+                    needs = ", ".join(sorted(failed.intersection(step.after)))
+                    failed.add(step.name)
+                    log(f"{numbered[step.name]} {elapsed()} {step.name}: left out, needs {needs}")
+            while not stopped() and len(running) < jobs:
+                # the first ready step in plan order, again and again
                 step = next((s for s in pending if all(name in finished for name in s.after)), None)
                 if step is None:
                     break
@@ -298,7 +307,7 @@ def run(
                         path.unlink(missing_ok=True)
                 running[pool.submit(work, step)] = (step, time.perf_counter())
             if not running:
-                if pending and failure is None:
+                if pending and not stopped():
                     raise RuntimeError(
                         f"steps {[s.name for s in pending]} wait for steps that are not planned"
                     )
@@ -308,7 +317,9 @@ def run(
                 try:
                     future.result()
                 except StepFailed as error:
-                    failure = failure or error
+                    failures.append(error)
+                    failed.add(step.name)
+                    log(f"{numbered[step.name]} {elapsed()} {step.name}: FAILED")
                     continue
                 executed += 1
                 finished.add(step.name)
@@ -317,9 +328,20 @@ def run(
                     f"{numbered[step.name]} {elapsed()} {step.name}: "
                     f"done in {time.perf_counter() - tic:.0f} s"
                 )
-    if failure is not None:
-        raise failure
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise StepFailed(f"{len(failures)} steps failed:\n" + "\n".join(map(str, failures)))
     return executed
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, as a container or job scheduler sets
+    it), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def bake_parameters(notebook: Any) -> Any:
@@ -508,6 +530,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="redo steps whose results exist")
     parser.add_argument(
+        "--keep_going",
+        action="store_true",
+        help="after a failed step, go on with every step that does not read its results "
+        "(for a run that gets one chance); the failures are reported at the end",
+    )
+    parser.add_argument(
         "--headless",
         action="store_true",
         help="run the steps through the package's functions, without Jupyter or papermill (figures "
@@ -585,7 +613,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         if args.bench:
-            print(f"benchmark: {benchmark(args.runs_dir, args.preset)}", flush=True)
+            try:
+                print(f"benchmark: {benchmark(args.runs_dir, args.preset)}", flush=True)
+            except subprocess.SubprocessError as error:  # a measurement beside the study
+                print(f"benchmark failed ({error}); the study goes on", file=sys.stderr, flush=True)
             if args.export:
                 _exporter(args)(Step("bench", "bench", {}, Path(), lambda: True))
         run(
@@ -595,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs=args.jobs,
             headless=args.headless,
             on_done=_exporter(args) if args.export else lambda step: None,
+            keep_going=args.keep_going,
         )
     except (StepFailed, FileNotFoundError, ValueError, subprocess.SubprocessError) as error:
         print(

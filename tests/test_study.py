@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import time
 from pathlib import Path
 
@@ -323,6 +324,62 @@ def test_a_failing_step_stops_new_ones_and_is_reported_after_the_running_finish(
     with pytest.raises(study.StepFailed, match="bad failed"):
         run(steps, jobs=2, log=lambda line: None)
     assert (tmp_path / "slow").is_file() and not (tmp_path / "later").exists()
+
+
+def test_keep_going_leaves_out_only_what_reads_a_failed_step(tmp_path, monkeypatch):
+    def fake_execute(step: Step) -> None:
+        if step.name == "pretrain bad":
+            raise study.StepFailed("pretrain bad failed in notebooks/pretrain.ipynb")
+        if step.name == "eval broken":
+            raise study.StepFailed("eval broken failed in notebooks/finetune.ipynb")
+        (tmp_path / step.name).write_text("done")
+
+    monkeypatch.setattr(study, "execute", fake_execute)
+    done = lambda name: lambda: (tmp_path / name).is_file()
+    steps = [
+        Step("pretrain", "pretrain bad", {}, tmp_path / "1", done("pretrain bad")),
+        Step("pretrain", "pretrain good", {}, tmp_path / "2", done("pretrain good")),
+        Step("finetune", "eval bad", {}, tmp_path / "3", done("eval bad"), after=["pretrain bad"]),
+        Step(
+            "finetune", "eval good", {}, tmp_path / "4", done("eval good"), after=["pretrain good"]
+        ),
+        Step("finetune", "eval broken", {}, tmp_path / "5", done("eval broken")),
+        Step(
+            "results",
+            "results",
+            {},
+            tmp_path / "6",
+            done("results"),
+            after=["eval bad", "eval good"],
+        ),
+    ]
+    lines = []
+    with pytest.raises(study.StepFailed, match="2 steps failed") as failure:
+        run(steps, jobs=2, log=lines.append, keep_going=True)
+    assert "pretrain bad failed" in str(failure.value) and "eval broken failed" in str(
+        failure.value
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval good", "pretrain good"]
+    left_out = [line for line in lines if "left out" in line]
+    assert len(left_out) == 2 and left_out[0].endswith("eval bad: left out, needs pretrain bad")
+    assert left_out[1].endswith("results: left out, needs eval bad")  # and down the line
+    # without keep_going the first failure stops every new step, as before
+    for path in tmp_path.iterdir():
+        path.unlink()
+    with pytest.raises(study.StepFailed, match="pretrain bad failed"):
+        run(steps, jobs=1, log=lambda line: None)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_benchmark_is_reported_and_the_study_goes_on(tmp_path, monkeypatch, capsys):
+    def broken_benchmark(runs_dir, preset, timeout=300):
+        raise subprocess.TimeoutExpired(["python", "-m", "swavnb.bench"], timeout)
+
+    ran = []
+    monkeypatch.setattr(study, "benchmark", broken_benchmark)
+    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: ran.append(len(steps)) or 0)
+    assert study.main(["--preset", "smoke", "--bench", "--runs_dir", str(tmp_path)]) == 0
+    assert ran and "benchmark failed" in capsys.readouterr().err
 
 
 def test_modes_can_leave_out_the_linear_evaluations():
