@@ -36,6 +36,11 @@ def write_json(path: str | os.PathLike, payload: Any) -> None:
     _atomic_write(path, lambda file: file.write(json.dumps(payload, indent=1).encode()))
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (as :func:`atomic_save`)."""
+    _atomic_write(path, lambda file: file.write(data))
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     path = resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)

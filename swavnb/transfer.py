@@ -13,37 +13,42 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from swavnb.checkpoint import load_checkpoint, save_checkpoint
+from swavnb.checkpoint import load_checkpoint, save_checkpoint, write_bytes
 from swavnb.layout import CHECKPOINT, resolve
 
 FORMAT = "swavnb-export-v1"
 PART_BYTES = 15 * 2**20
 _RESULT_FILES = ("*.json",)  # every result, metrics, k-NN and clusters row, and the benchmark
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+# each headless step's log, its end only: what failed on a machine that is gone afterwards
+_LOG_FILES, LOG_TAIL_BYTES = ("notebooks/*.log",), 64 * 2**10
 
 
 def export_results(runs_dir: str | os.PathLike, preset: str, dest: str | os.PathLike) -> Path:
-    """(Re)write ``dest/results-<preset>.tar.gz`` with every JSON under ``runs_dir/<preset>``;
-    returns it."""
+    """(Re)write ``dest/results-<preset>.tar.gz``: every JSON under ``runs_dir/<preset>``, and the
+    end of each headless step's log; returns it."""
     run_dir, dest = resolve(runs_dir) / preset, resolve(dest)
     dest.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
+    files = [(p, 0) for pattern in _RESULT_FILES for p in sorted(run_dir.rglob(pattern))]
+    files += [(p, LOG_TAIL_BYTES) for pattern in _LOG_FILES for p in sorted(run_dir.glob(pattern))]
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for pattern in _RESULT_FILES:
-            for path in sorted(run_dir.rglob(pattern)):
-                archive.add(path, arcname=str(path.relative_to(run_dir)))
+        for path, tail in files:
+            try:  # bytes first, then their size: a file replaced meanwhile is never cut short
+                data = path.read_bytes()
+            except FileNotFoundError:  # removed since the listing (a --force rerun)
+                continue
+            data = data[-tail:] if tail else data
+            info = tarfile.TarInfo(str(path.relative_to(run_dir)))
+            info.size, info.mtime = len(data), int(time.time())
+            archive.addfile(info, io.BytesIO(data))
     target = dest / f"results-{preset}.tar.gz"
-    _atomic_bytes(target, buffer.getvalue())
+    write_bytes(target, buffer.getvalue())
     return target
 
 
@@ -69,7 +74,7 @@ def export_model(checkpoint: str | os.PathLike, dest: str | os.PathLike, name: s
         old.unlink()
     parts = [dest / f"{name}.model.{i + 1}-of-{n}" for i in range(n)]
     for i, part in enumerate(parts):
-        _atomic_bytes(part, data[i * PART_BYTES : (i + 1) * PART_BYTES])
+        write_bytes(part, data[i * PART_BYTES : (i + 1) * PART_BYTES])
     return parts
 
 
@@ -77,6 +82,8 @@ def _model_parts(src: Path) -> dict[str, list[Path]]:
     """{name: its parts in order} of every complete model export in ``src``."""
     found: dict[str, list[Path]] = {}
     for path in src.glob("*.model.*-of-*"):
+        if path.name.startswith("."):  # an unfinished atomic write, cut off with its machine
+            continue
         name = path.name.rpartition(".model.")[0]
         found.setdefault(name, []).append(path)
     complete = {}

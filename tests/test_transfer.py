@@ -1,0 +1,68 @@
+"""--export / --import: few small files off a machine, and back as finished checkpoints."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+import torch
+
+from swavnb import transfer
+from swavnb.checkpoint import load_checkpoint, write_json
+from swavnb.config import pretrain_config
+from swavnb.train import pretrain
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "smoke" / "flip"
+    config = pretrain_config(
+        "smoke", aug="flip", train_images=32, batch_size=16, epochs=1, n_prototypes=12, feat_dim=8
+    )
+    pretrain(config, out, progress=False)
+    return out
+
+
+def test_a_model_travels_as_bf16_parts_and_comes_back_a_finished_checkpoint(
+    trained, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(transfer, "PART_BYTES", 2**20)  # several parts from a small model
+    parts = transfer.export_model(trained / "checkpoint.pt", tmp_path / "out", "flip")
+    assert len(parts) > 1 and all(p.stat().st_size <= 2**20 for p in parts)
+    assert parts[-1].name == f"flip.model.{len(parts)}-of-{len(parts)}"
+    # an atomic write that a cut-off machine left behind is not a part
+    (tmp_path / "out" / f".flip.model.1-of-{len(parts)}.x1y2.tmp").write_bytes(b"half")
+    transfer.export_results(trained.parent.parent, "smoke", tmp_path / "out")
+    imported = transfer.import_study(tmp_path / "out", tmp_path / "fresh", "smoke")
+    assert imported["checkpoints"] == [tmp_path / "fresh" / "smoke" / "flip" / "checkpoint.pt"]
+    original, back = (
+        load_checkpoint(trained / "checkpoint.pt"),
+        load_checkpoint(imported["checkpoints"][0]),
+    )
+    assert back["finished"] and back["optimizer"] is None and back["config"] == original["config"]
+    for name, weight in original["model"].items():
+        expected = weight.bfloat16().float() if weight.is_floating_point() else weight
+        assert torch.equal(back["model"][name], expected), name
+    parts[0].unlink()
+    with pytest.raises(ValueError, match=f"has {len(parts) - 1} of its {len(parts)} parts"):
+        transfer.import_study(tmp_path / "out", tmp_path / "again", "smoke")
+
+
+def test_the_results_archive_holds_every_json_and_the_end_of_each_step_log(tmp_path):
+    run_dir = tmp_path / "runs" / "smoke"
+    write_json(run_dir / "flip" / "finetune-0.1" / "result.json", {"top1": 1.0})
+    write_json(run_dir / "bench.json", {"ours_img_per_s": 2.0})
+    (run_dir / "flip" / ".metrics.json.ab12.tmp").write_text("{half")  # a write in progress
+    log = run_dir / "notebooks" / "pretrain-flip.log"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"start\n" + b"x" * transfer.LOG_TAIL_BYTES + b"\nthe error\n")
+    archive = transfer.export_results(tmp_path / "runs", "smoke", tmp_path / "out")
+    with tarfile.open(archive) as tar:
+        assert sorted(tar.getnames()) == [
+            "bench.json",
+            "flip/finetune-0.1/result.json",
+            "notebooks/pretrain-flip.log",
+        ]
+        tail = tar.extractfile("notebooks/pretrain-flip.log").read()
+    assert len(tail) == transfer.LOG_TAIL_BYTES and tail.endswith(b"the error\n")
+    assert b"start" not in tail
