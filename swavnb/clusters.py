@@ -93,7 +93,10 @@ def prototype_usage(scores: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"scores must be (N, K) image-prototype scores, got shape {tuple(scores.shape)}"
         )
-    return torch.bincount(scores.argmax(dim=1), minlength=scores.shape[1])
+    nearest = scores.argmax(dim=1)  # (N,)
+    # a scatter, not bincount: on a GPU bincount reads its size back to the host, a sync per step
+    counts = torch.zeros(scores.shape[1], dtype=torch.int64, device=scores.device)
+    return counts.scatter_add_(0, nearest, torch.ones_like(nearest))
 
 
 def usage_summary(counts: torch.Tensor) -> dict[str, float]:

@@ -68,7 +68,13 @@ def train_finetune(
     evals = _eval_points(n_steps, config.n_evals)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     images, labels = train.images.to(device), train.fine.to(device)
-    curves, step, epoch, running = [], 0, 0, {"loss": 0.0, "correct": 0, "seen": 0}
+    # on the device between evaluations: a .item() per step would make the GPU wait for the host
+    zero = lambda: {
+        "loss": torch.zeros((), dtype=torch.float64, device=device),
+        "correct": 0,
+        "seen": 0,
+    }
+    curves, step, epoch, running = [], 0, 0, zero()
     bf16 = use_bf16(config.amp, device)
     while step < n_steps:
         for index in batch_indices(len(train), batch, config.seed, epoch, device, drop_last=False):
@@ -84,8 +90,8 @@ def train_finetune(
             loss.backward()
             optimizer.step()
             step += 1
-            running["loss"] += loss.item() * len(index)
-            running["correct"] += (logits.argmax(1) == labels[index]).sum().item()
+            running["loss"] += loss.detach().double() * len(index)
+            running["correct"] += (logits.argmax(1) == labels[index]).sum()
             running["seen"] += len(index)
             if step in evals:
                 accuracy = topk_accuracy(
@@ -95,13 +101,13 @@ def train_finetune(
                     {
                         "step": step,
                         "epoch": step * batch / len(train),
-                        "train_loss": running["loss"] / running["seen"],
-                        "train_top1": 100.0 * running["correct"] / running["seen"],
+                        "train_loss": float(running["loss"]) / running["seen"],
+                        "train_top1": 100.0 * int(running["correct"]) / running["seen"],
                         "test_top1": accuracy[1],
                         "test_top5": accuracy[5],
                     }
                 )
-                running = {"loss": 0.0, "correct": 0, "seen": 0}
+                running = zero()
             if step == n_steps:
                 break
         epoch += 1
