@@ -84,3 +84,8 @@ def figures_folder(preset: str, figures_dir: str | os.PathLike = "figures") -> P
 
 def results_folder(preset: str, results_dir: str | os.PathLike = "results") -> Path:
     return resolve(results_dir) / preset
+
+
+def notebooks_folder() -> Path:
+    """The study's source notebooks."""
+    return project_root() / "notebooks"

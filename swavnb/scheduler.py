@@ -1,0 +1,188 @@
+"""The study's steps and how they run: each is one notebook, executed by papermill or, headless,
+through the package's functions in a process of its own; up to N at a time, in plan order, each
+after the steps whose results it reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from swavnb.layout import notebooks_folder, project_root, shown
+
+KERNEL = "python3"
+
+
+@dataclass
+class Step:
+    """One notebook execution of the study."""
+
+    notebook: str  # pretrain | finetune | probes | results
+    name: str  # shown in the progress lines
+    parameters: dict[str, Any]
+    output: Path  # the executed notebook
+    done: Callable[[], bool]  # its results already exist
+    stale: list[Path] = field(
+        default_factory=list
+    )  # files --force deletes first, because the step would reuse them
+    refresh: bool = False  # rerun whenever an earlier step ran: it gathers their results
+    after: list[str] = field(
+        default_factory=list
+    )  # names of the steps whose results this one reads
+    # its notebook draws figures a headless run does not: run the notebook once results exist
+    draws: bool = False
+
+
+class StepFailed(RuntimeError):
+    """A notebook raised: the message names the step, notebook, cell and error."""
+
+
+def execute(step: Step) -> None:
+    """Run one step's notebook with papermill; a raising cell becomes a :class:`StepFailed`."""
+    import papermill  # imported here: a headless study (an offline GPU node) has no papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    step.output.parent.mkdir(parents=True, exist_ok=True)
+    source = notebooks_folder() / f"{step.notebook}.ipynb"
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(step.output),
+            parameters=step.parameters,
+            kernel_name=KERNEL,
+            cwd=str(project_root()),
+            progress_bar=False,
+            # the kernel's start-up warnings (plain-TCP sockets) would bury the progress lines
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        )
+    except PapermillExecutionError as error:
+        lines = [line.strip() for line in error.source.splitlines() if line.strip()]
+        code = [line for line in lines if not line.startswith(("#", "%"))] or lines or [""]
+        raise StepFailed(
+            f"{step.name} failed in {shown(source)}, cell [{error.exec_count}] ({code[0]!r}): "
+            f"{error.ename}: {error.evalue}\nthe executed notebook with the full traceback: "
+            f"{step.output}"
+        ) from error
+
+
+def execute_headless(step: Step, threads: int = 0) -> None:
+    """Run one step through the package's functions (:mod:`swavnb.headless`) in a process of its
+    own.
+
+    Its own process gives each concurrent step its own memory and CUDA context; its output goes to
+    ``<step output>.log``, whose last lines a failure quotes.
+    """
+    log_file = step.output.with_suffix(".log")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    command = [sys.executable, "-m", "swavnb.headless", step.notebook, json.dumps(step.parameters)]
+    with open(log_file, "w") as out:
+        code = subprocess.run(
+            command, cwd=project_root(), env=env, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
+    if code != 0:
+        tail = log_file.read_text().strip().splitlines()[-1:] or [""]
+        raise StepFailed(
+            f"{step.name} failed (headless, exit {code}): {tail[0]}\nits log: {log_file}"
+        )
+
+
+def run(
+    steps: Sequence[Step],
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    jobs: int = 1,
+    headless: bool = False,
+    on_done: Callable[[Step], None] = lambda step: None,
+    keep_going: bool = False,
+) -> int:
+    """Execute the steps, skipping those already done (unless ``force``), up to ``jobs`` at a time.
+
+    A step starts once the steps it comes ``after`` are finished, in plan order; a ``refresh``
+    step (results) also reruns whenever an earlier one ran, so the tables are current. In notebook
+    mode a step that ``draws`` also runs when its results exist but its executed notebook does not
+    (results that came from a headless run). ``on_done`` is called after each executed step (the
+    export). After a failure no new step starts, unless ``keep_going``: then only the steps that
+    read the failed one's results are left out (``make -k``), for a run that gets one chance. The
+    running steps finish, then the failures are raised together.
+
+    Returns:
+        How many steps were executed.
+    """
+    start, executed, finished, failed = time.perf_counter(), 0, set(), set()
+    elapsed = lambda: str(timedelta(seconds=round(time.perf_counter() - start)))
+    threads = max(1, available_cores() // jobs) if jobs > 1 else 0
+    work = (lambda step: execute_headless(step, threads)) if headless else execute
+    numbered = {step.name: f"[{index}/{len(steps)}]" for index, step in enumerate(steps, 1)}
+    pending, running, failures = list(steps), {}, []
+    stopped = lambda: bool(failures) and not keep_going
+    with ThreadPoolExecutor(
+        max_workers=jobs
+    ) as pool:  # each step is a process of its own (kernel or worker)
+        while (pending and not stopped()) or running:
+            while blocked := [s for s in pending if failed.intersection(s.after)]:
+                for step in blocked:  # in plan order, and so on down the line
+                    pending.remove(step)
+                    needs = ", ".join(sorted(failed.intersection(step.after)))
+                    failed.add(step.name)
+                    log(f"{numbered[step.name]} {elapsed()} {step.name}: left out, needs {needs}")
+            while not stopped() and len(running) < jobs:
+                # the first ready step in plan order, again and again
+                step = next((s for s in pending if all(name in finished for name in s.after)), None)
+                if step is None:
+                    break
+                pending.remove(step)
+                have = step.done() and (headless or not step.draws or step.output.is_file())
+                if not force and not (step.refresh and executed) and have:
+                    log(f"{numbered[step.name]} {elapsed()} {step.name}: skipped, results exist")
+                    finished.add(step.name)
+                    continue
+                log(f"{numbered[step.name]} {elapsed()} {step.name} -> {shown(step.output)}")
+                if force:
+                    for path in step.stale:
+                        path.unlink(missing_ok=True)
+                running[pool.submit(work, step)] = (step, time.perf_counter())
+            if not running:
+                if pending and not stopped():
+                    raise RuntimeError(
+                        f"steps {[s.name for s in pending]} wait for steps that are not planned"
+                    )
+                continue
+            for future in wait(running, return_when=FIRST_COMPLETED).done:
+                step, tic = running.pop(future)
+                try:
+                    future.result()
+                except StepFailed as error:
+                    failures.append(error)
+                    failed.add(step.name)
+                    log(f"{numbered[step.name]} {elapsed()} {step.name}: FAILED")
+                    continue
+                executed += 1
+                finished.add(step.name)
+                on_done(step)
+                log(
+                    f"{numbered[step.name]} {elapsed()} {step.name}: "
+                    f"done in {time.perf_counter() - tic:.0f} s"
+                )
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise StepFailed(f"{len(failures)} steps failed:\n" + "\n".join(map(str, failures)))
+    return executed
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, as a container or job scheduler sets
+    it), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
