@@ -59,12 +59,14 @@ def plan(
     results_dir: str | Path = "results",
     figures_dir: str | Path = "figures",
     modes: Sequence[str] = MODES,
+    probes: bool = True,
 ) -> list[Step]:
     """Every step of the study in order: pretrain, then finetune / linear, then probes, then
     results.
 
     Each encoder's evaluations and probes come after its pretraining (``after``), the random-init
     encoder's need none, and results come after everything: what ``--jobs`` may run side by side.
+    ``probes=False`` leaves the probes out (a GPU node whose encoders are probed after --import).
 
     Relative folders are taken from the project root; notebooks get them relative to it when inside
     it.
@@ -117,7 +119,7 @@ def plan(
                         after=needs,
                     )
                 )
-    for aug, checkpoint in encoders:
+    for aug, checkpoint in encoders if probes else []:
         out = probes_folder(run_folder(preset, aug, runs_dir))
         steps.append(
             Step(
@@ -250,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         help="evaluation modes (default finetune,linear; finetune alone is the seed's protocol)",
     )
     parser.add_argument(
+        "--skip_probes",
+        action="store_true",
+        help="leave out the probes (k-NN, t-SNE, clusters): on a GPU node, whose encoders the "
+        "probes notebook examines after --import anyway",
+    )
+    parser.add_argument(
         "--data_root", default="", help="folder holding cifar-100-python/ (default $SWAVNB_DATA)"
     )
     parser.add_argument("--force", action="store_true", help="redo steps whose results exist")
@@ -319,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         args.results_dir,
         args.figures_dir,
         args.modes,
+        probes=not args.skip_probes,
     )
     mode = "headless" if args.headless else "notebooks"
     print(

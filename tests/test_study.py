@@ -168,6 +168,22 @@ def test_a_failed_benchmark_is_reported_and_the_study_goes_on(tmp_path, monkeypa
     assert ran and "benchmark failed" in capsys.readouterr().err
 
 
+def test_probes_can_be_left_out_and_results_then_wait_for_the_rest(tmp_path, monkeypatch):
+    planned = []
+    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: planned.extend(steps) or 0)
+    argv = ["--preset", "smoke", "--augs", "flip", "--fractions", "0.1", "--modes", "finetune"]
+    assert main([*argv, "--skip_probes", "--runs_dir", str(tmp_path)]) == 0
+    steps = plan("smoke", ["flip"], [0.1], modes=["finetune"], probes=False)
+    assert [s.name for s in planned] == [s.name for s in steps]
+    assert [s.name for s in steps] == [
+        "pretrain flip",
+        "finetune flip 10% labels",
+        "finetune scratch 10% labels",
+        "results",
+    ]
+    assert steps[-1].after == [s.name for s in steps[:-1]]
+
+
 def test_modes_can_leave_out_the_linear_evaluations():
     steps = plan("smoke", ["flip"], [0.1, 0.4], modes=["finetune"])
     assert [s.name for s in steps if s.notebook == "finetune"] == [
