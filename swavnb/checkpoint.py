@@ -15,6 +15,9 @@ import torch
 from swavnb.layout import resolve
 
 FORMAT = "swavnb-checkpoint-v1"
+# read once, at import: reading the umask means setting it, which other threads would race with
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class CheckpointError(RuntimeError):
@@ -46,6 +49,8 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes it private (0600); a result file gets the permissions any new file gets
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swavnb.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from swavnb.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from swavnb.config import pretrain_config
 from swavnb.model import SwAVModel
 from swavnb.train import pretrain
@@ -44,6 +44,13 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     save_checkpoint({"x": torch.arange(5)}, path)
     assert torch.equal(load_checkpoint(path)["x"], torch.arange(5))
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_saved_files_get_the_permissions_of_any_new_file(tmp_path):
+    path = tmp_path / "result.json"
+    write_json(path, {"top1": 1.0})
+    (tmp_path / "plain").write_text("")  # what open() makes under this process's umask
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
 
 
 def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
