@@ -40,6 +40,11 @@ class Step:
     # its notebook draws figures a headless run does not: run the notebook once results exist
     draws: bool = False
 
+    @property
+    def log_file(self) -> Path:
+        """Where a headless run of the step writes its output, beside the executed notebook."""
+        return self.output.with_suffix(".log")
+
 
 class StepFailed(RuntimeError):
     """A notebook raised: the message names the step, notebook, cell and error."""
@@ -80,7 +85,7 @@ def execute_headless(step: Step, threads: int = 0) -> None:
     Its own process gives each concurrent step its own memory and CUDA context; its output goes to
     ``<step output>.log``, whose last lines a failure quotes.
     """
-    log_file = step.output.with_suffix(".log")
+    log_file = step.log_file
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     command = [sys.executable, "-m", "swavnb.headless", step.notebook, json.dumps(step.parameters)]
@@ -145,7 +150,8 @@ def run(
                     log(f"{numbered[step.name]} {elapsed()} {step.name}: skipped, results exist")
                     finished.add(step.name)
                     continue
-                log(f"{numbered[step.name]} {elapsed()} {step.name} -> {shown(step.output)}")
+                written = step.log_file if headless else step.output
+                log(f"{numbered[step.name]} {elapsed()} {step.name} -> {shown(written)}")
                 if force:
                     for path in step.stale:
                         path.unlink(missing_ok=True)
