@@ -305,6 +305,11 @@ def accuracy_vs_fraction(results: pd.DataFrame, mode: str = "finetune") -> Figur
         mode: ``finetune`` or ``linear``.
     """
     rows = results[results["mode"] == mode]
+    if rows.empty:
+        raise ValueError(
+            f"no {mode} rows to draw (modes present: {sorted(results['mode'].unique())}); "
+            f"run the study with --modes {mode}"
+        )
     augs = sorted(rows["aug"].unique(), key=aug_rank)
     fig, axes = _figure(1, 2, (11.0, 4.2))
     fractions = sorted({*rows["fraction"], *(f for table in SEED_RESULTS.values() for f in table)})

@@ -341,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
 
             imported = import_study(args.import_dir, args.runs_dir, args.preset)
             print(
-                f"imported {len(imported['files'])} result files and "
+                f"imported {sum(n.endswith('.json') for n in imported['files'])} result files, "
+                f"{sum(n.endswith('.log') for n in imported['files'])} step logs and "
                 f"{len(imported['checkpoints'])} models from {resolve(args.import_dir)}",
                 flush=True,
             )

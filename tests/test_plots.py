@@ -156,6 +156,12 @@ def test_accuracy_vs_fraction_has_no_seed_lines_for_linear():
     assert [line.get_label() for line in fig.axes[0].lines] == ["jitter", "flip", "scratch"]
 
 
+def test_accuracy_vs_fraction_without_rows_of_the_mode_is_a_clear_error():
+    finetune_only = _results().query("mode == 'finetune'")
+    with pytest.raises(ValueError, match="no linear rows to draw .* --modes linear"):
+        plots.accuracy_vs_fraction(finetune_only, "linear")
+
+
 def test_loss_curves_have_one_line_per_augmentation():
     fig = plots.loss_curves({"flip": _metrics("flip"), "swav": _metrics("swav", 2)})
     loss, usage = fig.axes
