@@ -133,7 +133,7 @@ def run(
         max_workers=jobs
     ) as pool:  # each step is a process of its own (kernel or worker)
         while (pending and not stopped()) or running:
-            while blocked := [s for s in pending if failed.intersection(s.after)]:
+            while keep_going and (blocked := [s for s in pending if failed.intersection(s.after)]):
                 for step in blocked:  # in plan order, and so on down the line
                     pending.remove(step)
                     needs = ", ".join(sorted(failed.intersection(step.after)))
@@ -164,25 +164,39 @@ def run(
                 continue
             for future in wait(running, return_when=FIRST_COMPLETED).done:
                 step, tic = running.pop(future)
-                try:
-                    future.result()
-                except StepFailed as error:
-                    failures.append(error)
+                if (error := future.exception()) is not None:
+                    failures.append(_as_step_failure(error, step.name))
                     failed.add(step.name)
                     log(f"{numbered[step.name]} {elapsed()} {step.name}: FAILED")
                     continue
                 executed += 1
                 finished.add(step.name)
-                on_done(step)
                 log(
                     f"{numbered[step.name]} {elapsed()} {step.name}: "
                     f"done in {time.perf_counter() - tic:.0f} s"
                 )
+                try:
+                    on_done(step)
+                except Exception as error:  # the export: the step's results stay where they are
+                    failures.append(_as_step_failure(error, f"the export after {step.name}"))
+                    log(f"{numbered[step.name]} {elapsed()} the export after {step.name}: FAILED")
+    if pending:
+        log(f"{len(pending)} steps not started after the failure; rerun the same command to go on")
     if len(failures) == 1:
         raise failures[0]
     if failures:
         raise StepFailed(f"{len(failures)} steps failed:\n" + "\n".join(map(str, failures)))
     return executed
+
+
+def _as_step_failure(error: BaseException, what: str) -> StepFailed:
+    """A step's error as a :class:`StepFailed`: a kernel that died or an OSError is its failure
+    too."""
+    if isinstance(error, StepFailed):
+        return error
+    failure = StepFailed(f"{what} failed: {type(error).__name__}: {error}")
+    failure.__cause__ = error
+    return failure
 
 
 def available_cores() -> int:

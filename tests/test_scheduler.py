@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from swavnb import scheduler
-from swavnb.scheduler import Step, StepFailed, run
+from swavnb.scheduler import Step, StepFailed, available_cores, run
 
 
 def _fake_study(tmp_path: Path, executed: list[str], monkeypatch: pytest.MonkeyPatch) -> list[Step]:
@@ -156,6 +157,40 @@ def test_keep_going_leaves_out_only_what_reads_a_failed_step(tmp_path, monkeypat
     # without keep_going the first failure stops every new step, as before
     for path in tmp_path.iterdir():
         path.unlink()
+    lines.clear()
     with pytest.raises(StepFailed, match="pretrain bad failed"):
-        run(steps, jobs=1, log=lambda line: None)
+        run(steps, jobs=1, log=lines.append)
     assert not list(tmp_path.iterdir())
+    assert not any("left out" in line for line in lines)
+    assert lines[-1] == "5 steps not started after the failure; rerun the same command to go on"
+
+
+def test_a_dead_kernel_or_a_failed_export_is_a_failure_like_any_other(tmp_path, monkeypatch):
+    def fake_execute(step: Step) -> None:
+        if step.name == "dies":
+            raise RuntimeError("Kernel died before replying to kernel_info")  # papermill's kind
+        (tmp_path / step.name).write_text("done")
+
+    def export(step: Step) -> None:
+        if step.name == "exported":
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(scheduler, "execute", fake_execute)
+    done = lambda name: lambda: (tmp_path / name).is_file()
+    steps = [
+        Step("finetune", name, {}, tmp_path / name, done(name)) for name in ("dies", "exported")
+    ]
+    steps.append(Step("finetune", "last", {}, tmp_path / "z", done("last")))
+    with pytest.raises(StepFailed) as failure:
+        run(steps, log=lambda line: None, on_done=export, keep_going=True)
+    message = str(failure.value)
+    assert message.startswith("2 steps failed")
+    assert "dies failed: RuntimeError: Kernel died" in message
+    assert "the export after exported failed: OSError" in message
+    assert (tmp_path / "exported").is_file() and (tmp_path / "last").is_file()  # results kept
+
+
+def test_steps_share_the_cores_this_process_may_use():
+    assert 1 <= available_cores() <= (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        assert available_cores() == len(os.sched_getaffinity(0))
