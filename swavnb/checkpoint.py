@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -15,9 +15,6 @@ import torch
 from swavnb.layout import resolve
 
 FORMAT = "swavnb-checkpoint-v1"
-# read once, at import: reading the umask means setting it, which other threads would race with
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class CheckpointError(RuntimeError):
@@ -47,10 +44,10 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     path = resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # 0o666 less the umask, as for any new file (mkstemp's 0600 hid results from colleagues)
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        # mkstemp makes it private (0600); a result file gets the permissions any new file gets
-        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -47,10 +49,14 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
 
 
 def test_saved_files_get_the_permissions_of_any_new_file(tmp_path):
-    path = tmp_path / "result.json"
-    write_json(path, {"top1": 1.0})
-    (tmp_path / "plain").write_text("")  # what open() makes under this process's umask
-    assert path.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+    previous = os.umask(0o022)  # the usual one: new files readable by all, writable by the owner
+    try:
+        write_json(tmp_path / "result.json", {"top1": 1.0})
+        save_checkpoint({"x": torch.arange(3)}, tmp_path / "checkpoint.pt")
+    finally:
+        os.umask(previous)
+    for name in ("result.json", "checkpoint.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
 def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
