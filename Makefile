@@ -6,9 +6,9 @@ PRESET ?= quick
 # the offline copy beside the checkout when there is one, else ./data (downloaded on first use)
 SWAVNB_DATA ?= $(if $(wildcard ../shared/data/cifar-100-python/train),$(abspath ../shared/data),$(abspath data))
 export SWAVNB_DATA
-# the CPU's vector capability (avx2, avx512, ...) names measurement files, so one CPU kind's figures
-# never overwrite another's; expanded when used, after setup
-CPU_KIND = $(shell $(BIN)/python -c 'import torch; print(torch.backends.cpu.get_cpu_capability().lower())')
+# the hardware kind (cpu-avx2, cpu-avx512-avx512_bf16, nvidia-h200) names measurement files, so one
+# kind's figures never overwrite another's; expanded when used, after setup
+KIND = $(shell $(BIN)/python -c 'from swavnb.device import device_kind; print(device_kind())')
 
 .PHONY: setup study demo test lint bench bench-curve clean
 
@@ -33,10 +33,10 @@ lint: setup
 	$(BIN)/ruff check swavnb tests experiments
 
 bench: setup  ## throughput of our training step vs the torchvision DataLoader pipeline
-	$(BIN)/python -m swavnb.bench --json results/bench-cpu-$(CPU_KIND).json
+	$(BIN)/python -m swavnb.bench --json results/bench-$(KIND).json
 
 bench-curve: setup  ## the same quick run through both pipelines: do the loss curves agree?
-	$(BIN)/python -m swavnb.loss_curve --json results/loss-curve-cpu-$(CPU_KIND).json --figures figures
+	$(BIN)/python -m swavnb.loss_curve --json results/loss-curve-$(KIND).json --figures figures
 
 clean:
 	rm -rf runs .pytest_cache

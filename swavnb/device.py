@@ -4,6 +4,7 @@ vector capability and threads, plus the precision ``amp`` resolves to there."""
 from __future__ import annotations
 
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,15 @@ def hardware(device: str = "auto", amp: str | bool = "auto") -> str:
     in words: the notebooks' and the study's device line."""
     resolved = pick_device(device)
     return f"{device_name(resolved)}, {precision_name(use_bf16(amp, resolved))}"
+
+
+def device_kind(device: torch.device | str = "auto") -> str:
+    """The hardware kind as a file-name part, for measurement files: ``cpu-avx2``,
+    ``cpu-avx512-avx512_bf16``, ``nvidia-h200``; so one kind's figures never overwrite another's."""
+    resolved = pick_device(device) if isinstance(device, str) else device
+    name = (
+        torch.cuda.get_device_name(resolved)
+        if resolved.type == "cuda"
+        else f"cpu {cpu_capability()}"
+    )
+    return re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")

@@ -22,7 +22,7 @@ import torch
 from swavnb.checkpoint import write_json
 from swavnb.config import PretrainConfig, pretrain_config
 from swavnb.data import batch_indices
-from swavnb.device import pick_device, run_facts
+from swavnb.device import device_kind, pick_device, run_facts
 from swavnb.reference import ReferenceTrainer
 from swavnb.train import Pretrainer, training_images
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--figures",
         default="",
-        help="also save the curves as FIGURES/loss-curve-<gpu|cpu-CAPABILITY>.png/svg",
+        help="also save the curves as FIGURES/loss-curve-<device kind>.png/svg (e.g. cpu-avx2)",
     )
     args = parser.parse_args(argv)
     config = pretrain_config(
@@ -141,13 +141,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.figures:
         from swavnb.plots import save_figure, step_loss_curves
 
-        # per CPU kind (cpu-avx2, cpu-avx512), so one kind's figure never overwrites another's
-        kind = "gpu" if device.type == "cuda" else f"cpu-{torch.backends.cpu.get_cpu_capability()}"
         title = f"{report['preset']}/{report['aug']}: fast path vs reference ({report['device']})"
         save_figure(
             step_loss_curves(report["curves"], title=title),
             args.figures,
-            f"loss-curve-{kind.lower()}",
+            f"loss-curve-{device_kind(device)}",
         )
     return report
 

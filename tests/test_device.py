@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swavnb.device import device_name, hardware, pick_device, run_facts
+from swavnb import device
+from swavnb.device import device_kind, device_name, hardware, pick_device, run_facts
 
 
 def test_auto_is_the_cpu_without_a_gpu_and_cuda_without_one_is_a_clear_error(monkeypatch):
@@ -28,3 +29,12 @@ def test_the_cpu_is_named_with_its_capability_and_threads():
 def test_the_device_line_says_the_precision_amp_resolves_to():
     assert hardware("cpu", "false") == f"{device_name(torch.device('cpu'))}, float32"
     assert hardware("cpu", "true").endswith(", bf16")
+
+
+def test_the_device_kind_tells_cpu_kinds_apart_in_a_file_name(monkeypatch):
+    monkeypatch.setattr(device, "cpu_capability", lambda: "AVX512 + AVX512_BF16")
+    assert device_kind("cpu") == "cpu-avx512-avx512_bf16"
+    monkeypatch.setattr(device, "cpu_capability", lambda: "AVX512")  # no bf16: another kind
+    assert device_kind("cpu") == "cpu-avx512"
+    monkeypatch.setattr(device, "cpu_capability", lambda: "AVX2")
+    assert device_kind(torch.device("cpu")) == "cpu-avx2"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
+from swavnb.device import device_kind
 from swavnb.loss_curve import main
 
 
@@ -42,7 +42,7 @@ def test_loss_curve_compares_both_paths_and_a_rerun_over_the_same_steps(tmp_path
     assert report["window_means"]["ours"] == pytest.approx([sum(ours[:3]) / 3, sum(ours[3:]) / 3])
     assert report["curves"]["ours, seed 1"] != ours
     assert report["within_noise"] == (report["mean_path_gap"] <= report["mean_seed_gap"])
-    kind = f"cpu-{torch.backends.cpu.get_cpu_capability().lower()}"  # e.g. cpu-avx2
+    kind = device_kind("cpu")  # e.g. cpu-avx2
     assert {p.name for p in tmp_path.glob("loss-curve-*")} == {
         f"loss-curve-{kind}.png",
         f"loss-curve-{kind}.svg",
