@@ -1,5 +1,4 @@
-"""Frozen-feature probes: BN statistics, feature extraction, weighted k-NN, t-SNE, retrieval,
-prototype usage."""
+"""Frozen-feature probes: BN statistics, feature extraction, weighted k-NN, t-SNE, retrieval."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The whole study: its plan of steps and the command that runs it (``python -m swavnb.study``).
 
-``python -m swavnb.study --preset P [--force] [--augs jitter,flip,swav] [--fractions 0.01,0.1,...]
-[--data_root DIR] [--headless --jobs N --export DIR] [--import DIR] [--publish]``
+``python -m swavnb.study --preset P [--augs jitter,flip,swav] [--fractions 0.01,0.1,...]
+[--modes finetune,linear] [--skip_probes] [--data_root DIR] [--force] [--keep_going]
+[--headless --jobs N --bench --export DIR] [--import DIR] [--publish]``
 
 Pretrains every aug, evaluates every encoder (random init included) on every label
 fraction in both modes, runs the probes, then gathers the tables and figures. Each step
@@ -318,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    if args.publish and args.skip_probes:
+        parser.error("--publish copies the executed probes notebook: drop --skip_probes")
     steps = plan(
         args.preset,
         args.augs,
@@ -335,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         f"on {hardware()}; runs in {resolve(args.runs_dir) / args.preset}",
         flush=True,
     )
+    bench_failed = ""
     try:
         if args.import_dir:
             from swavnb.transfer import import_study
@@ -349,8 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.bench:
             try:
                 print(f"benchmark: {benchmark(args.runs_dir, args.preset)}", flush=True)
-            except subprocess.SubprocessError as error:  # a measurement beside the study
-                print(f"benchmark failed ({error}); the study goes on", file=sys.stderr, flush=True)
+            except (subprocess.SubprocessError, OSError) as error:  # a measurement beside the study
+                bench_failed = f"the benchmark failed ({error})"
+                print(f"{bench_failed}; the study goes on", file=sys.stderr, flush=True)
             if args.export:
                 _exporter(args)(Step("bench", "bench", {}, Path(), lambda: True))
         run(
@@ -367,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
             f"error: {error}\nfinished results are kept: rerun the same command to continue",
             file=sys.stderr,
         )
+        return 1
+    if bench_failed:
+        print(f"error: {bench_failed}; the study's steps finished", file=sys.stderr)
         return 1
     if args.publish:
         try:

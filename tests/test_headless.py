@@ -34,8 +34,8 @@ def _study(runs: Path, *extra: str) -> list[str]:
     ]
 
 
-# what the offline GPU node lacks (DEVELOPERS.md): its Python has torch, torchvision, numpy, pandas,
-# matplotlib, seaborn, scikit-learn, Pillow and tqdm, and none of these
+# what the offline GPU node lacks: its Python has torch, torchvision, numpy, pandas, matplotlib,
+# seaborn, scikit-learn, Pillow and tqdm, and none of these
 NODE_LACKS = (
     "kornia",
     "papermill",

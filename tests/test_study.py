@@ -157,15 +157,23 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
     ).is_file()  # finished results are kept
 
 
-def test_a_failed_benchmark_is_reported_and_the_study_goes_on(tmp_path, monkeypatch, capsys):
+def test_a_failed_benchmark_is_reported_the_study_goes_on_and_the_exit_says_so(
+    tmp_path, monkeypatch, capsys
+):
     def broken_benchmark(runs_dir, preset, timeout=300):
         raise subprocess.TimeoutExpired(["python", "-m", "swavnb.bench"], timeout)
 
-    ran = []
+    calls = []
     monkeypatch.setattr(study, "benchmark", broken_benchmark)
-    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: ran.append(len(steps)) or 0)
-    assert study.main(["--preset", "smoke", "--bench", "--runs_dir", str(tmp_path)]) == 0
-    assert ran and "benchmark failed" in capsys.readouterr().err
+    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: calls.append(kwargs) or 0)
+    argv = ["--preset", "smoke", "--bench", "--keep_going", "--runs_dir", str(tmp_path)]
+    assert study.main(argv) == 1
+    assert len(calls) == 1 and calls[0]["keep_going"] is True  # the steps ran, as asked
+    err = capsys.readouterr().err
+    assert "the benchmark failed" in err and "the study goes on" in err
+    with pytest.raises(SystemExit):  # the probes notebook it would publish is not run
+        study.main(["--preset", "smoke", "--skip_probes", "--publish"])
+    assert "drop --skip_probes" in capsys.readouterr().err
 
 
 def test_probes_can_be_left_out_and_results_then_wait_for_the_rest(tmp_path, monkeypatch):

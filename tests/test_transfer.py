@@ -52,7 +52,6 @@ def test_the_results_archive_holds_every_json_and_the_end_of_each_step_log(tmp_p
     run_dir = tmp_path / "runs" / "smoke"
     write_json(run_dir / "flip" / "finetune-0.1" / "result.json", {"top1": 1.0})
     write_json(run_dir / "bench.json", {"ours_img_per_s": 2.0})
-    (run_dir / "flip" / ".metrics.json.ab12.tmp").write_text("{half")  # a write in progress
     log = run_dir / "notebooks" / "pretrain-flip.log"
     log.parent.mkdir(parents=True)
     log.write_bytes(b"start\n" + b"x" * transfer.LOG_TAIL_BYTES + b"\nthe error\n")
