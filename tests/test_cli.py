@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from swavnb import cli, finetune, pretrain
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,18 +51,25 @@ def _run(*args: str) -> subprocess.CompletedProcess:
             ),
             "unknown mode",
         ),
-        (
-            ("swavnb.finetune", "--checkpoint", "missing.pt", "--fraction", "0.1", "--out", "x"),
-            "does not exist",
-        ),
     ],
 )
-def test_bad_input_is_one_clear_line(args, message):
-    result = _run(*args)
-    assert result.returncode == 2
+def test_bad_input_is_one_clear_line(args, message, capsys):
+    # in this process (each command's `python -m` wiring is checked below, in a process of its own)
+    main = {"swavnb.pretrain": pretrain.main, "swavnb.finetune": finetune.main}[args[0]]
+    with pytest.raises(SystemExit) as exited:
+        cli.run(main, list(args[1:]))
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_a_missing_checkpoint_is_one_clear_line_from_the_command():
+    result = _run(
+        "swavnb.finetune", "--checkpoint", "missing.pt", "--fraction", "0.1", "--out", "x"
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "does not exist" in lines[0]
 
 
 def test_missing_dataset_names_the_fix(tmp_path):
