@@ -73,7 +73,12 @@ def _node_run(args: list[str], node_path: Path) -> subprocess.CompletedProcess:
 def exported(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("node")
     node_path = _node_path(root)
-    command = _study(root / "runs", "--headless", "--jobs", "2", "--export", str(root / "export"))
+    # the README's node flags (not --bench: minutes on a CPU); headless probes are tested below
+    command = _study(
+        root / "runs",
+        *("--headless", "--jobs", "2", "--skip_probes", "--keep_going"),
+        *("--export", str(root / "export")),
+    )
     done = _node_run(["-m", "swavnb.study", *command, "--data_root", str(data_root)], node_path)
     assert done.returncode == 0, done.stdout + done.stderr
     return root
@@ -102,8 +107,7 @@ def test_headless_study_runs_every_step_without_jupyter_and_exports_few_small_fi
         ("scratch", "finetune"),
         ("scratch", "linear"),
     ]
-    assert (runs / "flip" / "probes" / "knn.json").is_file()
-    assert (runs / "scratch" / "probes" / "clusters.json").is_file()
+    assert not (runs / "flip" / "probes").exists()  # left to the import side (--skip_probes)
     assert not list((runs / "notebooks").glob("*.ipynb"))  # no notebook was executed
     files = sorted((exported / "export").iterdir())
     assert [f.name for f in files] == [
