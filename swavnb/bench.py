@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import os
 import resource
 import statistics
 import tempfile
@@ -38,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from swavnb.checkpoint import write_json
 from swavnb.config import pretrain_config
 from swavnb.data import epoch_permutation
-from swavnb.device import pick_device, run_facts
+from swavnb.device import available_cores, pick_device, run_facts
 from swavnb.precision import autocast, precision_name, use_bf16
 from swavnb.reference import ReferenceTrainer
 from swavnb.train import Pretrainer, training_images
@@ -266,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     gpu = torch.cuda.is_available() and args.device != "cpu"
     args.steps = args.steps or (20 if gpu else 3)
-    args.workers = args.workers or len(os.sched_getaffinity(0))
+    args.workers = args.workers or available_cores()
     batches = [int(b) for b in (args.batches or ("256" if gpu else "64,256")).split(",")]
 
     # the images ours trains on (Pretrainer picks the same subset from train_images), loaded once

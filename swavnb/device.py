@@ -3,6 +3,7 @@ vector capability and threads, plus the precision ``amp`` resolves to there."""
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from pathlib import Path
@@ -47,6 +48,15 @@ def device_name(device: torch.device) -> str:
         ]
         model = names[0] if names else model
     return f"cpu: {model} ({cpu_capability()}), {torch.get_num_threads()} threads"
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, as a container or job scheduler sets
+    it), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def run_facts(device: torch.device, workers: int) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from swavnb.checkpoint import write_json
 from swavnb.config import PretrainConfig, pretrain_config
 from swavnb.data import batch_indices
-from swavnb.device import device_kind, pick_device, run_facts
+from swavnb.device import available_cores, device_kind, pick_device, run_facts
 from swavnb.reference import ReferenceTrainer
 from swavnb.train import Pretrainer, training_images
 
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.preset, aug=args.aug, epochs=args.epochs, device=args.device, seed=args.seed
     )
     device = pick_device(config.device)
-    workers = args.workers or len(os.sched_getaffinity(0))
+    workers = args.workers or available_cores()
     tic = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         report = compare(config, workers, args.windows, Path(tmp))

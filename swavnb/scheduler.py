@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from swavnb.device import available_cores
 from swavnb.layout import notebooks_folder, project_root, shown
 
 KERNEL = "python3"
@@ -197,12 +198,3 @@ def _as_step_failure(error: BaseException, what: str) -> StepFailed:
     failure = StepFailed(f"{what} failed: {type(error).__name__}: {error}")
     failure.__cause__ = error
     return failure
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, as a container or job scheduler sets
-    it), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1

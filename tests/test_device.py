@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from swavnb import device
-from swavnb.device import device_kind, device_name, hardware, pick_device, run_facts
+from swavnb.device import (
+    available_cores,
+    device_kind,
+    device_name,
+    hardware,
+    pick_device,
+    run_facts,
+)
 
 
 def test_auto_is_the_cpu_without_a_gpu_and_cuda_without_one_is_a_clear_error(monkeypatch):
@@ -38,3 +47,9 @@ def test_the_device_kind_tells_cpu_kinds_apart_in_a_file_name(monkeypatch):
     assert device_kind("cpu") == "cpu-avx512"
     monkeypatch.setattr(device, "cpu_capability", lambda: "AVX2")
     assert device_kind(torch.device("cpu")) == "cpu-avx2"
+
+
+def test_the_cores_are_those_this_process_may_use():
+    assert 1 <= available_cores() <= (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        assert available_cores() == len(os.sched_getaffinity(0))

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from swavnb import scheduler
-from swavnb.scheduler import Step, StepFailed, available_cores, run
+from swavnb.scheduler import Step, StepFailed, run
 
 
 def _fake_study(tmp_path: Path, executed: list[str], monkeypatch: pytest.MonkeyPatch) -> list[Step]:
@@ -188,9 +187,3 @@ def test_a_dead_kernel_or_a_failed_export_is_a_failure_like_any_other(tmp_path, 
     assert "dies failed: RuntimeError: Kernel died" in message
     assert "the export after exported failed: OSError" in message
     assert (tmp_path / "exported").is_file() and (tmp_path / "last").is_file()  # results kept
-
-
-def test_steps_share_the_cores_this_process_may_use():
-    assert 1 <= available_cores() <= (os.cpu_count() or 1)
-    if hasattr(os, "sched_getaffinity"):
-        assert available_cores() == len(os.sched_getaffinity(0))
