@@ -71,7 +71,7 @@ def train_finetune(
     # on the device between evaluations: a .item() per step would make the GPU wait for the host
     zero = lambda: {
         "loss": torch.zeros((), dtype=torch.float64, device=device),
-        "correct": 0,
+        "correct": torch.zeros((), dtype=torch.int64, device=device),
         "seen": 0,
     }
     curves, step, epoch, running = [], 0, 0, zero()
