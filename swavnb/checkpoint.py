@@ -3,16 +3,19 @@ message."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import secrets
-from collections.abc import Callable
+import shutil
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
-from swavnb.layout import resolve
+from swavnb.errors import DiskFullError
+from swavnb.layout import resolve, shown
 
 FORMAT = "swavnb-checkpoint-v1"
 
@@ -26,33 +29,55 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
     The data goes to a temporary file in the same folder, is flushed to disk, and
     replaces ``path`` with one ``os.replace``; a crash (even ``kill -9``) mid-write
-    leaves the previous file intact.
+    leaves the previous file intact. A full disk raises :class:`DiskFullError`.
     """
-    _atomic_write(path, lambda file: torch.save(obj, file))
+    buffer = io.BytesIO()  # serialised first: its size is known, and torch's writer hides ENOSPC
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> None:
     """Write ``payload`` as indented JSON to ``path`` atomically (as :func:`atomic_save`)."""
-    _atomic_write(path, lambda file: file.write(json.dumps(payload, indent=1).encode()))
+    write_bytes(path, json.dumps(payload, indent=1).encode())
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (as :func:`atomic_save`)."""
-    _atomic_write(path, lambda file: file.write(data))
+def _disk_full(path: Path, needed: int) -> DiskFullError:
+    free = shutil.disk_usage(path.parent).free
+    previous = "the previous version is intact" if path.exists() else "nothing was written"
+    return DiskFullError(
+        errno.ENOSPC,
+        f"no space left to write '{shown(path)}' ({needed / 2**20:.1f} MiB needed, "
+        f"{free / 2**20:.1f} MiB free); {previous}: free some space and rerun the same command "
+        "(a run resumes from its last checkpoint)",
+    )
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, flushed, then
+    one ``os.replace``.
+
+    Raises:
+        DiskFullError: the disk (or quota) is full: checked before writing, and for a write that
+            fails anyway; ``path`` keeps its previous content.
+    """
     path = resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(path.parent).free < len(data):
+        raise _disk_full(path, len(data))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # 0o666 less the umask, as for any new file (mkstemp's 0600 hid results from colleagues)
-    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        # 0o666 less the umask, as for any new file (mkstemp's 0600 hid results from colleagues)
+        handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(handle, "wb") as file:
-            write(file)
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(path, len(data)) from error
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

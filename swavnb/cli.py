@@ -10,7 +10,7 @@ from typing import Any
 
 from swavnb.checkpoint import CheckpointError
 from swavnb.data import DatasetNotFoundError
-from swavnb.errors import CompileError
+from swavnb.errors import CompileError, DiskFullError, RunFolderBusy
 
 USER_ERRORS = (
     ValueError,
@@ -20,6 +20,8 @@ USER_ERRORS = (
     FloatingPointError,
     FileNotFoundError,
     CompileError,
+    RunFolderBusy,
+    DiskFullError,
 )
 
 
