@@ -11,16 +11,19 @@ probes and results notebooks look for it.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 import time
-from pathlib import Path
+import zlib
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 
-from swavnb.checkpoint import load_checkpoint, save_checkpoint, write_bytes
-from swavnb.layout import CHECKPOINT, resolve
+from swavnb.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_bytes
+from swavnb.errors import DamagedExportError, RunFolderError
+from swavnb.layout import CHECKPOINT, MANIFEST, resolve, run_folder, shown
 
 FORMAT = "swavnb-export-v1"
 PART_BYTES = 15 * 2**20
@@ -59,6 +62,7 @@ def export_model(checkpoint: str | os.PathLike, dest: str | os.PathLike, name: s
     weights = {k: v.bfloat16() if v.is_floating_point() else v for k, v in state["model"].items()}
     payload = {
         "format": FORMAT,
+        "run_id": state.get("run_id"),
         "config": state["config"],
         "model_hparams": state["model_hparams"],
         "metrics": state["metrics"],
@@ -99,11 +103,92 @@ def _model_parts(src: Path) -> dict[str, list[Path]]:
     return complete
 
 
+def _read_archive(archive: Path) -> dict[str, bytes]:
+    """{relative name: bytes} of every regular file in a results archive, read whole before anything
+    is written."""
+    fix = f"copy '{archive.name}' again from the export folder (it is rewritten after every step)"
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            members = {}
+            for member in tar.getmembers():
+                name = PurePosixPath(member.name)
+                if name.is_absolute() or ".." in name.parts or not member.isfile():
+                    raise DamagedExportError(
+                        f"'{shown(archive)}' holds {member.name!r}, which is not a relative file "
+                        f"of a run folder: it is not a swavnb export; {fix}"
+                    )
+                members[member.name] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        raise DamagedExportError(
+            f"'{shown(archive)}' is not a readable results archive ({type(error).__name__}: "
+            f"{error}); {fix}"
+        ) from error
+    return members
+
+
+def _read_model(name: str, parts: list[Path]) -> dict[str, Any]:
+    """The payload of one model export, checked before any checkpoint is written."""
+    data = b"".join(part.read_bytes() for part in parts)
+    try:
+        payload = torch.load(io.BytesIO(data), weights_only=True)
+    except Exception as error:  # a cut-off copy fails inside torch's zip reader in many ways
+        raise DamagedExportError(
+            f"model export '{name}' ({len(parts)} parts, {len(data):,} bytes in "
+            f"'{shown(parts[0].parent)}') is truncated or damaged ({type(error).__name__}); copy "
+            "its parts again from the export folder"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DamagedExportError(
+            f"'{shown(parts[0])}' is not a swavnb model export (expected format {FORMAT})"
+        )
+    return payload
+
+
+def _check_model_target(target: Path, payload: dict[str, Any]) -> bool:
+    """Whether ``target`` already holds this model (skip it); refuse when it holds another
+    pretraining."""
+    if not target.exists():
+        return False
+    try:
+        held = load_checkpoint(target).get("run_id")
+    except CheckpointError as error:
+        raise RunFolderError(f"{error}; the import would replace it: move it away first") from error
+    if held and held == payload.get("run_id"):
+        return True
+    raise RunFolderError(
+        f"'{shown(target)}' holds another pretraining (run {held}) than the export's "
+        f"(run {payload.get('run_id')}): move that folder away, or import with another --runs_dir"
+    )
+
+
+def _check_manifests(run_dir: Path, members: dict[str, bytes]) -> None:
+    """Refuse when a run folder here holds another run than the same folder in the archive."""
+    for name, data in members.items():
+        if PurePosixPath(name).name != MANIFEST:
+            continue
+        local = run_dir / name
+        if not local.is_file():
+            continue
+        held, incoming = json.loads(local.read_text()), json.loads(data)
+        if held.get("identity") != incoming.get("identity"):
+            raise RunFolderError(
+                f"'{shown(local.parent)}' holds another run than the export's folder of that name: "
+                "move it away, or import with another --runs_dir"
+            )
+
+
 def import_study(
     src: str | os.PathLike, runs_dir: str | os.PathLike, preset: str
 ) -> dict[str, Any]:
     """Unpack an export into ``runs_dir/<preset>``: the JSON files, and each model as a finished
     checkpoint.
+
+    Everything is read and checked first, so a damaged archive or model part, or a run folder here
+    that holds another run, writes nothing.
+
+    Raises:
+        DamagedExportError: the archive or a model part cannot be read back (one line, the fix).
+        RunFolderError: a checkpoint or run folder here holds another pretraining or run.
 
     Returns:
         {"files": JSON files written, "checkpoints": checkpoints written}.
@@ -114,20 +199,22 @@ def import_study(
         raise FileNotFoundError(
             f"'{archive}' not found: run the study with --export {src} (same --preset) first"
         )
-    with tarfile.open(archive, mode="r:gz") as tar:
-        names = tar.getnames()
-        tar.extractall(run_dir, filter="data")  # relative regular files only
-    checkpoints = []
-    for name, parts in sorted(_model_parts(src).items()):
-        payload = torch.load(io.BytesIO(b"".join(p.read_bytes() for p in parts)), weights_only=True)
-        if payload.get("format") != FORMAT:
-            raise ValueError(
-                f"'{parts[0]}' is not a swavnb model export (expected format {FORMAT})"
-            )
-        aug = payload["config"]["aug"]
-        target = run_dir / aug / CHECKPOINT
+    members = _read_archive(archive)
+    models = {name: _read_model(name, parts) for name, parts in sorted(_model_parts(src).items())}
+    targets = {}
+    for name, payload in models.items():
+        config = payload["config"]
+        target = run_folder(preset, config["aug"], config.get("seed", 0), runs_dir) / CHECKPOINT
+        if not _check_model_target(target, payload):
+            targets[name] = target
+    _check_manifests(run_dir, members)
+    for name, data in members.items():
+        write_bytes(run_dir / name, data)
+    for name, target in targets.items():
+        payload = models[name]
         save_checkpoint(
             {
+                "run_id": payload.get("run_id"),
                 "config": payload["config"],
                 "model_hparams": payload["model_hparams"],
                 "model": {
@@ -147,5 +234,4 @@ def import_study(
             },
             target,
         )
-        checkpoints.append(target)
-    return {"files": names, "checkpoints": checkpoints}
+    return {"files": sorted(members), "checkpoints": list(targets.values())}
