@@ -8,7 +8,10 @@ share these, so each backbone's frozen features are extracted once per BN settin
 from __future__ import annotations
 
 import hashlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,16 +19,83 @@ from torch import nn
 from swavnb.checkpoint import atomic_save, load_checkpoint
 from swavnb.config import FinetuneConfig, check_bn_stats
 from swavnb.data import CifarSplit, label_subset, load_cifar100
-from swavnb.layout import SCRATCH, is_random_init, resolve
+from swavnb.layout import NO_CHECKPOINT, SCRATCH, encoder_folder, is_random_init, resolve, shown
 from swavnb.model import SwAVModel, cifar_resnet18
 from swavnb.precision import precision_name, use_bf16
 from swavnb.probes import extract_features, knn_accuracy, precise_batchnorm
 
 
-def load_backbone(
-    checkpoint: str | None, seed: int, image_size: int | None = None
-) -> tuple[nn.Module, str]:
-    """The pretrained ResNet-18 of a checkpoint, or a random one; with the row's aug label.
+@dataclass(frozen=True)
+class Encoder:
+    """The backbone an evaluation or probe runs on, as its rows and run folders name it."""
+
+    aug: str  # its view strategy, or "scratch" for random init
+    seed: int  # its pretraining seed (random init: the seed its weights were drawn with)
+    run_id: str  # the pretraining run it came from: results of another run are stale
+    preset: str  # the preset it was pretrained with (random init: the evaluation's)
+    checkpoint: str  # as rows show it: from the project root, or "none"
+    folder: Path  # where its evaluations and probes go
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Which encoder, as a run folder's manifest records it (:mod:`swavnb.run_guard`)."""
+        return {"aug": self.aug, "preset": self.preset, "seed": self.seed}
+
+    @property
+    def tag(self) -> str:
+        """Its key in the feature cache: the pretraining run, so a redone one never reads the
+        features of the weights it replaced."""
+        return self.run_id or f"{SCRATCH}-seed{self.seed}"
+
+
+def weights_digest(weights: dict[str, torch.Tensor]) -> str:
+    """A content hash of a state dict: the run id of a checkpoint written before runs had one."""
+    digest = hashlib.sha1()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(weights[name].detach().cpu().contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def read_encoder(
+    checkpoint: str | os.PathLike | None,
+    seed: int,
+    preset: str = "quick",
+    runs_dir: str | os.PathLike = "runs",
+    state: dict[str, Any] | None = None,
+) -> Encoder:
+    """Which :class:`Encoder` a checkpoint (or ``none``) is, without building its network.
+
+    Args:
+        seed: the evaluation's seed; a random-init encoder is the one drawn with it.
+        preset, runs_dir: where a random-init encoder's folder is (``runs/<preset>/scratch/...``).
+        state: the checkpoint, when the caller has loaded it already.
+    """
+    if is_random_init(checkpoint):
+        folder = encoder_folder(None, preset, seed, runs_dir)
+        return Encoder(SCRATCH, seed, "", preset, NO_CHECKPOINT, folder)
+    checkpoint = resolve(checkpoint)
+    state = state if state is not None else load_checkpoint(checkpoint)
+    config = state["config"]
+    return Encoder(
+        config["aug"],
+        config["seed"],
+        state.get("run_id") or weights_digest(state["model"]),
+        config["preset"],
+        shown(checkpoint),
+        checkpoint.parent,
+    )
+
+
+def load_encoder(
+    checkpoint: str | os.PathLike | None,
+    seed: int,
+    image_size: int | None = None,
+    preset: str = "quick",
+    runs_dir: str | os.PathLike = "runs",
+) -> tuple[nn.Module, Encoder]:
+    """The pretrained ResNet-18 of a checkpoint, or a random one drawn with ``seed``, and the
+    :class:`Encoder` it is (:func:`read_encoder`).
 
     Args:
         image_size: the resolution it will be evaluated at; if given, it must be the
@@ -33,24 +103,32 @@ def load_backbone(
     """
     if is_random_init(checkpoint):
         torch.manual_seed(seed)
-        return cifar_resnet18(), SCRATCH
+        return cifar_resnet18(), read_encoder(None, seed, preset, runs_dir)
     checkpoint = resolve(checkpoint)
     state = load_checkpoint(checkpoint)
     if not state["finished"]:
         raise ValueError(
-            f"'{checkpoint}' is an unfinished pretraining run; "
+            f"'{shown(checkpoint)}' is an unfinished pretraining run; "
             "rerun its pretrain command to finish it"
         )
     trained_at = state["config"].get("image_size", 32)
     if image_size is not None and image_size != trained_at:
         raise ValueError(
-            f"'{checkpoint}' was pretrained at {trained_at} px "
+            f"'{shown(checkpoint)}' was pretrained at {trained_at} px "
             f"but evaluation is at {image_size} px; "
             f"pass --image_size {trained_at} (or the preset it was trained with)"
         )
     model = SwAVModel(**state["model_hparams"])
     model.load_state_dict(state["model"])
-    return model.backbone, state["config"]["aug"]
+    return model.backbone, read_encoder(checkpoint, seed, preset, runs_dir, state)
+
+
+def load_backbone(
+    checkpoint: str | None, seed: int, image_size: int | None = None
+) -> tuple[nn.Module, str]:
+    """:func:`load_encoder`'s backbone and its row's aug label."""
+    backbone, encoder = load_encoder(checkpoint, seed, image_size)
+    return backbone, encoder.aug
 
 
 def evaluation_data(config: FinetuneConfig) -> tuple[CifarSplit, CifarSplit]:
@@ -64,12 +142,6 @@ def evaluation_data(config: FinetuneConfig) -> tuple[CifarSplit, CifarSplit]:
     if config.test_images:
         test = test.subset(label_subset(test.fine, config.test_images / len(test), config.seed))
     return train.resized(config.image_size), test.resized(config.image_size)
-
-
-def feature_tag(checkpoint: str | None, aug: str) -> str:
-    """What identifies a backbone in the feature cache (linear evaluation and the probes share
-    it)."""
-    return SCRATCH if aug == SCRATCH else str(resolve(checkpoint).resolve())
 
 
 def _cache_path(
@@ -108,7 +180,7 @@ def frozen_features(
     extracted once per BN setting.
 
     Args:
-        tag: identifies the backbone (see :func:`feature_tag`).
+        tag: identifies the backbone (:attr:`Encoder.tag`).
         bn_stats: ``precise`` (BN statistics recomputed on the pool's clean images, see
             :func:`swavnb.probes.precise_batchnorm`) or ``ema``; default ``config.bn_stats``.
 
@@ -148,7 +220,7 @@ def knn_by_bn_stats(
     (``ema``): the effect of the statistics alone, with everything else equal.
 
     Args:
-        tag: identifies the backbone (see :func:`feature_tag`); features come from the cache when
+        tag: identifies the backbone (:attr:`Encoder.tag`); features come from the cache when
             :func:`frozen_features` has extracted them already.
 
     Returns:

@@ -14,15 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swavnb import cli
+from swavnb import cli, run_guard
 from swavnb.accuracy import per_group_accuracy, topk_accuracy
 from swavnb.augment import finetune_transform
 from swavnb.checkpoint import load_checkpoint, write_json
 from swavnb.config import FRACTIONS, MODES, PRESETS, FinetuneConfig, finetune_config
 from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset
 from swavnb.device import device_name, pick_device
-from swavnb.features import evaluation_data, feature_tag, frozen_features, load_backbone
-from swavnb.layout import RESULT, SCRATCH, encoder_folder, is_random_init, resolve
+from swavnb.evaluation_runs import open_evaluation
+from swavnb.features import evaluation_data, frozen_features
+from swavnb.layout import RESULT, SCRATCH, is_random_init, resolve, shown
 from swavnb.model import BACKBONE_DIM
 from swavnb.precision import autocast, precision_name, use_bf16
 from swavnb.probes import extract_features
@@ -173,9 +174,10 @@ def finetune(
     checkpoint: str | None,
     fraction: float,
     mode: str,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None,
     config: FinetuneConfig,
     cache_dir: str | os.PathLike | None = None,
+    runs_dir: str | os.PathLike = "runs",
 ) -> dict[str, Any]:
     """Evaluate one (backbone, label fraction, mode) cell of the study; writes
     ``out_dir/result.json``.
@@ -184,9 +186,15 @@ def finetune(
         checkpoint: a pretraining ``checkpoint.pt``, or None / ``"none"`` for random init.
         fraction: share of the labelled pool used, in (0, 1] (stratified, nested subsets).
         mode: ``finetune`` (whole network, the seed's protocol) or ``linear`` (frozen features).
+        out_dir: None or '' derives it from the run: ``<mode>-<fraction>`` in the encoder's folder
+            (:func:`swavnb.layout.evaluation_folder`), as the study does.
         config: evaluation settings (a preset, see :func:`swavnb.config.finetune_config`).
-        cache_dir: where ``linear`` keeps extracted features (default: the encoder's folder, see
-            :func:`swavnb.layout.encoder_folder`). Relative paths are taken from the project root.
+        cache_dir: where ``linear`` keeps extracted features (default: the encoder's folder).
+        runs_dir: where a random-init encoder's folder is. Relative paths are taken from the
+            project root.
+
+    Raises:
+        RunFolderError: ``out_dir`` holds another run; RunFolderBusy: another process writes it.
 
     Returns:
         The result row: preset, aug, mode, fraction, top1, top5 (percent), epochs, seconds,
@@ -197,49 +205,52 @@ def finetune(
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     tic = time.perf_counter()
     device = pick_device(config.device)
-    backbone, aug = load_backbone(checkpoint, config.seed, config.image_size)
-    pool, test = evaluation_data(config)
-    chosen = label_subset(pool.fine, fraction, config.seed)
-    labelled = pool.subset(chosen)
-    if mode == "finetune":
-        logits, curves, epochs = train_finetune(
-            backbone, aug != SCRATCH, labelled, test, config, device
-        )
-    else:
-        if cache_dir is None and not is_random_init(checkpoint):
-            cache_dir = encoder_folder(checkpoint, config.preset)
-        cache = None if cache_dir is None else resolve(cache_dir)
-        tag = feature_tag(checkpoint, aug)
-        pool_features, test_features = frozen_features(
-            backbone, pool, test, device, config, cache, tag
-        )
-        logits, curves, epochs = train_linear(
-            pool_features[chosen], pool.fine[chosen], test_features, test.fine, config
-        )
-    accuracy = topk_accuracy(logits, test.fine)
-    row = {
-        "preset": config.preset,
-        "aug": aug,
-        "mode": mode,
-        "fraction": fraction,
-        "top1": accuracy[1],
-        "top5": accuracy[5],
-        "epochs": round(epochs, 2),
-        "seconds": round(time.perf_counter() - tic, 1),
-        "device": device_name(device),
-        "precision": precision_name(use_bf16(config.amp, device)),
-        "n_labels": len(labelled),
-        "test_images": len(test),
-        "image_size": config.image_size,
-        # fine-tuning trains the BN statistics with the rest; frozen features use config.bn_stats
-        "bn_stats": config.bn_stats if mode == "linear" else "trained",
-        "checkpoint": str(checkpoint or "none"),
-        "curves": curves,
-        "per_superclass": per_group_accuracy(
-            logits.argmax(1), test.fine, test.coarse, test.coarse_names
-        ),
-    }
-    write_json(resolve(out_dir) / RESULT, row)
+    backbone, encoder, out = open_evaluation(checkpoint, mode, config, out_dir, runs_dir, fraction)
+    with run_guard.locked(out, "evaluation folder"):
+        pool, test = evaluation_data(config)
+        chosen = label_subset(pool.fine, fraction, config.seed)
+        labelled = pool.subset(chosen)
+        if mode == "finetune":
+            logits, curves, epochs = train_finetune(
+                backbone, encoder.aug != SCRATCH, labelled, test, config, device
+            )
+        else:
+            cache = resolve(cache_dir or encoder.folder)
+            pool_features, test_features = frozen_features(
+                backbone, pool, test, device, config, cache, encoder.tag
+            )
+            logits, curves, epochs = train_linear(
+                pool_features[chosen], pool.fine[chosen], test_features, test.fine, config
+            )
+        accuracy = topk_accuracy(logits, test.fine)
+        row = {
+            "preset": config.preset,
+            "aug": encoder.aug,
+            "mode": mode,
+            "fraction": fraction,
+            "top1": accuracy[1],
+            "top5": accuracy[5],
+            "epochs": round(epochs, 2),
+            "seconds": round(time.perf_counter() - tic, 1),
+            "device": device_name(device),
+            "precision": precision_name(use_bf16(config.amp, device)),
+            "n_labels": len(labelled),
+            "test_images": len(test),
+            "image_size": config.image_size,
+            # fine-tuning trains the BN statistics with the rest; frozen features use
+            # config.bn_stats
+            "bn_stats": config.bn_stats if mode == "linear" else "trained",
+            "seed": config.seed,
+            "encoder_seed": encoder.seed,
+            "checkpoint": encoder.checkpoint,
+            "run_id": encoder.run_id,
+            "out_dir": shown(out),
+            "curves": curves,
+            "per_superclass": per_group_accuracy(
+                logits.argmax(1), test.fine, test.coarse, test.coarse_names
+            ),
+        }
+        write_json(out / RESULT, row)
     return row
 
 
@@ -256,24 +267,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--fraction", type=float, required=True, help=f"label fraction in (0, 1], e.g. {FRACTIONS}"
     )
     parser.add_argument("--mode", default="finetune", help=f"one of {', '.join(MODES)}")
-    parser.add_argument("--out", required=True, help="folder for result.json")
+    parser.add_argument(
+        "--out",
+        default="",
+        help="folder for result.json (default: <mode>-<fraction> in the checkpoint's folder, or "
+        "runs/<preset>/scratch/seed-<seed>/ for random init)",
+    )
     parser.add_argument(
         "--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: the checkpoint's)"
     )
     parser.add_argument("--cache", default=None, help="folder for cached features (linear mode)")
     args, extra = parser.parse_known_args(argv)
-    preset = args.preset
-    if preset is None:
-        preset = (
-            "quick"
-            if is_random_init(args.checkpoint)
-            else load_checkpoint(args.checkpoint)["config"]["preset"]
-        )
-    config = finetune_config(preset, **cli.parse_overrides(extra, FinetuneConfig))
+    overrides = cli.parse_overrides(extra, FinetuneConfig)
+    trained = None if is_random_init(args.checkpoint) else load_checkpoint(args.checkpoint)
+    preset = args.preset or ("quick" if trained is None else trained["config"]["preset"])
+    if trained is not None:  # a replicate: evaluated with its pretraining's seed unless told
+        overrides.setdefault("seed", trained["config"]["seed"])
+    config = finetune_config(preset, **overrides)
     row = finetune(args.checkpoint, args.fraction, args.mode, args.out, config, args.cache)
     print(
         f"{row['aug']} {row['mode']} {100 * row['fraction']:g}% labels: top-1 {row['top1']:.2f}  "
-        f"top-5 {row['top5']:.2f}  ({row['seconds']:.0f} s)"
+        f"top-5 {row['top5']:.2f}  ({row['seconds']:.0f} s), {row['out_dir']}/{RESULT}"
     )
     return row
 

@@ -13,28 +13,33 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from swavnb import cli
+from swavnb import cli, run_guard
 from swavnb.clusters import cluster_assignments, prototype_scores, score_rows
-from swavnb.config import finetune_config, pretrain_config
+from swavnb.config import FinetuneConfig, finetune_config, pretrain_config
 from swavnb.device import pick_device
-from swavnb.features import (
-    evaluation_data,
-    feature_tag,
-    frozen_features,
-    knn_by_bn_stats,
-    load_backbone,
-)
+from swavnb.evaluation_runs import open_evaluation
+from swavnb.features import evaluation_data, frozen_features, knn_by_bn_stats
 from swavnb.finetune import finetune
 from swavnb.layout import (
     SCRATCH,
-    encoder_folder,
-    evaluation_folder,
-    probes_folder,
-    resolve,
+    encoder_checkpoint,
+    run_folder,
 )
 from swavnb.model import SwAVModel
 from swavnb.results import save_clusters, save_knn, write_results
 from swavnb.train import pretrain
+
+
+def _runs_dir(p: Mapping[str, Any]) -> str:
+    return p.get("runs_dir") or "runs"
+
+
+def _checkpoint(p: Mapping[str, Any]) -> str:
+    """The encoder a step evaluates: its ``checkpoint`` parameter, else the one its preset, aug and
+    seed name, as the notebooks derive it."""
+    return p.get("checkpoint") or encoder_checkpoint(
+        p["preset"], p["aug"], p.get("seed", 0), _runs_dir(p)
+    )
 
 
 def run_pretrain(p: Mapping[str, Any]) -> None:
@@ -43,69 +48,65 @@ def run_pretrain(p: Mapping[str, Any]) -> None:
     config = pretrain_config(
         p["preset"],
         aug=p.get("aug") or None,
+        seed=p.get("seed", 0),
         data_root=p.get("data_root", ""),
         device=p.get("device", "auto"),
         amp=p.get("amp", "auto"),
     )
-    pretrain(config, p["out_dir"], progress=False)
+    out = p.get("out_dir") or run_folder(config.preset, config.aug, config.seed, _runs_dir(p))
+    pretrain(config, out, progress=False)
+
+
+def _evaluation_config(p: Mapping[str, Any]) -> FinetuneConfig:
+    return finetune_config(
+        p["preset"],
+        seed=p.get("seed", 0),
+        data_root=p.get("data_root", ""),
+        device=p.get("device", "auto"),
+        amp=p.get("amp", "auto"),
+    )
 
 
 def run_finetune(p: Mapping[str, Any]) -> None:
     """What ``finetune.ipynb`` evaluates with these parameters."""
-    config = finetune_config(
-        p["preset"],
-        data_root=p.get("data_root", ""),
-        device=p.get("device", "auto"),
-        amp=p.get("amp", "auto"),
-    )
-    encoder = encoder_folder(p["checkpoint"], p["preset"])
     finetune(
-        p["checkpoint"],
+        _checkpoint(p),
         p["fraction"],
         p["mode"],
-        p.get("out_dir") or evaluation_folder(encoder, p["mode"], p["fraction"]),
-        config,
-        p.get("cache_dir") or encoder,
+        p.get("out_dir") or None,
+        _evaluation_config(p),
+        runs_dir=_runs_dir(p),
     )
 
 
 def run_probes(p: Mapping[str, Any]) -> None:
     """The numbers ``probes.ipynb`` saves: weighted k-NN under both BN settings and the cluster
     scores."""
-    preset, checkpoint, seed = p["preset"], p["checkpoint"], p.get("seed", 0)
-    config = finetune_config(
-        preset,
-        seed=seed,
-        data_root=p.get("data_root", ""),
-        device=p.get("device", "auto"),
-        amp=p.get("amp", "auto"),
-    )
+    config = _evaluation_config(p)
+    preset, checkpoint, seed = config.preset, _checkpoint(p), config.seed
     device = pick_device(config.device)
-    encoder = encoder_folder(checkpoint, preset)
-    out_dir, cache = (
-        resolve(p.get("out_dir") or probes_folder(encoder)),
-        resolve(p.get("cache_dir") or encoder),
+    backbone, encoder, out_dir = open_evaluation(
+        checkpoint, "probes", config, p.get("out_dir"), _runs_dir(p)
     )
-    backbone, aug = load_backbone(checkpoint, seed, config.image_size)
-    pool, test = evaluation_data(config)
-    tag = feature_tag(checkpoint, aug)
-    _, test_features = frozen_features(backbone, pool, test, device, config, cache, tag)
-    save_knn(
-        knn_by_bn_stats(backbone, pool, test, device, config, cache, tag), preset, aug, out_dir
-    )
-    scores = None
-    if aug != SCRATCH:
-        model = SwAVModel.from_checkpoint(checkpoint).to(device)
-        scores = prototype_scores(model, test.images, device, amp=config.amp)  # (N, K)
-    n_clusters = pretrain_config(preset).n_prototypes if scores is None else scores.shape[1]
-    assignments = cluster_assignments(test_features, scores, n_clusters, seed)
-    targets = {"fine": test.fine, "superclass": test.coarse}
-    save_clusters(score_rows(assignments, targets, preset, aug, n_clusters), out_dir)
+    with run_guard.locked(out_dir, "probes folder"):
+        pool, test = evaluation_data(config)
+        cache, tag, aug = encoder.folder, encoder.tag, encoder.aug
+        _, test_features = frozen_features(backbone, pool, test, device, config, cache, tag)
+        knn = knn_by_bn_stats(backbone, pool, test, device, config, cache, tag)
+        save_knn(knn, preset, aug, out_dir)
+        scores = None
+        if aug != SCRATCH:
+            model = SwAVModel.from_checkpoint(checkpoint).to(device)
+            scores = prototype_scores(model, test.images, device, amp=config.amp)  # (N, K)
+        n_clusters = pretrain_config(preset).n_prototypes if scores is None else scores.shape[1]
+        assignments = cluster_assignments(test_features, scores, n_clusters, seed)
+        targets = {"fine": test.fine, "superclass": test.coarse}
+        save_clusters(score_rows(assignments, targets, preset, aug, n_clusters), out_dir)
 
 
 def run_results(p: Mapping[str, Any]) -> None:
     """The tables ``results.ipynb`` writes (its figures are drawn when the notebook runs)."""
-    write_results(p["preset"], p.get("runs_dir", "runs"), p.get("results_dir", "results"))
+    write_results(p["preset"], _runs_dir(p), p.get("results_dir") or "results")
 
 
 STEPS = {

@@ -19,6 +19,8 @@ METRICS = "metrics.json"  # a pretraining run's per-epoch loss, lr, speed and pr
 RESULT = "result.json"  # one label-fraction evaluation's row
 KNN = "knn.json"  # one encoder's k-NN rows
 CLUSTERS = "clusters.json"  # one encoder's cluster-quality rows
+MANIFEST = "run.json"  # what a run folder holds (swavnb.run_guard)
+LOCK = ".lock"  # held by the process writing a run folder (swavnb.run_guard)
 SCRATCH = "scratch"  # the aug name of the random-init encoder, as in results.csv
 NO_CHECKPOINT = "none"  # what a notebook or CLI takes for "random init"
 _SOURCE_CHECKOUT = Path(__file__).resolve().parents[1]
@@ -52,38 +54,56 @@ def is_random_init(checkpoint: str | os.PathLike | None) -> bool:
     return checkpoint in (None, "", NO_CHECKPOINT)
 
 
-def run_folder(preset: str, aug: str, runs_dir: str | os.PathLike = "runs") -> Path:
-    """``<runs_dir>/<preset>/<aug>``: one encoder's pretraining run and its evaluations."""
-    return resolve(runs_dir) / preset / aug
+def run_folder(preset: str, aug: str, seed: int = 0, runs_dir: str | os.PathLike = "runs") -> Path:
+    """``<runs_dir>/<preset>/<aug>/seed-<seed>``: one encoder's pretraining run (or random init's
+    folder) and its evaluations; ``runs_dir`` '' (a notebook's default) is ``runs``."""
+    return resolve(runs_dir or "runs") / preset / aug / f"seed-{seed}"
+
+
+def encoder_checkpoint(
+    preset: str, aug: str, seed: int = 0, runs_dir: str | os.PathLike = "runs"
+) -> str:
+    """The checkpoint a notebook or the study evaluates for encoder ``aug`` (``none`` for random
+    init), shown from the project root."""
+    if aug == SCRATCH:
+        return NO_CHECKPOINT
+    return shown(run_folder(preset, aug, seed, runs_dir) / CHECKPOINT)
 
 
 def encoder_folder(
-    checkpoint: str | os.PathLike | None, preset: str, runs_dir: str | os.PathLike = "runs"
+    checkpoint: str | os.PathLike | None,
+    preset: str,
+    seed: int = 0,
+    runs_dir: str | os.PathLike = "runs",
 ) -> Path:
     """Where an encoder's evaluations go: its checkpoint's folder, or
-    ``<runs_dir>/<preset>/scratch``."""
+    ``<runs_dir>/<preset>/scratch/seed-<seed>`` for random init."""
     return (
-        run_folder(preset, SCRATCH, runs_dir)
+        run_folder(preset, SCRATCH, seed, runs_dir)
         if is_random_init(checkpoint)
         else resolve(checkpoint).parent
     )
 
 
-def evaluation_folder(encoder: Path, mode: str, fraction: float) -> Path:
-    """One label-fraction evaluation: ``<encoder>/<mode>-<fraction>``."""
-    return encoder / f"{mode}-{fraction:g}"
+def evaluation_folder(encoder: Path, mode: str, fraction: float, seed: int | None = None) -> Path:
+    """One label-fraction evaluation: ``<encoder>/<mode>-<fraction>``, with ``-seed<seed>`` when
+    its seed is not the encoder's own (``seed`` None)."""
+    return encoder / (f"{mode}-{fraction:g}" + ("" if seed is None else f"-seed{seed}"))
 
 
-def probes_folder(encoder: Path) -> Path:
-    return encoder / "probes"
+def probes_folder(encoder: Path, seed: int | None = None) -> Path:
+    """An encoder's probes: ``<encoder>/probes``, with ``-seed<seed>`` as for evaluations."""
+    return encoder / ("probes" + ("" if seed is None else f"-seed{seed}"))
 
 
 def figures_folder(preset: str, figures_dir: str | os.PathLike = "figures") -> Path:
-    return resolve(figures_dir) / preset
+    """``<figures_dir>/<preset>``; ``figures_dir`` '' is ``figures``."""
+    return resolve(figures_dir or "figures") / preset
 
 
 def results_folder(preset: str, results_dir: str | os.PathLike = "results") -> Path:
-    return resolve(results_dir) / preset
+    """``<results_dir>/<preset>``; ``results_dir`` '' is ``results``."""
+    return resolve(results_dir or "results") / preset
 
 
 def notebooks_folder() -> Path:

@@ -370,23 +370,19 @@ def knn_bars(knn: pd.DataFrame) -> Figure:
     return fig
 
 
-def loss_curves(metrics_by_aug: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """Pretraining loss and prototype-usage entropy per epoch, one line per augmentation."""
+def loss_curves(metrics_by_run: Mapping[tuple[str, int], Mapping[str, Any]]) -> Figure:
+    """Pretraining loss and prototype-usage entropy per epoch, one colour per augmentation and one
+    line per seed."""
     fig, axes = _figure(1, 2, (11.0, 4.0))
     loss, usage = axes[0]
-    for aug, metrics in metrics_by_aug.items():
+    labelled = set()
+    for (aug, _seed), metrics in metrics_by_run.items():
         epochs = pd.DataFrame(metrics["epochs"])
-        loss.plot(
-            epochs["epoch"], epochs["loss"], marker="o", markersize=3, color=_color(aug), label=aug
-        )
-        usage.plot(
-            epochs["epoch"],
-            epochs["usage_entropy"],
-            marker="o",
-            markersize=3,
-            color=_color(aug),
-            label=aug,
-        )
+        label = None if aug in labelled else aug  # one legend entry per augmentation
+        labelled.add(aug)
+        style = dict(marker="o", markersize=3, color=_color(aug), label=label)
+        loss.plot(epochs["epoch"], epochs["loss"], **style)
+        usage.plot(epochs["epoch"], epochs["usage_entropy"], **style)
     loss.set(xlabel="epoch", ylabel="SwAV loss")
     usage.set(xlabel="epoch", ylabel="prototype usage entropy", ylim=(0, 1.05))
     for ax in axes.flat:

@@ -1,4 +1,4 @@
-"""``python -m swavnb.pretrain --preset P --aug A --out DIR [--field value ...]``
+"""``python -m swavnb.pretrain --preset P --aug A [--seed S] [--out DIR] [--field value ...]``
 
 Also runs unchanged under ``torchrun --nproc_per_node=N -m swavnb.pretrain ...``.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 from swavnb import cli
 from swavnb.config import PRESETS, PretrainConfig, pretrain_config
 from swavnb.distributed import teardown
+from swavnb.layout import CHECKPOINT, run_folder, shown
 from swavnb.train import pretrain
 
 
@@ -19,19 +20,23 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)}")
     parser.add_argument(
-        "--out", required=True, help="run folder: checkpoint.pt and metrics.json go here"
+        "--out",
+        default="",
+        help="run folder for checkpoint.pt and metrics.json (default: the study's, "
+        "runs/<preset>/<aug>/seed-<seed>)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     args, extra = parser.parse_known_args(argv)
     config = pretrain_config(args.preset, **cli.parse_overrides(extra, PretrainConfig))
+    out = args.out or run_folder(config.preset, config.aug, config.seed)
     try:
-        metrics = pretrain(config, args.out, progress=not args.no_progress)
+        metrics = pretrain(config, out, progress=not args.no_progress)
     finally:
         teardown()  # leave torchrun's process group cleanly, also after an error
     last = metrics["epochs"][-1]
     print(
         f"done: {len(metrics['epochs'])} epochs, loss {last['loss']:.4f}, "
-        f"checkpoint {args.out}/checkpoint.pt"
+        f"checkpoint {shown(out)}/{CHECKPOINT}"
     )
     return metrics
 

@@ -11,9 +11,9 @@ from swavnb.layout import notebooks_folder, resolve
 
 # the run whose executed notebooks --publish copies into notebooks/
 PUBLISHED = {
-    "pretrain": "pretrain-swav",
-    "finetune": "finetune-swav-finetune-0.1",
-    "probes": "probes-swav",
+    "pretrain": "pretrain-swav-seed0",
+    "finetune": "finetune-swav-seed0-finetune-0.1",
+    "probes": "probes-swav-seed0",
     "results": "results",
 }
 

@@ -164,25 +164,26 @@ def cluster_table(clusters: pd.DataFrame) -> str:
     return _markdown(["encoder", *(f"{m}, {t} labels" for m, t in settings)], body)
 
 
-def collect_metrics(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """The pretraining ``metrics.json`` of each aug (``run_dir/<aug>/metrics.json``), in study
-    order."""
+def collect_metrics(run_dir: str | os.PathLike) -> dict[tuple[str, int], dict[str, Any]]:
+    """The pretraining ``metrics.json`` of each encoder (``run_dir/<aug>/seed-<s>/``), keyed by
+    (aug, seed) in study order."""
     found = {}
-    for path in Path(run_dir).glob(f"*/{METRICS}"):
+    for path in Path(run_dir).glob(f"*/seed-*/{METRICS}"):
         metrics = json.loads(path.read_text())
-        found[metrics["config"]["aug"]] = metrics
-    return {aug: found[aug] for aug in sorted(found, key=aug_rank)}
+        found[(metrics["config"]["aug"], int(metrics["config"].get("seed", 0)))] = metrics
+    return {key: found[key] for key in sorted(found, key=lambda k: (aug_rank(k[0]), k[1]))}
 
 
-def pretrain_summary(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+def pretrain_summary(metrics: Mapping[tuple[str, int], Mapping[str, Any]]) -> pd.DataFrame:
     """One row per pretraining run: epochs, final loss and usage, training time, device and
     precision."""
     rows = []
-    for aug, run in metrics.items():
+    for (aug, seed), run in metrics.items():
         last = run["epochs"][-1]
         rows.append(
             {
                 "aug": aug,
+                "seed": seed,
                 "epochs": last["epoch"],
                 "loss": last["loss"],
                 "usage_entropy": last["usage_entropy"],
@@ -196,6 +197,7 @@ def pretrain_summary(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         rows,
         columns=[
             "aug",
+            "seed",
             "epochs",
             "loss",
             "usage_entropy",
@@ -303,7 +305,7 @@ def markdown_tables(
     rows: pd.DataFrame,
     knn: pd.DataFrame,
     preset: str,
-    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+    metrics: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
     clusters: pd.DataFrame | None = None,
 ) -> str:
     """The whole ``tables.md``: the seed's Tables 1 and 2 reproduced, then every encoder and
@@ -355,6 +357,7 @@ def markdown_tables(
         body = [
             [
                 r.aug,
+                str(r.seed),
                 str(r.epochs),
                 f"{r.loss:.4f}",
                 f"{r.usage_entropy:.2f}",
@@ -370,6 +373,7 @@ def markdown_tables(
             _markdown(
                 [
                     "aug",
+                    "seed",
                     "epochs",
                     "final loss",
                     "usage entropy",
@@ -391,7 +395,7 @@ class StudyResults:
     rows: pd.DataFrame  # one row per finetune / linear run (results.csv)
     knn: pd.DataFrame  # one row per (encoder, k) (knn.csv)
     clusters: pd.DataFrame  # one row per (encoder, method, target, score) (clusters.csv)
-    metrics: dict[str, dict[str, Any]]  # pretraining metrics per aug
+    metrics: dict[tuple[str, int], dict[str, Any]]  # pretraining metrics per (aug, seed)
     tables: str  # the Markdown of tables.md
     csv: Path
     markdown: Path
@@ -413,7 +417,7 @@ def write_results(
         NoRunsError: ``runs_dir/<preset>`` holds no evaluation, probe or pretraining run; nothing is
             written, so existing tables are never replaced by empty ones.
     """
-    run_dir, out = resolve(runs_dir) / preset, results_folder(preset, results_dir)
+    run_dir, out = resolve(runs_dir or "runs") / preset, results_folder(preset, results_dir)
     rows, knn, clusters = collect_results(run_dir), collect_knn(run_dir), collect_clusters(run_dir)
     metrics = collect_metrics(run_dir)
     if not len(rows) and not len(knn) and not len(clusters) and not metrics:

@@ -19,18 +19,26 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from swavnb import run_guard
 from swavnb.augment import AUGMENTATIONS
-from swavnb.checkpoint import CheckpointError, load_checkpoint
-from swavnb.config import FRACTIONS, MODES, PRESETS
+from swavnb.checkpoint import load_checkpoint
+from swavnb.config import (
+    FRACTIONS,
+    MODES,
+    PRESETS,
+    PretrainConfig,
+    as_dict,
+    finetune_config,
+    pretrain_config,
+)
 from swavnb.data import check_fraction
 from swavnb.device import hardware
+from swavnb.errors import DamagedExportError, DiskFullError, RunFolderBusy, RunFolderError
+from swavnb.evaluation_runs import is_done
 from swavnb.layout import (
     CHECKPOINT,
-    KNN,
-    METRICS,
-    NO_CHECKPOINT,
-    RESULT,
     SCRATCH,
+    encoder_checkpoint,
     evaluation_folder,
     probes_folder,
     project_root,
@@ -40,15 +48,36 @@ from swavnb.layout import (
 )
 from swavnb.publish import publish
 from swavnb.scheduler import Step, StepFailed, run
+from swavnb.train import pretrain_identity
 
 STUDY_AUGS = ("jitter", "flip", "swav")  # the seed's two strategies, then SwAV's recipe
+STUDY_FIX = "move that folder away, or run the study with another --runs_dir"
 
 
-def _finished(checkpoint: Path) -> bool:
-    try:
-        return bool(load_checkpoint(checkpoint)["finished"])
-    except CheckpointError:
+def _finished(checkpoint: Path, planned: PretrainConfig) -> bool:
+    """Whether ``checkpoint`` is a finished run of the ``planned`` pretraining.
+
+    Raises:
+        RunFolderError: its folder holds another run (another aug, seed or config): the study would
+            otherwise count that run as this one's.
+    """
+    folder = checkpoint.parent
+    identity = pretrain_identity(planned)
+    run_guard.check_identity(folder, identity, STUDY_FIX)
+    if not checkpoint.is_file():
         return False
+    state = load_checkpoint(checkpoint)
+    # a field added after the checkpoint was written counts as its default, as it ran then
+    saved = PretrainConfig(**{**as_dict(PretrainConfig()), **state["config"]})
+    if run_guard.differences(held := pretrain_identity(saved), identity):
+        raise run_guard.refusal(folder, held, identity, STUDY_FIX)
+    return bool(state["finished"])
+
+
+def _default_or(path: str | Path, default: str) -> str:
+    """A folder as a step's parameter: '' when it is the default, so the notebook derives it and a
+    published notebook holds no path of a particular run."""
+    return "" if resolve(path) == resolve(default) else shown(path)
 
 
 def plan(
@@ -61,85 +90,77 @@ def plan(
     figures_dir: str | Path = "figures",
     modes: Sequence[str] = MODES,
     probes: bool = True,
+    seeds: Sequence[int] = (0,),
 ) -> list[Step]:
     """Every step of the study in order: pretrain, then finetune / linear, then probes, then
-    results.
+    results, for every seed.
 
     Each encoder's evaluations and probes come after its pretraining (``after``), the random-init
     encoder's need none, and results come after everything: what ``--jobs`` may run side by side.
     ``probes=False`` leaves the probes out (a GPU node whose encoders are probed after --import).
-
-    Relative folders are taken from the project root; notebooks get them relative to it when inside
-    it.
+    Steps get the parameters that define their run (preset, aug, seed, mode, fraction) and derive
+    their folders from them exactly as the notebooks do (:mod:`swavnb.layout`).
     """
-    data_root = shown(data_root) if data_root else ""
-    run_dir = resolve(runs_dir) / preset
-    executed = run_dir / "notebooks"
+    folders = {
+        "data_root": shown(data_root) if data_root else "",
+        "runs_dir": _default_or(runs_dir, "runs"),
+    }
+    drawn = {"figures_dir": _default_or(figures_dir, "figures")}
+    executed = resolve(runs_dir) / preset / "notebooks"
     steps = []
-    for aug in augs:
-        out = run_folder(preset, aug, runs_dir)
-        steps.append(
-            Step(
-                "pretrain",
-                f"pretrain {aug}",
-                {
-                    "preset": preset,
-                    "aug": aug,
-                    "out_dir": shown(out),
-                    "data_root": data_root,
-                    "figures_dir": shown(figures_dir),
-                },
-                executed / f"pretrain-{aug}.ipynb",
-                lambda out=out: _finished(out / CHECKPOINT),
-                # features cached under a checkpoint's path would outlive the weights they came from
-                [out / CHECKPOINT, out / METRICS, *out.glob("features-*.pt")],
-            )
-        )
-    encoders = [(aug, shown(run_folder(preset, aug, runs_dir) / CHECKPOINT)) for aug in augs]
-    encoders.append((SCRATCH, NO_CHECKPOINT))
-    for aug, checkpoint in encoders:
-        needs = [] if aug == SCRATCH else [f"pretrain {aug}"]
-        for mode in modes:
-            for fraction in fractions:
-                out = evaluation_folder(run_folder(preset, aug, runs_dir), mode, fraction)
-                steps.append(
-                    Step(
-                        "finetune",
-                        f"{mode} {aug} {100 * fraction:g}% labels",
-                        {
-                            "checkpoint": checkpoint,
-                            "fraction": fraction,
-                            "mode": mode,
-                            "preset": preset,
-                            "out_dir": shown(out),
-                            "cache_dir": shown(run_folder(preset, aug, runs_dir)),
-                            "data_root": data_root,
-                        },
-                        executed / f"finetune-{aug}-{mode}-{fraction:g}.ipynb",
-                        lambda out=out: (out / RESULT).is_file(),
-                        after=needs,
-                    )
+    for seed in seeds:
+        for aug in augs:
+            out = run_folder(preset, aug, seed, runs_dir)
+            planned = pretrain_config(preset, aug=aug, seed=seed)
+            steps.append(
+                Step(
+                    "pretrain",
+                    f"pretrain {aug} seed {seed}",
+                    {"preset": preset, "aug": aug, "seed": seed, **folders, **drawn},
+                    executed / f"pretrain-{aug}-seed{seed}.ipynb",
+                    lambda out=out, planned=planned: _finished(out / CHECKPOINT, planned),
+                    # features cached beside the weights would outlive them
+                    [out / CHECKPOINT, *out.glob("features-*.pt")],
                 )
-    for aug, checkpoint in encoders if probes else []:
-        out = probes_folder(run_folder(preset, aug, runs_dir))
-        steps.append(
-            Step(
-                "probes",
-                f"probes {aug}",
-                {
-                    "checkpoint": checkpoint,
-                    "preset": preset,
-                    "out_dir": shown(out),
-                    "cache_dir": shown(run_folder(preset, aug, runs_dir)),
-                    "data_root": data_root,
-                    "figures_dir": shown(figures_dir),
-                },
-                executed / f"probes-{aug}.ipynb",
-                lambda out=out: (out / KNN).is_file(),
-                after=[] if aug == SCRATCH else [f"pretrain {aug}"],
-                draws=True,
             )
-        )
+    for seed in seeds:
+        for aug in [*augs, SCRATCH]:
+            checkpoint = encoder_checkpoint(preset, aug, seed, runs_dir)
+            encoder = run_folder(preset, aug, seed, runs_dir)
+            needs = [] if aug == SCRATCH else [f"pretrain {aug} seed {seed}"]
+            defining = {"preset": preset, "aug": aug, "seed": seed}
+            for mode in modes:
+                for fraction in fractions:
+                    out = evaluation_folder(encoder, mode, fraction)
+                    steps.append(
+                        Step(
+                            "finetune",
+                            f"{mode} {aug} seed {seed} {100 * fraction:g}% labels",
+                            {**defining, "fraction": fraction, "mode": mode, **folders},
+                            executed / f"finetune-{aug}-seed{seed}-{mode}-{fraction:g}.ipynb",
+                            lambda c=checkpoint, s=seed, m=mode, f=fraction: is_done(
+                                c, m, finetune_config(preset, seed=s), runs_dir, f, STUDY_FIX
+                            ),
+                            after=needs,
+                        )
+                    )
+    for seed in seeds if probes else []:
+        for aug in [*augs, SCRATCH]:
+            checkpoint = encoder_checkpoint(preset, aug, seed, runs_dir)
+            out = probes_folder(run_folder(preset, aug, seed, runs_dir))
+            steps.append(
+                Step(
+                    "probes",
+                    f"probes {aug} seed {seed}",
+                    {"preset": preset, "aug": aug, "seed": seed, **folders, **drawn},
+                    executed / f"probes-{aug}-seed{seed}.ipynb",
+                    lambda c=checkpoint, s=seed: is_done(
+                        c, "probes", finetune_config(preset, seed=s), runs_dir, None, STUDY_FIX
+                    ),
+                    after=[] if aug == SCRATCH else [f"pretrain {aug} seed {seed}"],
+                    draws=True,
+                )
+            )
     csv = resolve(results_dir) / preset / "results.csv"
     steps.append(
         Step(
@@ -147,9 +168,9 @@ def plan(
             "results",
             {
                 "preset": preset,
-                "runs_dir": shown(runs_dir),
-                "results_dir": shown(results_dir),
-                "figures_dir": shown(figures_dir),
+                "runs_dir": folders["runs_dir"],
+                "results_dir": _default_or(results_dir, "results"),
+                **drawn,
             },
             executed / "results.ipynb",
             csv.is_file,
@@ -193,10 +214,11 @@ def _exporter(args: argparse.Namespace) -> Callable[[Step], None]:
 
     def export(step: Step) -> None:
         if step.notebook == "pretrain":
+            aug, seed = step.parameters["aug"], step.parameters["seed"]
             transfer.export_model(
-                resolve(step.parameters["out_dir"]) / CHECKPOINT,
+                run_folder(args.preset, aug, seed, args.runs_dir) / CHECKPOINT,
                 args.export,
-                step.parameters["aug"],
+                f"{aug}-seed{seed}",
             )
         transfer.export_results(args.runs_dir, args.preset, args.export)
 
@@ -259,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         "probes notebook examines after --import anyway",
     )
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="replicates: every encoder pretrained and evaluated with seeds 0 .. N-1 (default 1)",
+    )
+    parser.add_argument(
         "--data_root", default="", help="folder holding cifar-100-python/ (default $SWAVNB_DATA)"
     )
     parser.add_argument("--force", action="store_true", help="redo steps whose results exist")
@@ -319,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
     if args.publish and args.skip_probes:
         parser.error("--publish copies the executed probes notebook: drop --skip_probes")
     steps = plan(
@@ -331,13 +361,24 @@ def main(argv: list[str] | None = None) -> int:
         args.figures_dir,
         args.modes,
         probes=not args.skip_probes,
+        seeds=range(args.seeds),
     )
     mode = "headless" if args.headless else "notebooks"
     print(
         f"study {args.preset}: {len(steps)} steps ({mode}, {args.jobs} at a time) "
-        f"on {hardware()}; runs in {resolve(args.runs_dir) / args.preset}",
+        f"on {hardware()}; runs in {shown(resolve(args.runs_dir) / args.preset)}",
         flush=True,
     )
+    try:
+        # one study per runs folder: a second one would train the same runs side by side
+        with run_guard.locked(resolve(args.runs_dir) / args.preset, "the study's runs folder"):
+            return _run_study(args, steps)
+    except (RunFolderBusy, DiskFullError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run_study(args: argparse.Namespace, steps: list[Step]) -> int:
     bench_failed = ""
     try:
         if args.import_dir:
@@ -367,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
             on_done=_exporter(args) if args.export else lambda step: None,
             keep_going=args.keep_going,
         )
+    except (RunFolderError, DamagedExportError) as error:  # rerunning cannot help: the fix can
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (StepFailed, FileNotFoundError, ValueError, subprocess.SubprocessError) as error:
         print(
             f"error: {error}\nfinished results are kept: rerun the same command to continue",

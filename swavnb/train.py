@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,18 +15,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import (
-    tqdm,
-)  # not tqdm.auto: without ipywidgets it warns in every notebook that imports this
+from tqdm import tqdm
 
-from swavnb import distributed
+from swavnb import distributed, run_guard
 from swavnb.augment import Augmentation, MultiCrop
 from swavnb.checkpoint import load_checkpoint, save_checkpoint, write_json
 from swavnb.clusters import prototype_usage, usage_summary
 from swavnb.config import PretrainConfig, as_dict, validate_pretrain
 from swavnb.data import CifarSplit, batch_indices, label_subset, load_cifar100, steps_per_epoch
 from swavnb.device import device_name
-from swavnb.errors import CompileError, NonFiniteLossError
+from swavnb.errors import CompileError, NonFiniteLossError, in_notebook, setting
 from swavnb.layout import CHECKPOINT, METRICS, resolve
 from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
@@ -36,6 +36,28 @@ from swavnb.precision import autocast, precision_name, use_bf16
 RESUMABLE_CHANGES = frozenset(
     {"data_root", "device", "compile", "amp", "log_every_steps", "checkpoint_every_steps"}
 )
+
+
+def pretrain_identity(config: PretrainConfig) -> dict[str, Any]:
+    """What a pretraining run folder holds (:mod:`swavnb.run_guard`): the fields that change the
+    training, not those a run may resume with changed."""
+    return {
+        "kind": "pretrain",
+        "preset": config.preset,
+        "aug": config.aug,
+        "seed": config.seed,
+        "config": {k: v for k, v in as_dict(config).items() if k not in RESUMABLE_CHANGES},
+    }
+
+
+def progress_bar(**options: Any) -> tqdm:
+    """One live bar: a widget in a Jupyter kernel (one output, not one per update), else one
+    updating terminal line."""
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm as notebook_tqdm
+
+        return notebook_tqdm(**options)
+    return tqdm(**options)
 
 
 @contextlib.contextmanager
@@ -170,8 +192,10 @@ class Pretrainer:
         if changed:
             raise ValueError(
                 f"'{self.ckpt_path}' was written with a different config (fields {changed}); "
-                "use another --out folder, or delete it to start over"
+                f"choose another folder with {setting('out')}, or delete it to start over"
             )
+        # which pretraining this is: evaluations and feature caches of an earlier one are stale
+        self.run_id = (self.state or {}).get("run_id") or secrets.token_hex(8)
 
         torch.manual_seed(config.seed)
         # the whole split stays on the device: no loader, no per-step copies
@@ -268,6 +292,7 @@ class Pretrainer:
             return
         save_checkpoint(
             {
+                "run_id": self.run_id,
                 "config": as_dict(self.config),
                 "model_hparams": self.model.hparams,
                 "model": self.model.state_dict(),
@@ -444,8 +469,21 @@ class Pretrainer:
         """Train until ``config.epochs``, saving after every epoch; returns the metrics."""
         if self.finished:
             return self.metrics
-        self.out.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(
+        with self._owned():
+            return self._fit()
+
+    @contextlib.contextmanager
+    def _owned(self) -> Iterator[None]:
+        """The run folder's lock and manifest, held by the rank that writes (rank 0)."""
+        if not self.runtime.is_main:
+            yield
+            return
+        with run_guard.locked(self.out, "pretraining run folder"):
+            run_guard.claim(self.out, pretrain_identity(self.config), self.run_id, (METRICS,))
+            yield
+
+    def _fit(self) -> dict[str, Any]:
+        bar = progress_bar(
             total=self.total_steps,
             initial=self.epoch * self.per_epoch + self.start_step,
             disable=not (self.progress and self.runtime.is_main),
@@ -474,7 +512,17 @@ def pretrain(
     interruption continues from the last checkpoint and ends with the same weights
     as an uninterrupted run (same seed, same device).
 
+    Raises:
+        RunFolderError: ``out_dir`` holds another run (:mod:`swavnb.run_guard`).
+        RunFolderBusy: another process is writing ``out_dir``.
+
     Returns:
         The metrics dict (also in ``metrics.json``).
     """
-    return Pretrainer(config, out_dir, progress).fit()
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 holds the folder for all
+        return Pretrainer(config, out_dir, progress).fit()
+    out = resolve(out_dir)
+    # claimed before anything loads, so a second process is refused at once, not after the data
+    with run_guard.locked(out, "pretraining run folder"):
+        run_guard.check_identity(out, pretrain_identity(config))
+        return Pretrainer(config, out, progress).fit()

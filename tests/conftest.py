@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,30 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> di
         argv += [f"--{name}_dir", str(folder)]
     assert study.main(argv) == 0
     return {**folders, "root": root}
+
+
+@pytest.fixture
+def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
+    """Start a second process that holds a folder's lock (swavnb.run_guard) until the test ends."""
+    code = (
+        "import sys, time; from swavnb import run_guard\n"
+        "with run_guard.locked(sys.argv[1]):\n"
+        "    print('held', flush=True); time.sleep(120)\n"
+    )
+    started = []
+
+    def hold(folder: Path) -> subprocess.Popen:
+        holder = subprocess.Popen(
+            [sys.executable, "-c", code, str(folder)],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        started.append(holder)
+        assert holder.stdout.readline().strip() == "held"
+        return holder
+
+    yield hold
+    for holder in started:
+        holder.kill()
+        holder.wait()

@@ -10,10 +10,9 @@ import torch
 from swavnb.config import finetune_config, pretrain_config
 from swavnb.features import (
     evaluation_data,
-    feature_tag,
     frozen_features,
     knn_by_bn_stats,
-    load_backbone,
+    load_encoder,
 )
 from swavnb.finetune import finetune
 from swavnb.layout import SCRATCH
@@ -104,9 +103,9 @@ def test_bn_settings_are_cached_apart_and_precise_statistics_come_from_the_pool(
     tmp_path, checkpoint
 ):
     config = finetune_config("smoke", **TINY)
-    backbone, aug = load_backbone(str(checkpoint), config.seed)
+    backbone, encoder = load_encoder(str(checkpoint), config.seed)
     pool, test = evaluation_data(config)
-    cache, tag = tmp_path / "cache", feature_tag(str(checkpoint), aug)
+    cache, tag = tmp_path / "cache", encoder.tag
     precise = frozen_features(backbone, pool, test, torch.device("cpu"), config, cache, tag)
     ema = frozen_features(
         backbone, pool, test, torch.device("cpu"), config, cache, tag, bn_stats="ema"
@@ -139,9 +138,9 @@ def test_bn_settings_are_cached_apart_and_precise_statistics_come_from_the_pool(
 
 def test_knn_under_both_bn_settings_is_knn_of_each_settings_frozen_features(tmp_path, checkpoint):
     config = finetune_config("smoke", **TINY, knn_k=(5, 20))
-    backbone, aug = load_backbone(str(checkpoint), config.seed)
+    backbone, encoder = load_encoder(str(checkpoint), config.seed)
     pool, test = evaluation_data(config)
-    cache, tag = tmp_path / "cache", feature_tag(str(checkpoint), aug)
+    cache, tag = tmp_path / "cache", encoder.tag
     knn = knn_by_bn_stats(backbone, pool, test, torch.device("cpu"), config, cache, tag)
     assert list(knn) == ["precise", "ema"] and len(list(cache.iterdir())) == 4
     for bn_stats, rows in knn.items():

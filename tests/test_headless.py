@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,12 +108,12 @@ def test_headless_study_runs_every_step_without_jupyter_and_exports_few_small_fi
         ("scratch", "finetune"),
         ("scratch", "linear"),
     ]
-    assert not (runs / "flip" / "probes").exists()  # left to the import side (--skip_probes)
+    assert not (runs / "flip" / "seed-0" / "probes").exists()  # left to the import (--skip_probes)
     assert not list((runs / "notebooks").glob("*.ipynb"))  # no notebook was executed
     files = sorted((exported / "export").iterdir())
     assert [f.name for f in files] == [
-        "flip.model.1-of-2",
-        "flip.model.2-of-2",
+        "flip-seed0.model.1-of-2",
+        "flip-seed0.model.2-of-2",
         "results-smoke.tar.gz",
     ]
     assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files)
@@ -125,8 +126,8 @@ def test_import_into_fresh_folders_runs_only_the_notebooks_that_draw(exported, t
     assert "imported" in out and "1 models" in out
     executed = sorted(p.name for p in (fresh / "smoke" / "notebooks").glob("*.ipynb"))
     assert executed == [
-        "probes-flip.ipynb",
-        "probes-scratch.ipynb",
+        "probes-flip-seed0.ipynb",
+        "probes-scratch-seed0.ipynb",
         "results.ipynb",
     ]  # never retrained
     assert out.count("skipped, results exist") == 5  # the pretraining and the four evaluations
@@ -139,38 +140,30 @@ def test_import_into_fresh_folders_runs_only_the_notebooks_that_draw(exported, t
 
 def test_headless_and_notebook_runs_of_a_step_give_the_same_row(smoke_study, tmp_path, data_root):
     notebook_row = json.loads(
-        (smoke_study["runs"] / "smoke" / "scratch" / "finetune-0.1" / RESULT).read_text()
+        (smoke_study["runs"] / "smoke/scratch/seed-0/finetune-0.1" / RESULT).read_text()
     )
+    parameters = {"preset": "smoke", "aug": "scratch", "fraction": 0.1, "mode": "finetune"}
     headless.run_step(
-        "finetune",
-        {
-            "preset": "smoke",
-            "checkpoint": "none",
-            "fraction": 0.1,
-            "mode": "finetune",
-            "out_dir": str(tmp_path / "ft"),
-            "data_root": str(data_root),
-        },
+        "finetune", {**parameters, "out_dir": str(tmp_path / "ft"), "data_root": str(data_root)}
     )
     headless_row = json.loads((tmp_path / "ft" / RESULT).read_text())
     for row in (notebook_row, headless_row):
-        row.pop("seconds")
+        row.pop("seconds"), row.pop("out_dir")
     assert headless_row == notebook_row
 
 
 @pytest.mark.parametrize("aug", ["flip", "scratch"])
 def test_headless_and_notebook_probes_save_the_same_numbers(smoke_study, tmp_path, data_root, aug):
-    encoder = smoke_study["runs"] / "smoke" / aug
-    headless.run_step(
-        "probes",
-        {
-            "preset": "smoke",
-            "checkpoint": "none" if aug == "scratch" else str(encoder / "checkpoint.pt"),
-            "out_dir": str(tmp_path / "probes"),
-            "cache_dir": str(tmp_path / "cache"),  # features extracted anew, not the notebook's
-            "data_root": str(data_root),
-        },
-    )
+    # a copy of the encoder's weights without its cached features: they are extracted anew
+    runs = tmp_path / "runs"
+    source = smoke_study["runs"] / "smoke" / aug / "seed-0"
+    copy = runs / "smoke" / aug / "seed-0"
+    copy.mkdir(parents=True)
+    if aug != "scratch":
+        shutil.copy(source / "checkpoint.pt", copy / "checkpoint.pt")
+    parameters = {"preset": "smoke", "aug": aug, "runs_dir": str(runs), "data_root": str(data_root)}
+    headless.run_step("probes", parameters)
+    assert list(copy.glob("features-*.pt"))  # extracted here, not read from the notebook's cache
     for name in (KNN, CLUSTERS):
-        notebook = json.loads((encoder / "probes" / name).read_text())
-        assert json.loads((tmp_path / "probes" / name).read_text()) == notebook, name
+        notebook = json.loads((source / "probes" / name).read_text())
+        assert json.loads((copy / "probes" / name).read_text()) == notebook, name

@@ -9,6 +9,7 @@ import pytest
 from swavnb import layout
 from swavnb.data import resolve_data_root
 from swavnb.layout import (
+    encoder_checkpoint,
     encoder_folder,
     evaluation_folder,
     figures_folder,
@@ -41,24 +42,33 @@ def test_relative_paths_are_taken_from_the_checkout_not_the_working_directory(
 def test_the_root_can_be_overridden(tmp_path, monkeypatch):
     monkeypatch.setenv(layout.ROOT_ENV, str(tmp_path))
     assert project_root() == tmp_path.resolve()
-    assert run_folder("quick", "swav") == tmp_path.resolve() / "runs" / "quick" / "swav"
+    assert run_folder("quick", "swav") == tmp_path.resolve() / "runs" / "quick" / "swav" / "seed-0"
     assert shown(tmp_path / "runs" / "x") == "runs/x" and shown("/elsewhere/y") == "/elsewhere/y"
 
 
 def test_the_run_folder_rule(tmp_path, monkeypatch):
     monkeypatch.setenv(layout.ROOT_ENV, str(tmp_path))
     root = tmp_path.resolve()
-    assert encoder_folder("none", "quick") == root / "runs" / "quick" / "scratch"
-    assert (
-        encoder_folder("runs/quick/swav/checkpoint.pt", "quick") == root / "runs" / "quick" / "swav"
+    # every replicate (seed) of every encoder has a folder of its own; '' is the default runs/
+    assert run_folder("quick", "flip", 2, "") == root / "runs" / "quick" / "flip" / "seed-2"
+    assert run_folder("quick", "flip", 0, "elsewhere") == root / "elsewhere/quick/flip/seed-0"
+    assert encoder_checkpoint("quick", "swav", 1) == "runs/quick/swav/seed-1/checkpoint.pt"
+    assert encoder_checkpoint("quick", "scratch", 1) == "none"
+    assert encoder_folder("none", "quick", 3) == root / "runs" / "quick" / "scratch" / "seed-3"
+    assert encoder_folder("runs/quick/swav/seed-0/checkpoint.pt", "quick") == root / (
+        "runs/quick/swav/seed-0"
     )
     assert encoder_folder("/abs/flip/checkpoint.pt", "quick", runs_dir="elsewhere") == Path(
         "/abs/flip"
     )
     assert evaluation_folder(root / "e", "linear", 0.1) == root / "e" / "linear-0.1"
     assert evaluation_folder(root / "e", "finetune", 1.0) == root / "e" / "finetune-1"
+    # an evaluation seed that is not the encoder's own is in the name: it never shares a folder
+    assert evaluation_folder(root / "e", "finetune", 0.1, 4) == root / "e" / "finetune-0.1-seed4"
     assert probes_folder(root / "e") == root / "e" / "probes"
+    assert probes_folder(root / "e", 4) == root / "e" / "probes-seed4"
     assert figures_folder("smoke", "figs") == root / "figs" / "smoke"
+    assert figures_folder("smoke", "") == root / "figures" / "smoke"
 
 
 @pytest.mark.parametrize("checkpoint", [None, "", "none"])

@@ -9,6 +9,8 @@ change) must print exactly what the committed notebook shows.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,40 +19,35 @@ import nbformat
 import papermill
 import pytest
 
+from swavnb.layout import LOCK
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("pretrain", "finetune", "probes", "results")
 
 
-def _smoke_parameters(notebook: str, study: dict[str, Path], out: Path) -> dict[str, object]:
-    run = study["runs"] / "smoke" / "flip"
+# the README's commands at smoke size, with only the parameters that define the run: every folder is
+# derived, as the study derives it (the root is the smoke study's, through SWAVNB_ROOT)
+SMOKE_PARAMETERS = {
+    # a finished run: loads, does not retrain
+    "pretrain": {"preset": "smoke", "aug": "flip"},
+    # flip's checkpoint while `aug` keeps its default (swav): the checkpoint decides the folder
+    "finetune": {
+        "preset": "smoke",
+        "checkpoint": "runs/smoke/flip/seed-0/checkpoint.pt",
+        "fraction": 0.2,
+    },
+    "probes": {"preset": "smoke", "aug": "scratch", "seed": 1},  # a new encoder: a new folder
+    "results": {"preset": "smoke"},
+}
+
+
+def _run_files(runs: Path) -> dict[str, bytes]:
+    """Every file of the study's runs but the locks, whose holder changes with each process."""
     return {
-        # finished: loads, does not retrain
-        "pretrain": {
-            "preset": "smoke",
-            "aug": "flip",
-            "out_dir": str(run),
-            "figures_dir": str(out / "figures"),
-        },
-        "finetune": {
-            "preset": "smoke",
-            "checkpoint": str(run / "checkpoint.pt"),
-            "fraction": 0.1,
-            "mode": "finetune",
-            "out_dir": str(out / "finetune"),
-        },
-        "probes": {
-            "preset": "smoke",
-            "checkpoint": str(run / "checkpoint.pt"),
-            "out_dir": str(out / "probes"),
-            "figures_dir": str(out / "figures"),
-        },
-        "results": {
-            "preset": "smoke",
-            "runs_dir": str(study["runs"]),
-            "results_dir": str(out / "results"),
-            "figures_dir": str(out / "figures"),
-        },
-    }[notebook]
+        str(p.relative_to(runs)): p.read_bytes()
+        for p in sorted(runs.rglob("*"))
+        if p.is_file() and p.name != LOCK
+    }
 
 
 def test_committed_notebooks_carry_outputs_and_marked_checks():
@@ -78,12 +75,14 @@ def test_notebooks_pass_nbval_at_smoke_size(smoke_study, tmp_path):
             ROOT / "notebooks" / f"{name}.ipynb",
             target,
             prepare_only=True,
-            parameters=_smoke_parameters(name, smoke_study, tmp_path),
+            parameters=SMOKE_PARAMETERS[name],
             kernel_name="python3",
             progress_bar=False,
             log_output=False,
         )
         prepared.append(str(target))
+    runs = smoke_study["runs"]
+    before = _run_files(runs)
     result = subprocess.run(
         [
             sys.executable,
@@ -97,11 +96,27 @@ def test_notebooks_pass_nbval_at_smoke_size(smoke_study, tmp_path):
             *prepared,
         ],
         cwd=ROOT,
+        env={**os.environ, "SWAVNB_ROOT": str(smoke_study["root"])},
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-5000:]
+    after = _run_files(runs)
+    # every run of the study is byte-identical; the new runs are where their parameters say
+    assert {name: after[name] for name in before} == before
+    new = sorted(set(after) - set(before))
+    assert new == sorted(
+        [
+            "smoke/flip/seed-0/finetune-0.2/result.json",
+            "smoke/flip/seed-0/finetune-0.2/run.json",
+            "smoke/scratch/seed-1/probes/clusters.json",
+            "smoke/scratch/seed-1/probes/knn.json",
+            "smoke/scratch/seed-1/probes/run.json",
+            *(name for name in new if name.startswith("smoke/scratch/seed-1/features-")),
+        ]
+    )
+    assert json.loads(after[new[0]])["aug"] == "flip"
 
 
 def _run_all_in_notebooks_folder(name: str, edit: tuple[str, str]) -> None:
@@ -146,3 +161,22 @@ def test_run_all_from_notebooks_folder_writes_under_the_project_root_and_an_empt
         nbclient.exceptions.CellExecutionError, match=r"NoRunsError.*no runs of preset 'smoke'"
     ):
         _run_all_in_notebooks_folder("results", ('preset: str = "quick"', 'preset: str = "smoke"'))
+
+
+def test_a_progress_bar_in_a_notebook_is_one_live_widget_not_an_output_per_update(tmp_path):
+    import nbclient
+
+    code = (
+        "from swavnb.config import pretrain_config\nfrom swavnb.train import pretrain\n"
+        "config = pretrain_config('smoke', aug='flip', train_images=64, batch_size=16, epochs=2,\n"
+        "                         image_size=8, local_size=4, n_prototypes=10, feat_dim=8)\n"
+        f"metrics = pretrain(config, {str(tmp_path / 'run')!r}, progress=True)"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=300).execute()
+    outputs = nb.cells[0].outputs
+    widgets = [
+        o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+    assert len(widgets) == 1, outputs  # 8 steps, one bar
+    assert not [o for o in outputs if o.output_type == "stream"], outputs

@@ -162,19 +162,27 @@ def test_accuracy_vs_fraction_without_rows_of_the_mode_is_a_clear_error():
         plots.accuracy_vs_fraction(finetune_only, "linear")
 
 
-def test_loss_curves_have_one_line_per_augmentation():
-    fig = plots.loss_curves({"flip": _metrics("flip"), "swav": _metrics("swav", 2)})
+def test_loss_curves_have_one_colour_per_augmentation_and_a_line_per_seed():
+    runs = {
+        ("flip", 0): _metrics("flip"),
+        ("flip", 1): _metrics("flip"),
+        ("swav", 0): _metrics("swav", 2),
+    }
+    fig = plots.loss_curves(runs)
     loss, usage = fig.axes
-    assert [line.get_label() for line in loss.lines] == ["flip", "swav"]
-    assert len(usage.lines) == 2 and len(loss.lines[1].get_xdata()) == 2
+    assert len(loss.lines) == len(usage.lines) == 3 and len(loss.lines[2].get_xdata()) == 2
+    assert loss.lines[0].get_color() == loss.lines[1].get_color() != loss.lines[2].get_color()
+    assert [text.get_text() for text in loss.get_legend().get_texts()] == ["flip", "swav"]
 
 
 def test_save_figure_writes_png_and_a_reproducible_svg(tmp_path):
-    png, svg = plots.save_figure(plots.loss_curves({"flip": _metrics()}), tmp_path / "figs", "loss")
+    png, svg = plots.save_figure(
+        plots.loss_curves({("flip", 0): _metrics()}), tmp_path / "figs", "loss"
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = svg.read_text()
     assert first.lstrip().startswith("<?xml") and "<svg" in first
-    plots.save_figure(plots.loss_curves({"flip": _metrics()}), tmp_path / "figs", "loss")
+    plots.save_figure(plots.loss_curves({("flip", 0): _metrics()}), tmp_path / "figs", "loss")
     assert (
         svg.read_text() == first
     )  # no date, stable ids: rerunning a study rewrites unchanged figures as they were

@@ -57,8 +57,8 @@ def test_publish_copies_the_representative_executed_notebooks(tmp_path):
         "results.ipynb",
     ]
     published = nbformat.read(tmp_path / "finetune.ipynb", as_version=4)
-    assert published.cells[0].source == 'run: str = "finetune-swav-finetune-0.1"  # which run'
+    assert published.cells[0].source == 'run: str = "finetune-swav-seed0-finetune-0.1"  # which run'
     assert len(published.cells) == 2
-    (executed / "probes-swav.ipynb").unlink()
-    with pytest.raises(FileNotFoundError, match="probes-swav"):
+    (executed / "probes-swav-seed0.ipynb").unlink()
+    with pytest.raises(FileNotFoundError, match="probes-swav-seed0"):
         publish(tmp_path / "runs", "smoke", dest=tmp_path)

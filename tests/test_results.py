@@ -32,7 +32,7 @@ def _result(folder: Path, aug: str, mode: str, fraction: float, top1: float) -> 
         "device": "cpu",
         "n_labels": 100,
         "test_images": 100,
-        "checkpoint": "none" if aug == "scratch" else f"runs/smoke/{aug}/checkpoint.pt",
+        "checkpoint": "none" if aug == "scratch" else f"runs/smoke/{aug}/seed-0/checkpoint.pt",
         "curves": [
             {
                 "step": 1,
@@ -45,7 +45,7 @@ def _result(folder: Path, aug: str, mode: str, fraction: float, top1: float) -> 
         ],
         "per_superclass": {"fish": 10.0},
     }
-    out = folder / aug / f"{mode}-{fraction:g}"
+    out = folder / aug / "seed-0" / f"{mode}-{fraction:g}"
     out.mkdir(parents=True)
     (out / "result.json").write_text(json.dumps(row))
 
@@ -65,7 +65,7 @@ def _study(tmp_path: Path) -> Path:
         },
         "smoke",
         "flip",
-        run_dir / "flip" / "probes",
+        run_dir / "flip" / "seed-0" / "probes",
     )
     metrics = {
         "config": {"aug": "flip"},
@@ -82,7 +82,7 @@ def _study(tmp_path: Path) -> Path:
             }
         ],
     }
-    (run_dir / "flip" / "metrics.json").write_text(json.dumps(metrics))
+    (run_dir / "flip" / "seed-0" / "metrics.json").write_text(json.dumps(metrics))
     return runs
 
 
@@ -120,7 +120,7 @@ def test_tables_put_ours_beside_every_seed_number_and_the_scratch_baseline(tmp_p
     knn = tables.split("## Weighted k-NN")[1]
     assert "| k = 20, precise BN | k = 200, precise BN | k = 20, ema BN |" in knn
     assert "| flip | 11.00 / 30.00 | 10.00 / 31.00 | 9.00 / 28.00 |" in knn
-    assert "## Pretraining runs" in tables and "| flip | 1 | 3.0000 |" in tables
+    assert "## Pretraining runs" in tables and "| flip | 0 | 1 | 3.0000 |" in tables
 
 
 def test_knn_rows_round_trip_through_knn_json(tmp_path):

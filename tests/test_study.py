@@ -52,35 +52,51 @@ def test_notebooks_declare_typed_parameters_with_help_and_no_functions(notebook)
 def test_the_plan_runs_pretraining_then_evaluations_then_probes_then_results(tmp_path):
     steps = plan("smoke", ["flip"], [0.1], runs_dir=tmp_path / "runs")
     assert [step.name for step in steps] == [
-        "pretrain flip",
-        "finetune flip 10% labels",
-        "linear flip 10% labels",
-        "finetune scratch 10% labels",
-        "linear scratch 10% labels",
-        "probes flip",
-        "probes scratch",
+        "pretrain flip seed 0",
+        "finetune flip seed 0 10% labels",
+        "linear flip seed 0 10% labels",
+        "finetune scratch seed 0 10% labels",
+        "linear scratch seed 0 10% labels",
+        "probes flip seed 0",
+        "probes scratch seed 0",
         "results",
     ]
-    finetune = steps[2].parameters
-    assert finetune["checkpoint"] == str(tmp_path / "runs" / "smoke" / "flip" / "checkpoint.pt")
-    assert finetune["out_dir"] == str(tmp_path / "runs" / "smoke" / "flip" / "linear-0.1")
-    assert steps[4].parameters["checkpoint"] == "none"
+    # only what defines the run: the notebook derives its folders from it, as the study does
+    assert steps[2].parameters == {
+        "preset": "smoke",
+        "aug": "flip",
+        "seed": 0,
+        "fraction": 0.1,
+        "mode": "linear",
+        "data_root": "",
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    assert steps[4].parameters["aug"] == "scratch"
     assert steps[-1].output == tmp_path / "runs" / "smoke" / "notebooks" / "results.ipynb"
     for step in steps:  # every parameter the study sets exists in its notebook
         assert set(step.parameters) <= set(_parameters(step.notebook))
 
 
-def test_the_full_plan_covers_every_encoder_fraction_and_mode_with_repo_relative_paths():
-    steps = plan("quick")
-    assert len(steps) == 3 + 4 * 2 * 5 + 4 + 1
-    assert (
-        steps[0].parameters["out_dir"] == "runs/quick/jitter"
-    )  # relative to the project root, as notebooks take it
+def test_the_full_plan_covers_every_encoder_fraction_mode_and_seed_with_default_folders():
+    steps = plan("quick", seeds=range(2))
+    assert len(steps) == 2 * (3 + 4 * 2 * 5 + 4) + 1
+    assert [s.name for s in steps[:6]] == [
+        f"pretrain {aug} seed {seed}" for seed in (0, 1) for aug in ("jitter", "flip", "swav")
+    ]
+    # the default folders are '' so that a published notebook holds no path of a particular run
+    assert steps[0].parameters == {
+        "preset": "quick",
+        "aug": "jitter",
+        "seed": 0,
+        "data_root": "",
+        "runs_dir": "",
+        "figures_dir": "",
+    }
     assert steps[-1].parameters == {
         "preset": "quick",
-        "runs_dir": "runs",
-        "results_dir": "results",
-        "figures_dir": "figures",
+        "runs_dir": "",
+        "results_dir": "",
+        "figures_dir": "",
     }
 
 
@@ -126,7 +142,7 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
     ]
     # probes reused linear evaluation's (precise-BN) features and added only the EMA ones for its
     # comparison
-    assert len(list((runs / "smoke" / "flip").glob("features-*.pt"))) == 4
+    assert len(list((runs / "smoke" / "flip" / "seed-0").glob("features-*.pt"))) == 4
     assert (smoke_study["figures"] / "smoke" / "accuracy-finetune.svg").is_file()
 
     assert main(argv) == 0
@@ -149,12 +165,11 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
     ]
     assert main(bad) == 1
     err = capsys.readouterr().err
-    assert "finetune flip 30% labels failed in notebooks/finetune.ipynb, cell [" in err
+    assert "finetune flip seed 0 30% labels failed in notebooks/finetune.ipynb, cell [" in err
     assert "'row = finetune(checkpoint" in err and "DatasetNotFoundError" in err
-    assert "finetune-flip-finetune-0.3.ipynb" in err
-    assert (
-        runs / "smoke" / "flip" / "finetune-0.1" / "result.json"
-    ).is_file()  # finished results are kept
+    assert "finetune-flip-seed0-finetune-0.3.ipynb" in err
+    # finished results are kept
+    assert (runs / "smoke" / "flip" / "seed-0" / "finetune-0.1" / "result.json").is_file()
 
 
 def test_a_failed_benchmark_is_reported_the_study_goes_on_and_the_exit_says_so(
@@ -184,9 +199,9 @@ def test_probes_can_be_left_out_and_results_then_wait_for_the_rest(tmp_path, mon
     steps = plan("smoke", ["flip"], [0.1], modes=["finetune"], probes=False)
     assert [s.name for s in planned] == [s.name for s in steps]
     assert [s.name for s in steps] == [
-        "pretrain flip",
-        "finetune flip 10% labels",
-        "finetune scratch 10% labels",
+        "pretrain flip seed 0",
+        "finetune flip seed 0 10% labels",
+        "finetune scratch seed 0 10% labels",
         "results",
     ]
     assert steps[-1].after == [s.name for s in steps[:-1]]
@@ -195,11 +210,42 @@ def test_probes_can_be_left_out_and_results_then_wait_for_the_rest(tmp_path, mon
 def test_modes_can_leave_out_the_linear_evaluations():
     steps = plan("smoke", ["flip"], [0.1, 0.4], modes=["finetune"])
     assert [s.name for s in steps if s.notebook == "finetune"] == [
-        "finetune flip 10% labels",
-        "finetune flip 40% labels",
-        "finetune scratch 10% labels",
-        "finetune scratch 40% labels",
+        "finetune flip seed 0 10% labels",
+        "finetune flip seed 0 40% labels",
+        "finetune scratch seed 0 10% labels",
+        "finetune scratch seed 0 40% labels",
     ]
     assert all(
-        s.after == ["pretrain flip"] for s in steps if "flip" in s.name and s.notebook != "pretrain"
+        s.after == ["pretrain flip seed 0"]
+        for s in steps
+        if "flip" in s.name and s.notebook != "pretrain"
     )
+
+
+def test_a_study_never_counts_another_configs_run_as_its_own(tmp_path, capsys):
+    from swavnb.config import pretrain_config
+    from swavnb.layout import run_folder
+    from swavnb.train import pretrain
+
+    # a user's flip run (e.g. a notebook pointed at the wrong folder) where the study's swav belongs
+    swav = run_folder("smoke", "swav", 0, tmp_path)
+    tiny = dict(train_images=32, batch_size=16, epochs=1, n_prototypes=10, feat_dim=8)
+    pretrain(pretrain_config("smoke", aug="flip", **tiny), swav, progress=False)
+    before = {p: p.read_bytes() for p in swav.rglob("*") if p.is_file() and p.name != ".lock"}
+    argv = ["--preset", "smoke", "--augs", "swav", "--fractions", "0.1", "--modes", "linear"]
+    assert main([*argv, "--headless", "--runs_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"'{swav}' holds flip pretraining (seed 0)" in err
+    assert "not swav pretraining" in err and "aug: 'flip' -> 'swav'" in err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_second_study_on_the_same_runs_folder_is_refused_naming_the_first(
+    tmp_path, capsys, lock_holder
+):
+    holder = lock_holder(tmp_path / "smoke")
+    argv = ["--preset", "smoke", "--augs", "flip", "--headless", "--runs_dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"runs folder '{tmp_path / 'smoke'}' is in use by process" in err
+    assert str(holder.pid) in err and not (tmp_path / "smoke" / "flip").exists()

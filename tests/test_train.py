@@ -85,6 +85,12 @@ def test_finished_run_is_not_redone(tmp_path):
 def test_other_config_in_same_folder_is_refused(tmp_path):
     config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1})
     pretrain(config, tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"holds flip pretraining \(seed 0\).*lr: 0.001 -> 0.5"):
+        pretrain(
+            pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "lr": 0.5}), tmp_path
+        )
+    # a folder without its manifest (written before runs had one): the checkpoint still refuses
+    (tmp_path / "run.json").unlink()
     with pytest.raises(ValueError, match=r"different config \(fields \['lr'\]\)"):
         pretrain(
             pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1, "lr": 0.5}), tmp_path
@@ -107,6 +113,7 @@ def test_checkpoint_from_before_a_new_field_resumes_with_its_default(tmp_path):
     # as written before queue_start_epoch existed: it counts as its default (0), as the run used
     del state["config"]["queue_start_epoch"]
     torch.save(state, tmp_path / "checkpoint.pt")
+    (tmp_path / "run.json").unlink()  # nor had run folders a manifest
     assert len(pretrain(config, tmp_path, progress=False)["epochs"]) == 1
     with pytest.raises(ValueError, match=r"fields \['queue_start_epoch'\]"):
         pretrain(

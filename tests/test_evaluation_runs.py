@@ -1,0 +1,81 @@
+"""Evaluation folders: derived from the run, refused to other runs, redone after re-pretraining."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from swavnb import features
+from swavnb.config import finetune_config, pretrain_config
+from swavnb.errors import RunFolderError
+from swavnb.evaluation_runs import is_done, open_evaluation
+from swavnb.finetune import finetune
+from swavnb.layout import CHECKPOINT, RESULT, run_folder
+from swavnb.train import pretrain
+
+TINY = dict(train_images=200, test_images=100, epochs=1, min_steps=2, batch_size=50)
+TINY_PRETRAIN = dict(train_images=32, batch_size=16, epochs=1, n_prototypes=10, feat_dim=8)
+
+
+def _pretrain(runs, aug="flip", seed=0):
+    config = pretrain_config("smoke", aug=aug, seed=seed, **TINY_PRETRAIN)
+    pretrain(config, run_folder("smoke", aug, seed, runs), progress=False)
+    return str(run_folder("smoke", aug, seed, runs) / CHECKPOINT)
+
+
+def test_folders_are_derived_from_the_run_and_refuse_another_encoder(tmp_path):
+    runs = tmp_path / "runs"
+    flip = _pretrain(runs)
+    config = finetune_config("smoke", linear_epochs=2, **TINY)
+    row = finetune(flip, 0.5, "linear", None, config, runs_dir=runs)
+    derived = run_folder("smoke", "flip", 0, runs) / "linear-0.5"
+    assert json.loads((derived / RESULT).read_text()) == row and row["seed"] == 0
+    scratch = finetune("none", 0.5, "linear", None, config, runs_dir=runs)
+    assert scratch["out_dir"].endswith("smoke/scratch/seed-0/linear-0.5")
+    # an evaluation seed that is not the encoder's own gets a folder of its own
+    other_seed = finetune(flip, 0.5, "linear", None, finetune_config("smoke", seed=3, **TINY))
+    assert other_seed["out_dir"].endswith("flip/seed-0/linear-0.5-seed3")
+    before = (derived / RESULT).read_bytes()
+    with pytest.raises(RunFolderError, match=r"holds linear of flip \(seed 0\).* not linear of "):
+        finetune("none", 0.5, "linear", derived, config)  # another encoder into flip's folder
+    with pytest.raises(RunFolderError, match="linear_epochs: 2 -> 3"):
+        finetune(flip, 0.5, "linear", None, finetune_config("smoke", linear_epochs=3, **TINY))
+    assert (derived / RESULT).read_bytes() == before
+
+
+def test_a_redone_pretraining_makes_its_encoders_results_and_features_stale(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    flip = _pretrain(runs)
+    config = finetune_config("smoke", linear_epochs=2, **TINY)
+    finetune(flip, 0.5, "linear", None, config, runs_dir=runs)
+    assert is_done(flip, "linear", config, runs, 0.5)
+    first = features.read_encoder(flip, 0)
+    # as an error message advises: delete the checkpoint and pretrain again
+    (run_folder("smoke", "flip", 0, runs) / CHECKPOINT).unlink()
+    _pretrain(runs)
+    second = features.read_encoder(flip, 0)
+    assert second.run_id != first.run_id and second.tag != first.tag
+    assert not is_done(flip, "linear", config, runs, 0.5)  # the study redoes it
+    extracted = []
+    real = features.extract_features
+    monkeypatch.setattr(
+        features, "extract_features", lambda *a, **k: extracted.append(1) or real(*a, **k)
+    )
+    row = finetune(flip, 0.5, "linear", None, config, runs_dir=runs)
+    assert row["run_id"] == second.run_id and len(extracted) == 2  # pool and test, extracted anew
+    assert is_done(flip, "linear", config, runs, 0.5)
+
+
+def test_a_study_folder_holding_another_encoders_run_is_not_done_but_refused(tmp_path):
+    runs = tmp_path / "runs"
+    flip = _pretrain(runs)
+    config = finetune_config("smoke", **TINY)
+    swav_folder = run_folder("smoke", "swav", 0, runs) / "probes"
+    open_evaluation(flip, "probes", config, swav_folder)  # flip's probes where swav's belong
+    for name in ("knn.json", "clusters.json"):
+        (swav_folder / name).write_text("[]")
+    swav = str(run_folder("smoke", "swav", 0, runs) / CHECKPOINT)
+    _pretrain(runs, "swav")
+    with pytest.raises(RunFolderError, match=r"holds probes of flip \(seed 0\)"):
+        is_done(swav, "probes", config, runs)

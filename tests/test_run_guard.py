@@ -1,0 +1,117 @@
+"""Run folders: a manifest says what each holds, a lock who writes it; a full disk is one line."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+from swavnb import checkpoint, cli, pretrain, run_guard
+from swavnb.checkpoint import write_json
+from swavnb.errors import DiskFullError, RunFolderBusy, RunFolderError
+from swavnb.layout import LOCK, MANIFEST
+
+ROOT = Path(__file__).resolve().parents[1]
+IDENTITY = {"kind": "pretrain", "preset": "smoke", "aug": "flip", "seed": 0, "config": {"lr": 0.1}}
+
+
+def test_a_folder_holding_another_run_refuses_with_one_line_naming_both(tmp_path):
+    assert run_guard.claim(tmp_path, IDENTITY, "run-a") is False
+    assert run_guard.is_current(tmp_path, IDENTITY, "run-a")
+    other = {**IDENTITY, "aug": "swav", "config": {"lr": 0.2}}
+    with pytest.raises(RunFolderError) as refused:
+        run_guard.claim(tmp_path, other, "run-b")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "holds flip pretraining (seed 0), preset smoke, not swav pretraining" in message
+    assert "aug: 'flip' -> 'swav'" in message and "lr: 0.1 -> 0.2" in message
+    assert "--out" in message  # the flag a command-line user sets
+    assert run_guard.read_manifest(tmp_path)["identity"] == IDENTITY  # untouched
+
+
+def test_the_same_run_of_a_redone_pretraining_replaces_its_stale_results(tmp_path):
+    run_guard.claim(tmp_path, IDENTITY, "run-a", replaces=("result.json",))
+    write_json(tmp_path / "result.json", {"top1": 1.0})
+    assert run_guard.claim(tmp_path, IDENTITY, "run-a", replaces=("result.json",)) is False
+    assert (tmp_path / "result.json").exists()  # the same pretraining: kept
+    assert not run_guard.is_current(tmp_path, IDENTITY, "run-b")  # a redone one: not done
+    assert run_guard.claim(tmp_path, IDENTITY, "run-b", replaces=("result.json",)) is True
+    assert not (tmp_path / "result.json").exists() and run_guard.is_current(
+        tmp_path, IDENTITY, "run-b"
+    )
+
+
+def test_a_second_process_is_refused_naming_the_first_and_a_dead_ones_lock_is_taken_over(
+    tmp_path, lock_holder
+):
+    holder = lock_holder(tmp_path)
+    with pytest.raises(RunFolderBusy, match=f"in use by process {holder.pid} on "):
+        with run_guard.locked(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
+    assert (tmp_path / LOCK).exists()  # left behind by the killed process: stale, not held
+    with run_guard.locked(tmp_path), run_guard.locked(tmp_path):  # taken over; re-entrant
+        assert str(os.getpid()) in (tmp_path / LOCK).read_text()
+
+
+def test_a_pretraining_command_on_a_folder_in_use_is_one_line_and_exit_2(
+    tmp_path, capsys, lock_holder
+):
+    holder = lock_holder(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        cli.run(pretrain.main, ["--preset", "smoke", "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and "\n" not in err
+    assert err.startswith("error: pretraining run folder") and f"process {holder.pid}" in err
+    assert not (tmp_path / MANIFEST).exists()  # refused before anything was written
+
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def test_a_full_disk_names_the_file_the_space_and_that_the_old_file_is_intact(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.atomic_save({"weights": list(range(1000))}, path)
+    before = path.read_bytes()
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: Usage(10**9, 10**9 - 100, 100))
+    with pytest.raises(DiskFullError) as full:
+        checkpoint.atomic_save({"weights": list(range(2000))}, path)
+    message = str(full.value)
+    assert f"no space left to write '{path}'" in message and "MiB free" in message
+    assert "the previous version is intact" in message and "rerun" in message
+    assert path.read_bytes() == before and full.value.errno == errno.ENOSPC
+    # a disk that fills up during the write (the free space was read too early)
+    monkeypatch.undo()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(DiskFullError, match="the previous version is intact"):
+        write_json(path, {"new": True})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_a_full_disk_mid_pretraining_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    # room for the manifest, not for a checkpoint (ResNet-18's weights alone are 45 MB)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: Usage(10**9, 10**9 - 10**5, 10**5))
+    argv = ["--preset", "smoke", "--aug", "flip", "--out", str(tmp_path), "--no-progress"]
+    argv += ["--train_images", "32", "--batch_size", "16", "--epochs", "1", "--image_size", "8"]
+    argv += ["--local_size", "4", "--n_prototypes", "12", "--feat_dim", "8"]
+    tic = time.perf_counter()
+    with pytest.raises(SystemExit) as exited:
+        cli.run(pretrain.main, argv)
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and "\n" not in err, err
+    assert err.startswith(f"error: no space left to write '{tmp_path / 'checkpoint.pt'}'"), err
+    assert "nothing was written" in err and "rerun the same command" in err
+    assert time.perf_counter() - tic < 120  # the first write fails: the run stops at once
