@@ -15,9 +15,11 @@ from typing import Any
 import pandas as pd
 
 from swavnb.checkpoint import write_json
+from swavnb.claims import claims_markdown
 from swavnb.clusters import COLUMNS as CLUSTER_COLUMNS
 from swavnb.clusters import METHODS, SCORES
 from swavnb.config import BN_STATS
+from swavnb.intervals import Estimate, accuracy_se, mean_interval
 from swavnb.layout import CLUSTERS, KNN, METRICS, RESULT, resolve, results_folder
 
 # The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
@@ -26,6 +28,7 @@ SEED_RESULTS: dict[str, dict[float, tuple[float, float]]] = {
     "flip": {0.01: (4.72, 16.22), 0.1: (18.69, 41.44), 0.3: (29.44, 55.21), 0.4: (33.79, 58.73)},
 }
 SEED_TABLES = {"jitter": "Table 1", "flip": "Table 2"}
+SEED_POOL = 50_000  # the seed's fractions are of CIFAR-100's 50,000 training images
 SEED_MODE = (
     "finetune"  # the seed fine-tunes the whole network; its tables compare only with these rows
 )
@@ -65,13 +68,22 @@ def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
         (n_labels, test_images, image_size, checkpoint); sorted by aug, mode and fraction.
     """
     rows = [json.loads(path.read_text()) for path in sorted(Path(run_dir).rglob(RESULT))]
-    rows = [{k: v for k, v in row.items() if k not in _NESTED} for row in rows]
+    rows = [_with_uncertainty({k: v for k, v in row.items() if k not in _NESTED}) for row in rows]
     frame = pd.DataFrame(
         rows, columns=list(dict.fromkeys([*COLUMNS, *(k for row in rows for k in row)]))
     )
     # float32 means carry noise digits (0.9999999776); a 10,000-image test set resolves 0.01 %
     # anyway
     return _sorted(frame.round({"top1": 4, "top5": 4}), ["aug", "mode", "fraction"])
+
+
+def _with_uncertainty(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with its seed (0 before rows had one) and the test-set standard error of its
+    accuracies."""
+    row.setdefault("seed", 0)
+    for metric in ("top1", "top5"):
+        row.setdefault(f"{metric}_se", round(accuracy_se(row[metric], row["test_images"]), 4))
+    return row
 
 
 def save_knn(
@@ -209,12 +221,10 @@ def pretrain_summary(metrics: Mapping[tuple[str, int], Mapping[str, Any]]) -> pd
     )
 
 
-def _cell(value: float | None) -> str:
+def _cell(value: float | Estimate | None) -> str:
+    if isinstance(value, Estimate):
+        return str(value)
     return _MISSING if value is None or pd.isna(value) else f"{value:.2f}"
-
-
-def _pair(top1: float | None, top5: float | None) -> str:
-    return _MISSING if top1 is None or pd.isna(top1) else f"{top1:.2f} / {top5:.2f}"
 
 
 def _markdown(header: list[str], body: Iterable[list[str]]) -> str:
@@ -226,55 +236,71 @@ def _markdown(header: list[str], body: Iterable[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _label(fraction: float) -> str:
-    return f"{100 * fraction:g}%"
+def seed_labels(aug: str) -> dict[int, tuple[float, float]]:
+    """The seed's (top-1, top-5) of one aug by number of labels (its fractions of 50,000)."""
+    return {round(f * SEED_POOL): v for f, v in SEED_RESULTS.get(aug, {}).items()}
 
 
-def _accuracy(rows: pd.DataFrame, aug: str, mode: str) -> dict[float, tuple[float, float]]:
-    """{fraction: (top-1, top-5)} of one encoder and mode (repeated runs are averaged)."""
-    chosen = rows[(rows["aug"] == aug) & (rows["mode"] == mode)]
-    means = chosen.groupby("fraction")[["top1", "top5"]].mean()
-    return {float(f): (float(r.top1), float(r.top5)) for f, r in means.iterrows()}
+def summarise(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per (aug, mode, number of labels): top-1 and top-5 as means over seeds with their
+    95 % intervals (:func:`swavnb.intervals.mean_interval`)."""
+    lines = []
+    for (aug, mode, labels), runs in rows.groupby(["aug", "mode", "n_labels"], sort=False):
+        top1 = mean_interval(list(runs["top1"]), list(runs["top1_se"]))
+        top5 = mean_interval(list(runs["top5"]), list(runs["top5_se"]))
+        lines.append([aug, mode, int(labels), float(runs["fraction"].iloc[0]), top1, top5])
+    frame = pd.DataFrame(lines, columns=["aug", "mode", "n_labels", "fraction", "top1", "top5"])
+    return _sorted(frame, ["aug", "mode", "n_labels"])
+
+
+def _accuracy(summary: pd.DataFrame, aug: str, mode: str) -> dict[int, tuple[Estimate, Estimate]]:
+    """{labels: (top-1, top-5)} of one encoder and mode."""
+    chosen = summary[(summary["aug"] == aug) & (summary["mode"] == mode)]
+    return {int(r.n_labels): (r.top1, r.top5) for r in chosen.itertuples()}
 
 
 def seed_table(rows: pd.DataFrame, aug: str) -> str:
-    """One aug's fine-tuning accuracies per label fraction beside the seed's and the scratch
-    baseline."""
-    ours, scratch = _accuracy(rows, aug, SEED_MODE), _accuracy(rows, "scratch", SEED_MODE)
-    seed = SEED_RESULTS.get(aug, {})
+    """One aug's fine-tuning accuracies by number of labels beside the seed's at the same count and
+    the random-init baseline."""
+    summary = summarise(rows)
+    ours, scratch = _accuracy(summary, aug, SEED_MODE), _accuracy(summary, "scratch", SEED_MODE)
+    seed = seed_labels(aug)
     header = ["labels", "ours top-1", "ours top-5"]
     if seed:
         header += ["seed top-1", "seed top-5", "Δ top-1"]
     header += ["scratch top-1", "scratch top-5"]
     body = []
-    for fraction in sorted({*ours, *seed}):
-        mine, theirs, base = (
-            ours.get(fraction, (None, None)),
-            seed.get(fraction, (None, None)),
-            scratch.get(fraction),
-        )
-        line = [_label(fraction), _cell(mine[0]), _cell(mine[1])]
+    for labels in sorted({*ours, *seed}):
+        mine, theirs = ours.get(labels, (None, None)), seed.get(labels, (None, None))
+        base = scratch.get(labels, (None, None))
+        line = [f"{labels:,}", _cell(mine[0]), _cell(mine[1])]
         if seed:
-            delta = None if mine[0] is None or theirs[0] is None else mine[0] - theirs[0]
+            delta = None if mine[0] is None or theirs[0] is None else mine[0].mean - theirs[0]
             line += [
                 _cell(theirs[0]),
                 _cell(theirs[1]),
                 _MISSING if delta is None else f"{delta:+.2f}",
             ]
-        line += [_cell(base[0]), _cell(base[1])] if base else [_MISSING, _MISSING]
+        line += [_cell(base[0]), _cell(base[1])]
         body.append(line)
     return _markdown(header, body) if body else "No runs yet."
 
 
 def mode_table(rows: pd.DataFrame, mode: str) -> str:
-    """Every encoder's top-1 / top-5 per label fraction in one mode (``finetune`` or ``linear``)."""
-    augs = sorted(rows.loc[rows["mode"] == mode, "aug"].unique(), key=aug_rank)
-    cells = {aug: _accuracy(rows, aug, mode) for aug in augs}
-    fractions = sorted({f for accuracy in cells.values() for f in accuracy})
+    """Every encoder's top-1 / top-5 by number of labels in one mode (finetune or linear)."""
+    summary = summarise(rows)
+    augs = sorted(summary.loc[summary["mode"] == mode, "aug"].unique(), key=aug_rank)
+    cells = {aug: _accuracy(summary, aug, mode) for aug in augs}
+    counts = sorted({n for accuracy in cells.values() for n in accuracy})
     body = [
-        [_label(f), *(_pair(*cells[aug].get(f, (None, None))) for aug in augs)] for f in fractions
+        [f"{n:,}", *(" / ".join(map(_cell, cells[aug].get(n, (None, None)))) for aug in augs)]
+        for n in counts
     ]
     return _markdown(["labels", *augs], body) if body else "No runs yet."
+
+
+def _pair(top1: float | None, top5: float | None) -> str:
+    return _MISSING if top1 is None or pd.isna(top1) else f"{top1:.2f} / {top5:.2f}"
 
 
 def knn_table(knn: pd.DataFrame) -> str:
@@ -321,10 +347,20 @@ def markdown_tables(
         )
     if len(rows):
         setup.append(f"device: {', '.join(sorted(rows['device'].astype(str).unique()))}")
+    seeds = sorted(int(s) for s in rows["seed"].unique()) if len(rows) else []
+    intervals = (
+        f"Each cell is the mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}) ± the half "
+        "width of its 95 % interval (Student's t over the seeds)"
+        if len(seeds) > 1
+        else "Each cell is one run (seed 0) ± 1.96 × its test-set standard error (binomial): the "
+        "interval of the test measurement alone, not of a new pretraining"
+    )
     parts = [
         f"# Results of preset `{preset}`",
         "Accuracies in percent on the CIFAR-100 test set"
-        + (f" ({'; '.join(setup)})." if setup else "."),
+        + (f" ({'; '.join(setup)})." if setup else ".")
+        + f" Rows are numbers of labelled images; the seed's numbers are single runs, placed at "
+        f"their label counts (its fractions of {SEED_POOL:,} images). {intervals}.",
     ]
     for aug in [*SEED_TABLES, *(a for a in AUG_ORDER if a not in SEED_TABLES and a != "scratch")]:
         title = (
@@ -332,7 +368,7 @@ def markdown_tables(
             if aug in SEED_TABLES
             else f"{aug} views (not in the seed)"
         )
-        parts += [f"## {title}, fine-tuned on a fraction of the labels", seed_table(rows, aug)]
+        parts += [f"## {title}, fine-tuned on labelled images", seed_table(rows, aug)]
     parts += [
         "## Fine-tuning, every encoder (top-1 / top-5)",
         mode_table(rows, "finetune"),
@@ -397,6 +433,7 @@ class StudyResults:
     clusters: pd.DataFrame  # one row per (encoder, method, target, score) (clusters.csv)
     metrics: dict[tuple[str, int], dict[str, Any]]  # pretraining metrics per (aug, seed)
     tables: str  # the Markdown of tables.md
+    claims: str  # the Markdown of claims.md: the seed's claims tested on the rows
     csv: Path
     markdown: Path
 
@@ -408,8 +445,8 @@ class NoRunsError(FileNotFoundError):
 def write_results(
     preset: str, runs_dir: str | os.PathLike = "runs", results_dir: str | os.PathLike = "results"
 ) -> StudyResults:
-    """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv and
-    tables.md.
+    """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv,
+    clusters.csv, tables.md and claims.md.
 
     Relative folders are taken from the project root (:func:`swavnb.layout.resolve`).
 
@@ -432,6 +469,8 @@ def write_results(
         clusters.to_csv(out / "clusters.csv", index=False)
     tables = markdown_tables(rows, knn, preset, metrics, clusters)
     (out / "tables.md").write_text(tables)
+    claims = claims_markdown(rows, preset)
+    (out / "claims.md").write_text(claims)
     return StudyResults(
-        rows, knn, clusters, metrics, tables, out / "results.csv", out / "tables.md"
+        rows, knn, clusters, metrics, tables, claims, out / "results.csv", out / "tables.md"
     )

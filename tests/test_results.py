@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,7 @@ from swavnb.results import (
 )
 
 
-def _result(folder: Path, aug: str, mode: str, fraction: float, top1: float) -> None:
+def _result(folder: Path, aug: str, mode: str, fraction: float, top1: float, seed: int = 0) -> None:
     row = {
         "preset": "smoke",
         "aug": aug,
@@ -30,8 +31,9 @@ def _result(folder: Path, aug: str, mode: str, fraction: float, top1: float) -> 
         "epochs": 1.0,
         "seconds": 3.0,
         "device": "cpu",
-        "n_labels": 100,
+        "n_labels": round(fraction * 5000),  # of a 5,000-image pool, as quick's
         "test_images": 100,
+        "seed": seed,
         "checkpoint": "none" if aug == "scratch" else f"runs/smoke/{aug}/seed-0/checkpoint.pt",
         "curves": [
             {
@@ -45,7 +47,7 @@ def _result(folder: Path, aug: str, mode: str, fraction: float, top1: float) -> 
         ],
         "per_superclass": {"fish": 10.0},
     }
-    out = folder / aug / "seed-0" / f"{mode}-{fraction:g}"
+    out = folder / aug / f"seed-{seed}" / f"{mode}-{fraction:g}"
     out.mkdir(parents=True)
     (out / "result.json").write_text(json.dumps(row))
 
@@ -103,6 +105,24 @@ def test_results_csv_has_the_study_columns_first_and_one_row_per_run(tmp_path):
     assert list(csv["mode"][:3]) == ["finetune", "finetune", "linear"]
     scratch = csv[csv["aug"] == "scratch"]
     assert list(scratch["fraction"]) == [0.1] and scratch["top1"].item() == 3.0
+    # every row says how many labels and which seed, and the test-set error of its accuracy
+    assert list(scratch["n_labels"]) == [500] and list(scratch["seed"]) == [0]
+    assert scratch["top1_se"].item() == pytest.approx(100 * math.sqrt(0.03 * 0.97 / 100), abs=1e-4)
+
+
+def test_several_seeds_give_a_mean_and_a_t_interval_and_claims_md(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (flip, scratch) in enumerate([(10.0, 3.0), (12.0, 4.0), (14.0, 5.0)]):
+        _result(runs / "smoke", "flip", "finetune", 0.1, flip, seed)
+        _result(runs / "smoke", "scratch", "finetune", 0.1, scratch, seed)
+    results = write_results("smoke", runs, tmp_path / "results")
+    # mean 12, sd 2 over 3 seeds: t(0.975, 2) * 2 / sqrt(3) = 4.97
+    assert "| 500 | 12.00 ± 4.97 |" in results.tables.split("## Table 2")[1]
+    assert "mean over 3 seeds (0, 1, 2)" in results.tables
+    claims = (tmp_path / "results" / "smoke" / "claims.md").read_text()
+    assert claims == results.claims and "| flip − scratch | 500 | +8.00 [+5.52, +10.48] | 3 |" in (
+        claims
+    )
 
 
 def test_tables_put_ours_beside_every_seed_number_and_the_scratch_baseline(tmp_path):
@@ -114,9 +134,14 @@ def test_tables_put_ours_beside_every_seed_number_and_the_scratch_baseline(tmp_p
             assert f"{top1:.2f}" in tables and f"{top5:.2f}" in tables
     assert "## Table 1 of the seed: jitter" in tables and "## Table 2 of the seed: flip" in tables
     flip = tables.split("## Table 2")[1].split("##")[0]
-    assert "| 10% | 17.50 | 37.50 | 18.69 | 41.44 | -1.19 | 3.00 | 23.00 |" in flip
-    assert "| 1% | 4.00 | 24.00 | 4.72 | 16.22 | -0.72 | – | – |" in flip
-    assert "| 10% | 12.00 / 32.00 |" in tables.split("## Linear")[1]  # the linear row
+    # rows are label counts: our 10 % of a 5,000-image pool is the seed's 1 % of 50,000 (4.72)
+    ci = lambda p: f"{100 * p:.2f} ± {1.959964 * 100 * math.sqrt(p * (1 - p) / 100):.2f}"
+    line = f"| 500 | {ci(0.175)} | {ci(0.375)} | 4.72 | 16.22 | +12.78 | {ci(0.03)} | {ci(0.23)} |"
+    assert line in flip
+    assert f"| 50 | {ci(0.04)} | {ci(0.24)} | – | – | – | – | – |" in flip
+    assert "| 5,000 | – | – | 18.69 | 41.44 | – | – | – |" in flip
+    assert f"| 500 | {ci(0.12)} / {ci(0.32)} |" in tables.split("## Linear")[1]  # the linear row
+    assert "test-set standard error" in tables  # one seed: the interval says what it is
     knn = tables.split("## Weighted k-NN")[1]
     assert "| k = 20, precise BN | k = 200, precise BN | k = 20, ema BN |" in knn
     assert "| flip | 11.00 / 30.00 | 10.00 / 31.00 | 9.00 / 28.00 |" in knn
