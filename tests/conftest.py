@@ -64,3 +64,18 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> di
         argv += [f"--{name}_dir", str(folder)]
     assert study.main(argv) == 0
     return {**folders, "root": root}
+
+
+class PhiloxLike(torch.Generator):
+    """A CPU generator that also answers ``get_offset``, as a CUDA (Philox) generator does: what
+    code that takes the GPU path on fake CUDA tensors asks of its generator (none exists here)."""
+
+    offset = 0
+
+    def get_offset(self) -> int:
+        return self.offset
+
+
+@pytest.fixture
+def philox_like() -> type[PhiloxLike]:
+    return PhiloxLike

@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from swavnb.checkpoint import load_checkpoint
 from swavnb.config import pretrain_config
@@ -307,3 +309,128 @@ def test_learning_rate_warmup_then_cosine():
     assert all(a <= b for a, b in zip(lrs[:19], lrs[1:20], strict=True))  # rising
     assert all(a >= b for a, b in zip(lrs[19:-1], lrs[20:], strict=True))  # falling
     assert lrs[-1] < 0.01
+
+
+class _HostWaits(TorchDispatchMode):
+    """Counts the ops that make a GPU's host wait: scalar reads and host<->device copies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.waits.append("scalar read")
+            return 0  # a fake tensor holds no value; the step goes on with any
+        if func is torch.ops.aten._to_copy.default:
+            source, target = args[0].device, torch.device(kwargs.get("device") or args[0].device)
+            if source.type != target.type:
+                self.waits.append(f"copy {source.type} -> {target.type}")
+        if func is torch.ops.aten.copy_.default and args[0].device.type != args[1].device.type:
+            self.waits.append(f"copy {args[1].device.type} -> {args[0].device.type}")
+        return func(*args, **kwargs)
+
+
+def _on_fake_cuda(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """The module ``build`` makes, on fake CUDA tensors, its convolutions channels-last (what
+    ``.to(memory_format=...)`` does, which cannot swap fake parameters)."""
+    with torch.device("cuda", 0):
+        module = build()
+    for layer in module.modules():
+        for name, parameter in list(layer._parameters.items()):
+            if parameter is not None and parameter.dim() == 4:
+                layer._parameters[name] = torch.nn.Parameter(
+                    parameter.detach().contiguous(memory_format=torch.channels_last)
+                )
+    return module
+
+
+CUDA = torch.device("cuda", 0)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """A FakeTensorMode to enter, in which CUDA tensors exist and bf16 autocast runs on them, as
+    amp=auto picks on a bf16 GPU (autocast's two availability checks say yes)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from swavnb import augment
+
+    monkeypatch.setattr(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    augment._statistics.cache_clear()
+    yield FakeTensorMode(allow_non_fake_inputs=True)
+    augment._statistics.cache_clear()  # it held fake tensors
+
+
+# what the first step copies, once per process and device: CIFAR-100's mean and std
+FIRST_STEP_COPIES = ["copy cpu -> cuda"] * 2
+
+
+@pytest.mark.parametrize("aug", ["flip", "jitter", "swav"])
+def test_a_pretraining_step_on_cuda_never_waits_for_the_host(
+    tmp_path, monkeypatch, fake_cuda, philox_like, aug
+):
+    """Augmentation, bf16 forward, Sinkhorn + loss and prototype usage of a step, on fake CUDA
+    tensors: no scalar read-back and no host copy, each of which would stall the GPU's queue.
+    Backward and the optimiser cannot run on fake CUDA tensors (the autograd engine asks for a CUDA
+    context); they read nothing back."""
+    from swavnb.clusters import prototype_usage
+    from swavnb.train import _new_tally
+
+    images = torch.zeros(32, 3, 16, 16, dtype=torch.uint8)
+    split = type("Split", (), {"images": images})
+    monkeypatch.setattr("swavnb.train.training_images", lambda config: split)
+    config = pretrain_config(
+        "smoke", aug=aug, device="cpu", amp=True, batch_size=16, n_local_crops=4, image_size=16
+    )
+    trainer = Pretrainer(config, tmp_path, progress=False)
+    trainer.generator = philox_like().manual_seed(0)  # what a CUDA generator answers
+    waits = []
+    with fake_cuda:
+        trainer.device = CUDA
+        trainer.model = trainer.net = _on_fake_cuda(lambda: SwAVModel(**trainer.model.hparams))
+        trainer.images = images.to(CUDA)
+        index = torch.arange(config.batch_size, device=CUDA)
+        tally = _new_tally(config.n_prototypes, CUDA)
+        for _ in range(3):  # a step as Pretrainer._run_epoch runs it, less the update
+            with _HostWaits() as counted:
+                trainer.model.normalize_prototypes()
+                _, scores = trainer.forward(trainer.make_views(index))
+                tally["loss"] += trainer.loss(scores).detach()
+                tally["usage"] += prototype_usage(scores[0].detach())
+            waits.append(counted.waits)
+    assert len(scores) == (6 if aug == "swav" else 2)  # SwAV's 2 + 4 crops: the issue's 20 waits
+    assert waits[0] == FIRST_STEP_COPIES and waits[1:] == [[], []], waits
+
+
+def test_a_finetuning_step_on_cuda_never_waits_for_the_host(fake_cuda, philox_like):
+    """Fine-tuning's transform, bf16 forward, loss and running tallies, as train_finetune runs a
+    step, on fake CUDA tensors."""
+    from swavnb.augment import finetune_transform
+    from swavnb.model import cifar_resnet18
+    from swavnb.precision import autocast
+
+    waits = []
+    with fake_cuda:
+        model = _on_fake_cuda(
+            lambda: torch.nn.Sequential(cifar_resnet18(), torch.nn.Linear(512, 100))
+        )
+        images = torch.zeros(32, 3, 16, 16, dtype=torch.uint8, device=CUDA)
+        labels = torch.zeros(32, dtype=torch.int64, device=CUDA)
+        index, generator = torch.arange(16, device=CUDA), philox_like().manual_seed(0)
+        running = {
+            "loss": torch.zeros((), dtype=torch.float64, device=CUDA),
+            "correct": torch.zeros((), dtype=torch.int64, device=CUDA),
+        }
+        for _ in range(2):
+            with _HostWaits() as counted:
+                x = finetune_transform(images[index], generator)
+                with autocast(CUDA, True):
+                    logits = model(x.contiguous(memory_format=torch.channels_last))
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels[index])
+                running["loss"] += loss.detach().double() * len(index)
+                running["correct"] += (logits.argmax(1) == labels[index]).sum()
+            waits.append(counted.waits)
+    assert waits == [FIRST_STEP_COPIES, []]
