@@ -46,6 +46,7 @@ def run_pretrain(p: Mapping[str, Any]) -> None:
         data_root=p.get("data_root", ""),
         device=p.get("device", "auto"),
         amp=p.get("amp", "auto"),
+        compile=p.get("compile") or None,  # '' or absent: the preset's
     )
     pretrain(config, p["out_dir"], progress=False)
 

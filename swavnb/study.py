@@ -1,7 +1,8 @@
 """The whole study: its plan of steps and the command that runs it (``python -m swavnb.study``).
 
 ``python -m swavnb.study --preset P [--augs jitter,flip,swav] [--fractions 0.01,0.1,...]
-[--modes finetune,linear] [--skip_probes] [--data_root DIR] [--force] [--keep_going]
+[--modes finetune,linear] [--skip_probes] [--compile auto|true|false] [--data_root DIR] [--force]
+[--keep_going]
 [--headless --jobs N --bench --export DIR] [--import DIR] [--publish]``
 
 Pretrains every aug, evaluates every encoder (random init included) on every label
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from swavnb.augment import AUGMENTATIONS
 from swavnb.checkpoint import CheckpointError, load_checkpoint
+from swavnb.compiling import check_compile
 from swavnb.config import FRACTIONS, MODES, PRESETS
 from swavnb.data import check_fraction
 from swavnb.device import hardware
@@ -61,6 +63,7 @@ def plan(
     figures_dir: str | Path = "figures",
     modes: Sequence[str] = MODES,
     probes: bool = True,
+    compile: str = "",
 ) -> list[Step]:
     """Every step of the study in order: pretrain, then finetune / linear, then probes, then
     results.
@@ -68,6 +71,7 @@ def plan(
     Each encoder's evaluations and probes come after its pretraining (``after``), the random-init
     encoder's need none, and results come after everything: what ``--jobs`` may run side by side.
     ``probes=False`` leaves the probes out (a GPU node whose encoders are probed after --import).
+    ``compile`` (auto / true / false) reaches every pretraining; '' leaves each preset's own.
 
     Relative folders are taken from the project root; notebooks get them relative to it when inside
     it.
@@ -88,6 +92,7 @@ def plan(
                     "out_dir": shown(out),
                     "data_root": data_root,
                     "figures_dir": shown(figures_dir),
+                    **({"compile": compile} if compile else {}),
                 },
                 executed / f"pretrain-{aug}.ipynb",
                 lambda out=out: _finished(out / CHECKPOINT),
@@ -187,6 +192,13 @@ def _modes(text: str) -> list[str]:
     return modes
 
 
+def _compile(text: str) -> str:
+    try:
+        return check_compile(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _exporter(args: argparse.Namespace) -> Callable[[Step], None]:
     """After each finished step: the results archive again, and a pretraining's model."""
     from swavnb import transfer
@@ -257,6 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out the probes (k-NN, t-SNE, clusters): on a GPU node, whose encoders the "
         "probes notebook examines after --import anyway",
+    )
+    parser.add_argument(
+        "--compile",
+        type=_compile,
+        default=None,
+        metavar="auto|true|false",
+        help="torch.compile in every pretraining: auto (where a probe finds the compiler "
+        "working, else eager with one line saying why), true or false (default: each preset's "
+        "own: auto in paper and swav, false in quick and smoke)",
     )
     parser.add_argument(
         "--data_root", default="", help="folder holding cifar-100-python/ (default $SWAVNB_DATA)"
@@ -331,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         args.figures_dir,
         args.modes,
         probes=not args.skip_probes,
+        compile=args.compile or "",
     )
     mode = "headless" if args.headless else "notebooks"
     print(

@@ -247,7 +247,7 @@ def test_compiled_run_trains_like_the_eager_one_and_saves_plain_weights(tmp_path
     # flip whole steps
     variants = {
         "eager": {},
-        "compiled": {"compile": True},
+        "compiled": {"compile": "auto"},  # the probe finds this CPU's compiler working
         "eager, channels first": {"channels_last": False},
     }
     losses, updates = {}, {}
@@ -266,10 +266,12 @@ def test_compiled_run_trains_like_the_eager_one_and_saves_plain_weights(tmp_path
             k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()
         }
         graphs = counters["stats"]["unique_graphs"]
-        losses[name] = trainer.fit()["epochs"][0]["loss"]
-        assert (
-            counters["stats"]["unique_graphs"] > graphs
-        ) == config.compile  # compiled for real, not a fallback
+        metrics = trainer.fit()
+        losses[name] = metrics["epochs"][0]["loss"]
+        assert trainer.compiled == metrics["compiled"] == (name == "compiled")
+        assert metrics["compile_fallback"] is None
+        # compiled for real, not a fallback
+        assert (counters["stats"]["unique_graphs"] > graphs) == trainer.compiled
         saved = _weights(tmp_path / name / "checkpoint.pt")
         updates[name] = {k: saved[k] - v for k, v in start.items()}
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
@@ -285,19 +287,26 @@ def test_compiled_run_trains_like_the_eager_one_and_saves_plain_weights(tmp_path
 
 
 def test_compile_failure_names_the_fix(tmp_path):
+    """Whether torch.compile fails while building (a BackendCompilerFailed) or at a kernel's first
+    launch (Triton building its launcher), the run stops with the cause and the fix."""
+
     def no_compiler(graph, inputs):
         raise RuntimeError("no working C++ compiler")
+
+    def no_launcher(graph, inputs):
+        # the compiled graph raises where Triton builds a launcher: inside Inductor's runtime
+        launcher = Path(torch.__file__).parent / "_inductor" / "runtime" / "triton_heuristics.py"
+        message = "Failed to find C compiler. Please specify via CC environment variable."
+        code = compile(f"raise RuntimeError({message!r})", str(launcher), "exec")
+        return lambda *args: exec(code)
 
     trainer = Pretrainer(
         pretrain_config("smoke", aug="flip", **SMALL, compile=True), tmp_path, progress=False
     )
-    trainer.net = torch.compile(
-        trainer.model, backend=no_compiler
-    )  # what a machine without a compiler does
-    with pytest.raises(
-        CompileError, match=r"no working C\+\+ compiler.*rerun with --compile false"
-    ):
-        trainer.train_step(torch.arange(SMALL["batch_size"]), 0)
+    for backend, cause in ((no_compiler, r"no working C\+\+ compiler"), (no_launcher, "CC env")):
+        trainer.net = torch.compile(trainer.model, backend=backend)  # what such a machine does
+        with pytest.raises(CompileError, match=rf"{cause}.*\); rerun with --compile false"):
+            trainer.train_step(torch.arange(SMALL["batch_size"]), 0)
 
 
 def test_learning_rate_warmup_then_cosine():
@@ -434,3 +443,44 @@ def test_a_finetuning_step_on_cuda_never_waits_for_the_host(fake_cuda, philox_li
                 running["correct"] += (logits.argmax(1) == labels[index]).sum()
             waits.append(counted.waits)
     assert waits == [FIRST_STEP_COPIES, []]
+
+
+@pytest.fixture
+def torch_flags():
+    """Restores the process-wide flags a deterministic run sets."""
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cublas = os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    yield
+    cudnn.deterministic, cudnn.benchmark = saved[:2]
+    torch.use_deterministic_algorithms(saved[2], warn_only=warn_only)
+    os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    if cublas is not None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+def test_a_deterministic_cuda_run_sets_the_flags_before_it_touches_the_gpu(
+    tmp_path, monkeypatch, torch_flags
+):
+    from swavnb import distributed, train
+
+    class DataWouldGoToTheGpuNow(Exception):
+        pass
+
+    def stop(config):
+        raise DataWouldGoToTheGpuNow
+
+    cuda = distributed.Runtime(rank=0, world_size=1, local_rank=0, device=CUDA)
+    monkeypatch.setattr(distributed, "setup", lambda device: cuda)
+    monkeypatch.setattr(train, "training_images", stop)
+    for deterministic in (False, True):  # the paper preset, on one GPU
+        config = pretrain_config("paper", device="cuda", amp=False, deterministic=deterministic)
+        with pytest.raises(DataWouldGoToTheGpuNow):
+            Pretrainer(config, tmp_path, progress=False)
+        cudnn = torch.backends.cudnn
+        flags = (cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+        assert flags == (deterministic, deterministic)  # the default leaves torch's flags alone
+    assert not torch.backends.cudnn.benchmark
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()  # a stray op raises
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # before the first cuBLAS call
