@@ -190,8 +190,10 @@ def pretrain_summary(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
                 "seconds": sum(epoch["seconds"] for epoch in run["epochs"]),
                 "device": run["device"],
                 "precision": run.get("precision"),
+                # study --jobs N: its seconds were time-shared with up to N - 1 other steps
+                "shared_with_jobs": run.get("shared_with_jobs"),
             }
-        )  # None: written before precision was recorded
+        )  # None: written before precision (or jobs) was recorded
     return pd.DataFrame(
         rows,
         columns=[
@@ -203,6 +205,7 @@ def pretrain_summary(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
             "seconds",
             "device",
             "precision",
+            "shared_with_jobs",
         ],
     )
 
@@ -362,6 +365,7 @@ def markdown_tables(
                 f"{r.seconds / 60:.1f}",
                 r.device,
                 r.precision or _MISSING,
+                _MISSING if pd.isna(r.shared_with_jobs) else str(int(r.shared_with_jobs)),
             ]
             for r in summary.itertuples()
         ]
@@ -377,9 +381,12 @@ def markdown_tables(
                     "minutes",
                     "device",
                     "precision",
+                    "shared with jobs",
                 ],
                 body,
             ),
+            "*shared with jobs*: the study's `--jobs`; above 1 the minutes are time-shared with "
+            "the steps that ran beside it (– : not recorded).",
         ]
     return "\n\n".join(parts) + "\n"
 
