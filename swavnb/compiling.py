@@ -16,9 +16,11 @@ import torch
 
 COMPILE_CHOICES = ("auto", "true", "false")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
-# pytorch/pytorch#161302 (open): dynamo graph-breaks at every nn.SyncBatchNorm (DDP on CUDA)
-DISTRIBUTED_REASON = (
-    "under torchrun on {device}: torch.compile graph-breaks at every SyncBatchNorm "
+# auto under torchrun is eager: on CUDA BatchNorm becomes SyncBatchNorm, where dynamo graph-breaks
+# (pytorch/pytorch#161302, open), and compiled DDP has not run here on any device
+DISTRIBUTED_REASON = "under torchrun: DDP has not run compiled here"
+SYNC_BN_REASON = (
+    "under torchrun on CUDA: torch.compile graph-breaks at every SyncBatchNorm "
     "(pytorch/pytorch#161302) and DDP has not run compiled here"
 )
 
@@ -77,13 +79,13 @@ def resolve_compile(
     """Whether a run compiles, and why not where ``auto`` decided against it ('' otherwise).
 
     ``auto`` compiles single-process runs whose probe (:func:`compiler_problem`) passes; under
-    torchrun it stays eager (:data:`DISTRIBUTED_REASON`). ``true`` and ``false`` are obeyed.
+    torchrun it stays eager (:data:`SYNC_BN_REASON` on CUDA). ``true`` and ``false`` are obeyed.
     """
     setting = check_compile(setting)
     if setting != "auto":
         return setting == "true", ""
     if distributed:
-        return False, DISTRIBUTED_REASON.format(device=device.type.upper())
+        return False, SYNC_BN_REASON if device.type == "cuda" else DISTRIBUTED_REASON
     problem = compiler_problem(str(device))
     return not problem, problem
 

@@ -35,6 +35,7 @@ def test_auto_compiles_only_single_process_runs_whose_probe_passes(monkeypatch):
     # under torchrun on CUDA (DDP + SyncBatchNorm) auto is eager without probing, and says why
     compiled, why = resolve_compile("auto", cuda, distributed=True)
     assert not compiled and "SyncBatchNorm" in why and "torchrun on CUDA" in why
+    assert resolve_compile("auto", cpu, distributed=True) == (False, compiling.DISTRIBUTED_REASON)
     assert probed == ["cpu", "cuda:0"]
     # true and false are obeyed as given, also under torchrun
     assert resolve_compile("true", cuda, distributed=True) == (True, "")
