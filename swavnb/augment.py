@@ -1,14 +1,17 @@
 """Batched, on-device view generation for the three strategies of the study.
 
 Every random parameter is drawn per image from one ``torch.Generator`` on the
-images' device, so a batch is augmented in a handful of tensor ops (no per-image
-PIL, no host round trip) and a run is reproducible from its seed. Colour ops are
+images' device (on a GPU the colour ops' order follows that generator's host-side
+state), so a batch is augmented in a handful of tensor ops (no per-image PIL, no
+host round trip) and a run is reproducible from its seed. Colour ops are
 torchvision's definitions with per-image factors (:mod:`swavnb.colour`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 from dataclasses import dataclass
 
 import torch
@@ -81,9 +84,16 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
+@functools.cache
+def _statistics(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-100's channel mean and std, (1, 3, 1, 1) each, copied to ``device`` once: a copy per
+    call would make the GPU wait for the host at every view."""
+    mean = torch.tensor(CIFAR100_MEAN, device=device).view(1, 3, 1, 1)
+    return mean, torch.tensor(CIFAR100_STD, device=device).view(1, 3, 1, 1)
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(CIFAR100_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR100_STD, device=x.device).view(1, 3, 1, 1)
+    mean, std = _statistics(x.device)
     return (x - mean) / std
 
 
@@ -91,6 +101,20 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror each image left-right with probability 0.5."""
     flip = _bernoulli(0.5, x.shape[0], generator, x.device)
     return torch.where(_per_image(flip), x.flip(-1), x)
+
+
+def _op_order(n_ops: int, generator: torch.Generator, device: torch.device) -> list[int]:
+    """A random order of ``n_ops`` ops, known on the host.
+
+    On the CPU it is drawn from ``generator``, as it always was (the CPU's random stream is
+    unchanged); on a GPU from the generator's seed and Philox offset, host integers that every draw
+    advances, so the GPU never waits for a read-back and the order still follows the run's seed
+    and resumes with the generator's state.
+    """
+    if device.type == "cpu":
+        return torch.randperm(n_ops, generator=generator, device=device).tolist()
+    host = random.Random(generator.initial_seed() * 2**64 + generator.get_offset())
+    return host.sample(range(n_ops), n_ops)
 
 
 def color_jitter(x: torch.Tensor, generator: torch.Generator, jitter: ColorJitter) -> torch.Tensor:
@@ -122,7 +146,7 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, jitter: ColorJitte
         lambda y: colour.saturation(y, saturation),
         lambda y: colour.hue(y, hue),
     )
-    for op in torch.randperm(len(ops), generator=generator, device=device).tolist():
+    for op in _op_order(len(ops), generator, device):
         x = ops[op](x)
     return x
 
@@ -249,6 +273,5 @@ def finetune_transform(
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:
     """Back to [0, 1] for display."""
-    mean = torch.tensor(CIFAR100_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR100_STD, device=x.device).view(1, 3, 1, 1)
+    mean, std = _statistics(x.device)
     return (x * std + mean).clamp(0, 1)

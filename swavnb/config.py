@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
+from swavnb.compiling import check_compile
 from swavnb.data import check_image_size
 from swavnb.precision import check_amp
 
@@ -81,15 +82,19 @@ class PretrainConfig:
     amp: str = "auto"
     channels_last: bool = True  # faster convolutions on GPUs and oneDNN CPUs
     # torch.compile the network: it pays at batch 256 and not for the short CPU presets, which would
-    # also wait for the compile (docs/performance.md)
-    compile: bool = True
+    # also wait for the compile (docs/performance.md); auto = where a probe finds the compiler
+    # working, in single-process runs (swavnb.compiling)
+    compile: str = "auto"
+    # cuDNN's and torch's deterministic algorithms, Inductor without autotuning: makes a CUDA run
+    # repeatable at some speed (the CPU's kernels are deterministic anyway); process-wide flags
+    deterministic: bool = False
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = once per epoch)
     log_every_steps: int = 10
 
     def __post_init__(self) -> None:
-        self.amp = check_amp(
-            self.amp
-        )  # a bool from a notebook or an older checkpoint reads as true / false
+        # a bool from a notebook or an older checkpoint reads as true / false
+        self.amp = check_amp(self.amp)
+        self.compile = check_compile(self.compile)
 
 
 @dataclass
@@ -166,7 +171,7 @@ _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
         schedule="cosine",
         freeze_prototypes_epochs=0.5,
         log_every_steps=5,
-        compile=False,
+        compile="false",
     ),
     # seconds, for tests: 16 px (4x cheaper than 32) keeps the suite within minutes on a
     # float32-only CPU
@@ -181,7 +186,7 @@ _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
         batch_size=32,
         n_local_crops=2,
         log_every_steps=1,
-        compile=False,
+        compile="false",
     ),
 }
 _FINETUNE_PRESETS: dict[str, dict[str, Any]] = {

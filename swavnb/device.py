@@ -59,6 +59,39 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+# the study's --jobs, passed to each step it starts: their throughput is time-shared
+JOBS_ENV = "SWAVNB_SHARED_WITH_JOBS"
+# cuBLAS's deterministic workspace (CUDA >= 10.2); it must precede the process's first matmul
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+def shared_with_jobs() -> int:
+    """How many study steps may run side by side with this process (``study --jobs``; 1 = alone)."""
+    return int(os.environ.get(JOBS_ENV, "1"))
+
+
+def set_deterministic() -> dict[str, Any]:
+    """Make this process's kernels repeatable on CUDA (torch's reproducibility notes); returns the
+    flags set.
+
+    cuDNN's deterministic algorithms and no benchmarking, torch's deterministic kernels (which also
+    turn off Inductor's numerics-changing autotuning) and cuBLAS's fixed workspace, which takes
+    effect only before the process's first CUDA matmul (every study step is a fresh process). An op
+    with no deterministic CUDA kernel then raises, naming itself, rather than silently varying.
+    Process-wide, as torch's flags are.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+    return {
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cublas_workspace_config": os.environ["CUBLAS_WORKSPACE_CONFIG"],
+    }
+
+
 def run_facts(device: torch.device, workers: int) -> dict[str, Any]:
     """What a reader needs to compare two reports: device, torch version, threads, reference
     workers."""

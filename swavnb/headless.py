@@ -52,6 +52,7 @@ def run_pretrain(p: Mapping[str, Any]) -> None:
         data_root=p.get("data_root", ""),
         device=p.get("device", "auto"),
         amp=p.get("amp", "auto"),
+        compile=p.get("compile") or None,  # '' or absent: the preset's
     )
     out = p.get("out_dir") or run_folder(config.preset, config.aug, config.seed, _runs_dir(p))
     pretrain(config, out, progress=False)
@@ -64,6 +65,7 @@ def _evaluation_config(p: Mapping[str, Any]) -> FinetuneConfig:
         data_root=p.get("data_root", ""),
         device=p.get("device", "auto"),
         amp=p.get("amp", "auto"),
+        compile=p.get("compile") or None,  # '' or absent: the preset's
     )
 
 

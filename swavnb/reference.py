@@ -82,8 +82,13 @@ def reference_loader(
     workers: int,
     seed: int = 0,
     multicrop: MultiCrop | None = None,
+    device: torch.device | str = "cpu",
 ) -> DataLoader:
-    """A shuffling, batch-dropping loader that yields lists of (B, 3, S, S) float32 views."""
+    """A shuffling, batch-dropping loader that yields lists of (B, 3, S, S) float32 views.
+
+    For a CUDA ``device`` its batches come in pinned memory, as SwAV's own loader gives them, so
+    that the trainer's ``non_blocking`` copies really overlap; on a CPU pinning would only cost.
+    """
     dataset = MultiViewDataset(images.cpu(), view_transforms(name, multicrop))
     return DataLoader(
         dataset,
@@ -92,6 +97,7 @@ def reference_loader(
         drop_last=True,
         num_workers=workers,
         persistent_workers=workers > 0,
+        pin_memory=torch.device(device).type == "cuda",
         generator=torch.Generator().manual_seed(seed),
     )
 
@@ -134,7 +140,13 @@ class ReferenceTrainer:
             config, self.model, fused=False
         )  # torch's default, as people write it
         self.loader = reference_loader(
-            images, config.aug, config.batch_size, workers, config.seed, self.augment.multicrop
+            images,
+            config.aug,
+            config.batch_size,
+            workers,
+            config.seed,
+            self.augment.multicrop,
+            device,
         )
         self.total_steps = len(self.loader) * config.epochs
         self.freeze_steps = int(config.freeze_prototypes_epochs * len(self.loader))

@@ -203,8 +203,10 @@ def pretrain_summary(metrics: Mapping[tuple[str, int], Mapping[str, Any]]) -> pd
                 "seconds": sum(epoch["seconds"] for epoch in run["epochs"]),
                 "device": run["device"],
                 "precision": run.get("precision"),
+                # study --jobs N: its seconds were time-shared with up to N - 1 other steps
+                "shared_with_jobs": run.get("shared_with_jobs"),
             }
-        )  # None: written before precision was recorded
+        )  # None: written before precision (or jobs) was recorded
     return pd.DataFrame(
         rows,
         columns=[
@@ -217,6 +219,7 @@ def pretrain_summary(metrics: Mapping[tuple[str, int], Mapping[str, Any]]) -> pd
             "seconds",
             "device",
             "precision",
+            "shared_with_jobs",
         ],
     )
 
@@ -401,6 +404,7 @@ def markdown_tables(
                 f"{r.seconds / 60:.1f}",
                 r.device,
                 r.precision or _MISSING,
+                _MISSING if pd.isna(r.shared_with_jobs) else str(int(r.shared_with_jobs)),
             ]
             for r in summary.itertuples()
         ]
@@ -417,9 +421,12 @@ def markdown_tables(
                     "minutes",
                     "device",
                     "precision",
+                    "shared with jobs",
                 ],
                 body,
             ),
+            "*shared with jobs*: the study's `--jobs`; above 1 the minutes are time-shared with "
+            "the steps that ran beside it (– : not recorded).",
         ]
     return "\n\n".join(parts) + "\n"
 

@@ -4,19 +4,20 @@ after the steps whose results it reads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from swavnb.device import available_cores
+from swavnb.device import JOBS_ENV, available_cores
 from swavnb.layout import notebooks_folder, project_root, shown
 
 KERNEL = "python3"
@@ -79,16 +80,31 @@ def execute(step: Step) -> None:
         ) from error
 
 
-def execute_headless(step: Step, threads: int = 0) -> None:
+def job_environment(jobs: int) -> dict[str, str]:
+    """What each of ``jobs`` steps side by side gets in its environment: its share of the cores
+    for torch's threads and for Inductor's compile workers (which it would otherwise size from the
+    whole affinity mask: 4 jobs on 16 cores would start up to 64), and the count, which a
+    pretraining records because its throughput is then time-shared. Nothing for one job."""
+    if jobs <= 1:
+        return {}
+    threads = str(max(1, available_cores() // jobs))
+    return {
+        "OMP_NUM_THREADS": threads,
+        "TORCHINDUCTOR_COMPILE_THREADS": threads,
+        JOBS_ENV: str(jobs),
+    }
+
+
+def execute_headless(step: Step, environment: dict[str, str] | None = None) -> None:
     """Run one step through the package's functions (:mod:`swavnb.headless`) in a process of its
-    own.
+    own, with ``environment`` added to this process's (:func:`job_environment`).
 
     Its own process gives each concurrent step its own memory and CUDA context; its output goes to
     ``<step output>.log``, whose last lines a failure quotes.
     """
     log_file = step.log_file
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    env = {**os.environ, **(environment or {})}
     command = [sys.executable, "-m", "swavnb.headless", step.notebook, json.dumps(step.parameters)]
     with open(log_file, "w") as out:
         code = subprocess.run(
@@ -125,14 +141,15 @@ def run(
     """
     start, executed, finished, failed = time.perf_counter(), 0, set(), set()
     elapsed = lambda: str(timedelta(seconds=round(time.perf_counter() - start)))
-    threads = max(1, available_cores() // jobs) if jobs > 1 else 0
-    work = (lambda step: execute_headless(step, threads)) if headless else execute
+    environment = job_environment(jobs)
+    work = (lambda step: execute_headless(step, environment)) if headless else execute
     numbered = {step.name: f"[{index}/{len(steps)}]" for index, step in enumerate(steps, 1)}
     pending, running, failures = list(steps), {}, []
     stopped = lambda: bool(failures) and not keep_going
-    with ThreadPoolExecutor(
-        max_workers=jobs
-    ) as pool:  # each step is a process of its own (kernel or worker)
+    # each step is a process of its own (kernel or worker); a kernel inherits this process's
+    # environment, as papermill passes it none
+    kernels_inherit = _environment_added({} if headless else environment)
+    with kernels_inherit, ThreadPoolExecutor(max_workers=jobs) as pool:
         while (pending and not stopped()) or running:
             while keep_going and (blocked := [s for s in pending if failed.intersection(s.after)]):
                 for step in blocked:  # in plan order, and so on down the line
@@ -188,6 +205,21 @@ def run(
     if failures:
         raise StepFailed(f"{len(failures)} steps failed:\n" + "\n".join(map(str, failures)))
     return executed
+
+
+@contextlib.contextmanager
+def _environment_added(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the duration, then what was there before."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _as_step_failure(error: BaseException, what: str) -> StepFailed:

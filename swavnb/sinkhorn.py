@@ -62,7 +62,8 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, n_iters: int = 3) -> t
     if n_iters < 1:
         raise ValueError(f"n_iters must be >= 1 so the rows are normalised, got {n_iters}")
     n_prototypes = scores.shape[1]
-    n_samples = torch.tensor(float(scores.shape[0]), device=scores.device)
+    # filled on the device, not copied from the host: no GPU wait; all-reduced into the global count
+    n_samples = torch.full((), float(scores.shape[0]), device=scores.device)
     if _distributed():
         dist.all_reduce(n_samples)
     log_n_samples = torch.log(n_samples)

@@ -1,7 +1,8 @@
 """The whole study: its plan of steps and the command that runs it (``python -m swavnb.study``).
 
 ``python -m swavnb.study --preset P [--augs jitter,flip,swav] [--fractions 0.01,0.1,...]
-[--modes finetune,linear] [--skip_probes] [--data_root DIR] [--force] [--keep_going]
+[--modes finetune,linear] [--skip_probes] [--compile auto|true|false] [--data_root DIR] [--force]
+[--keep_going]
 [--headless --jobs N --bench --export DIR] [--import DIR] [--publish]``
 
 Pretrains every aug, evaluates every encoder (random init included) on every label
@@ -22,6 +23,7 @@ from pathlib import Path
 from swavnb import run_guard
 from swavnb.augment import AUGMENTATIONS
 from swavnb.checkpoint import load_checkpoint
+from swavnb.compiling import check_compile
 from swavnb.config import (
     FRACTIONS,
     MODES,
@@ -91,6 +93,7 @@ def plan(
     modes: Sequence[str] = MODES,
     probes: bool = True,
     seeds: Sequence[int] = (0,),
+    compile: str = "",
 ) -> list[Step]:
     """Every step of the study in order: pretrain, then finetune / linear, then probes, then
     results, for every seed.
@@ -116,7 +119,14 @@ def plan(
                 Step(
                     "pretrain",
                     f"pretrain {aug} seed {seed}",
-                    {"preset": preset, "aug": aug, "seed": seed, **folders, **drawn},
+                    {
+                        "preset": preset,
+                        "aug": aug,
+                        "seed": seed,
+                        **folders,
+                        **drawn,
+                        **({"compile": compile} if compile else {}),
+                    },
                     executed / f"pretrain-{aug}-seed{seed}.ipynb",
                     lambda out=out, planned=planned: _finished(out / CHECKPOINT, planned),
                     # features cached beside the weights would outlive them
@@ -208,6 +218,13 @@ def _modes(text: str) -> list[str]:
     return modes
 
 
+def _compile(text: str) -> str:
+    try:
+        return check_compile(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _exporter(args: argparse.Namespace) -> Callable[[Step], None]:
     """After each finished step: the results archive again, and a pretraining's model."""
     from swavnb import transfer
@@ -287,6 +304,15 @@ def main(argv: list[str] | None = None) -> int:
         help="replicates: every encoder pretrained and evaluated with seeds 0 .. N-1 (default 1)",
     )
     parser.add_argument(
+        "--compile",
+        type=_compile,
+        default=None,
+        metavar="auto|true|false",
+        help="torch.compile in every pretraining: auto (where a probe finds the compiler "
+        "working, else eager with one line saying why), true or false (default: each preset's "
+        "own: auto in paper and swav, false in quick and smoke)",
+    )
+    parser.add_argument(
         "--data_root", default="", help="folder holding cifar-100-python/ (default $SWAVNB_DATA)"
     )
     parser.add_argument("--force", action="store_true", help="redo steps whose results exist")
@@ -362,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         args.modes,
         probes=not args.skip_probes,
         seeds=range(args.seeds),
+        compile=args.compile or "",
     )
     mode = "headless" if args.headless else "notebooks"
     print(

@@ -21,9 +21,10 @@ from swavnb import distributed, run_guard
 from swavnb.augment import Augmentation, MultiCrop
 from swavnb.checkpoint import load_checkpoint, save_checkpoint, write_json
 from swavnb.clusters import prototype_usage, usage_summary
+from swavnb.compiling import compiler_failure, one_line, resolve_compile
 from swavnb.config import PretrainConfig, as_dict, validate_pretrain
 from swavnb.data import CifarSplit, batch_indices, label_subset, load_cifar100, steps_per_epoch
-from swavnb.device import device_name
+from swavnb.device import device_name, set_deterministic, shared_with_jobs
 from swavnb.errors import CompileError, NonFiniteLossError, in_notebook, setting
 from swavnb.layout import CHECKPOINT, METRICS, resolve
 from swavnb.loss import swav_loss
@@ -31,10 +32,18 @@ from swavnb.model import SwAVModel
 from swavnb.precision import autocast, precision_name, use_bf16
 
 # where the data lives, the device, its precision (bf16 or float32: the same training within bf16
-# noise), compiling and how often a run logs or saves do not change its result: a run may resume
-# with other values (another machine)
+# noise), compiling, the choice of deterministic kernels and how often a run logs or saves do not
+# change what it trains: a run may resume with other values (another machine)
 RESUMABLE_CHANGES = frozenset(
-    {"data_root", "device", "compile", "amp", "log_every_steps", "checkpoint_every_steps"}
+    {
+        "data_root",
+        "device",
+        "compile",
+        "deterministic",
+        "amp",
+        "log_every_steps",
+        "checkpoint_every_steps",
+    }
 )
 
 
@@ -62,20 +71,17 @@ def progress_bar(**options: Any) -> tqdm:
 
 @contextlib.contextmanager
 def _compile_failure_names_the_fix() -> Iterator[None]:
-    # the forward graph compiles at the first forward, the backward graph at the first backward
-    # (inductor's InductorError is a BackendCompilerFailed); torch._dynamo is looked up, not
-    # imported (1.3 s): only a compiled network, which has imported it, can raise its errors
+    # the forward graph compiles at the first forward, the backward graph at the first backward, and
+    # Triton may build a launcher at a kernel's first launch (swavnb.compiling.compiler_failure)
     try:
         yield
-    except RuntimeError as error:
-        dynamo_errors = sys.modules.get("torch._dynamo.exc")
-        if dynamo_errors is None or not isinstance(error, dynamo_errors.BackendCompilerFailed):
+    except Exception as error:
+        cause = compiler_failure(error)
+        if cause is None:
             raise
-        cause = getattr(error, "inner_exception", None) or error
-        reason = f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
         raise CompileError(
-            f"torch.compile could not build the network ({reason}); rerun with --compile false: "
-            "the same training, eager, without the compile speed-up"
+            f"torch.compile could not build or launch the network ({one_line(cause)}); rerun with "
+            "--compile false: the same training, eager, without the compile speed-up"
         ) from error
 
 
@@ -176,6 +182,8 @@ class Pretrainer:
         self.runtime = distributed.setup(config.device)
         device = self.device = self.runtime.device
         self.bf16 = use_bf16(config.amp, device)
+        # before anything runs on the device: cuBLAS reads its workspace setting once
+        self.deterministic = set_deterministic() if config.deterministic else None
         self.state = load_checkpoint(self.ckpt_path) if self.ckpt_path.exists() else None
         # a field added after the checkpoint was written counts as its default (image_size: 32), as
         # it ran then
@@ -245,12 +253,15 @@ class Pretrainer:
             precision=precision_name(self.bf16),
             world_size=self.runtime.world_size,
         )
+        self.compiled, self.compile_fallback = False, ""
+        if not self.finished:  # a finished run trains nothing: no compiler to probe
+            self._resolve_compile()
         self.net: torch.nn.Module = self.model
         if self.runtime.distributed:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
-        if config.compile:
+        if self.compiled:
             # static shapes: a run's batch and crop sizes never change (drop_last), and torch's
             # automatic dynamic shapes would otherwise compile a second run in the same process (a
             # notebook, the benchmark's next case) for a symbolic batch size: another program than
@@ -259,6 +270,28 @@ class Pretrainer:
         self.pending: list[
             tuple[int, torch.Tensor]
         ] = []  # losses not yet checked: no GPU sync every step
+
+    def _resolve_compile(self) -> None:
+        """Decide whether the network compiles (``auto`` probes), say so in one line where ``auto``
+        runs eager, and record it with the run's other conditions."""
+        runtime = self.runtime
+        self.compiled, self.compile_fallback = resolve_compile(
+            self.config.compile, self.device, runtime.distributed
+        )
+        if self.compile_fallback and runtime.is_main:
+            print(
+                f"torch.compile is off ({self.compile_fallback}); the run trains eager: the same "
+                "training without the compile speed-up (--compile false skips this check)",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.metrics.update(
+            compiled=self.compiled,
+            compile_fallback=self.compile_fallback or None,  # why auto ran eager
+            deterministic=self.deterministic,
+            # steps of `study --jobs N` run side by side: img/s and seconds are then time-shared
+            shared_with_jobs=shared_with_jobs(),
+        )
 
     @property
     def finished(self) -> bool:

@@ -94,3 +94,18 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
     for holder in started:
         holder.kill()
         holder.wait()
+
+
+class PhiloxLike(torch.Generator):
+    """A CPU generator that also answers ``get_offset``, as a CUDA (Philox) generator does: what
+    code that takes the GPU path on fake CUDA tensors asks of its generator (none exists here)."""
+
+    offset = 0
+
+    def get_offset(self) -> int:
+        return self.offset
+
+
+@pytest.fixture
+def philox_like() -> type[PhiloxLike]:
+    return PhiloxLike

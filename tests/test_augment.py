@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -278,3 +280,32 @@ def test_low_resolution_runs_get_views_at_their_size(real_images, name):
     assert augment.view_sizes[:2] == [16, 16] and (
         name != "swav" or augment.view_sizes[2:] == [8, 8]
     )
+
+
+def test_colour_op_order_is_drawn_on_the_host_on_a_gpu_and_from_the_generator_on_a_cpu(
+    philox_like,
+):
+    from swavnb.augment import _op_order
+
+    # the CPU: the generator's own randperm, as before (the CPU's random stream is unchanged)
+    cpu, drawn = gen(4), gen(4)
+    assert _op_order(4, cpu, torch.device("cpu")) == torch.randperm(4, generator=drawn).tolist()
+    assert torch.equal(cpu.get_state(), drawn.get_state())
+    # a GPU: a function of the generator's seed and offset, which it only reads
+    cuda = torch.device("cuda", 0)
+
+    def orders(seed: int) -> list[tuple[int, ...]]:
+        generator, found = philox_like().manual_seed(seed), []
+        state = generator.get_state()
+        for offset in range(0, 4000, 4):  # Philox offsets advance in multiples of 4
+            generator.offset = offset
+            found.append(tuple(_op_order(4, generator, cuda)))
+            assert found[-1] == tuple(_op_order(4, generator, cuda))  # reproducible
+        assert torch.equal(generator.get_state(), state)  # nothing drawn from the stream itself
+        return found
+
+    first = orders(4)
+    assert all(sorted(order) == [0, 1, 2, 3] for order in first)
+    counts = Counter(first)
+    assert len(counts) == 24 and min(counts.values()) > 15  # every order, about 1000 / 24 times
+    assert orders(5) != first  # another seed, other orders

@@ -64,6 +64,7 @@ def test_string_overrides_are_typed():
         (dict(optimizer="lamb"), "unknown optimizer"),
         (dict(epochs="many"), "cannot read 'many' as int"),
         (dict(amp="maybe"), "unknown amp 'maybe'; choose one of auto, true, false"),
+        (dict(compile="maybe"), "unknown compile 'maybe'; choose one of auto, true, false"),
         (dict(channels_last="maybe"), "cannot read 'maybe' as bool"),
         (dict(batch_size=0), "batch_size must be >= 1"),
         (dict(image_size=24), "image_size must be 32, 16 or 8"),
@@ -74,6 +75,20 @@ def test_string_overrides_are_typed():
 def test_bad_values_name_the_field(bad, message):
     with pytest.raises(ValueError, match=message):
         pretrain_config("smoke", **bad)
+
+
+def test_compile_is_auto_where_it_pays_and_a_bool_reads_as_true_or_false():
+    # docs/performance.md: compiling pays at batch 256 (paper, swav), not in the short CPU presets
+    assert {p: pretrain_config(p).compile for p in PRESETS} == {
+        "paper": "auto",
+        "swav": "auto",
+        "quick": "false",
+        "smoke": "false",
+    }
+    # a notebook's bool or an older checkpoint's reads as true / false, as amp does
+    assert PretrainConfig(compile=True).compile == "true"
+    assert pretrain_config("paper", compile=False).compile == "false"
+    assert pretrain_config("smoke", compile="Auto").compile == "auto"
 
 
 def test_unknown_bn_stats_names_the_choices():

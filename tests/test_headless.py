@@ -61,10 +61,15 @@ def _node_path(root: Path) -> Path:
     return folder
 
 
+# and a toolchain: Inductor finds no working C++ compiler there (as a node without one, or whose
+# Triton lacks a C compiler or Python's headers, breaks torch.compile)
+NO_COMPILER = {"CXX": "/bin/false"}
+
+
 def _node_run(args: list[str], node_path: Path) -> subprocess.CompletedProcess:
     """A command run as on the node: every process of it (the study and each step) lacks
-    :data:`NODE_LACKS`."""
-    env = {**os.environ, "PYTHONPATH": str(node_path)}
+    :data:`NODE_LACKS` and a C++ compiler."""
+    env = {**os.environ, "PYTHONPATH": str(node_path), **NO_COMPILER}
     return subprocess.run(
         [sys.executable, *args], cwd=project_root(), env=env, capture_output=True, text=True
     )
@@ -74,10 +79,11 @@ def _node_run(args: list[str], node_path: Path) -> subprocess.CompletedProcess:
 def exported(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("node")
     node_path = _node_path(root)
-    # the README's node flags (not --bench: minutes on a CPU); headless probes are tested below
+    # the README's node flags (not --bench: minutes on a CPU); headless probes are tested below;
+    # compile auto, as the node's presets (paper, swav) have it
     command = _study(
         root / "runs",
-        *("--headless", "--jobs", "2", "--skip_probes", "--keep_going"),
+        *("--headless", "--jobs", "2", "--skip_probes", "--keep_going", "--compile", "auto"),
         *("--export", str(root / "export")),
     )
     done = _node_run(["-m", "swavnb.study", *command, "--data_root", str(data_root)], node_path)
@@ -119,6 +125,35 @@ def test_headless_study_runs_every_step_without_jupyter_and_exports_few_small_fi
     assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files)
 
 
+def test_without_a_compiler_auto_trains_eager_says_why_once_and_records_it(exported):
+    runs = exported / "runs" / "smoke"
+    log = (runs / "notebooks" / "pretrain-flip.log").read_text()
+    said = [line for line in log.splitlines() if "torch.compile" in line]
+    assert len(said) == 1 and said[0].startswith("torch.compile is off (InvalidCxxCompiler: ")
+    assert "the run trains eager" in said[0]
+    metrics = json.loads((runs / "flip" / "metrics.json").read_text())
+    assert metrics["config"]["compile"] == "auto" and metrics["compiled"] is False
+    assert metrics["compile_fallback"].startswith("InvalidCxxCompiler: No working C++ compiler")
+    # --jobs 2: its seconds and img/s were time-shared, and the pretraining table says so
+    assert metrics["shared_with_jobs"] == 2
+    tables = (exported / "results" / "smoke" / "tables.md").read_text()
+    assert any(row.startswith("| flip |") and row.endswith("| 2 |") for row in tables.splitlines())
+
+
+def test_without_a_compiler_compile_true_stops_at_the_first_step_in_one_line(
+    tmp_path, monkeypatch, capsys, data_root
+):
+    monkeypatch.setenv("CXX", NO_COMPILER["CXX"])  # the steps' processes inherit it
+    argv = _study(tmp_path / "runs", "--headless", "--skip_probes", "--modes", "finetune")
+    assert study.main([*argv, "--compile", "true", "--data_root", str(data_root)]) == 1
+    error = capsys.readouterr().err.splitlines()[0]
+    assert error.startswith("error: pretrain flip failed (headless, exit 2): error: torch.compile")
+    assert "(InvalidCxxCompiler: No working C++ compiler" in error
+    assert error.endswith(
+        "rerun with --compile false: the same training, eager, without the compile speed-up"
+    )
+
+
 def test_import_into_fresh_folders_runs_only_the_notebooks_that_draw(exported, tmp_path, capsys):
     fresh = tmp_path / "runs"
     assert study.main(_study(fresh, "--import", str(exported / "export"))) == 0
@@ -136,6 +171,17 @@ def test_import_into_fresh_folders_runs_only_the_notebooks_that_draw(exported, t
     imported = pd.read_csv(tmp_path / "results" / "smoke" / "results.csv")
     original = pd.read_csv(exported / "results" / "smoke" / "results.csv")
     pd.testing.assert_frame_equal(imported, original)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [({}, "false"), ({"compile": ""}, "false"), ({"compile": "auto"}, "auto")],
+)
+def test_headless_pretraining_takes_the_studys_compile_or_the_presets(monkeypatch, given, expected):
+    configs = []
+    monkeypatch.setattr(headless, "pretrain", lambda config, out, progress: configs.append(config))
+    headless.run_step("pretrain", {"preset": "smoke", "aug": "flip", "out_dir": "x", **given})
+    assert configs[0].compile == expected
 
 
 def test_headless_and_notebook_runs_of_a_step_give_the_same_row(smoke_study, tmp_path, data_root):

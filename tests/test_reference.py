@@ -52,6 +52,16 @@ def test_reference_loader_yields_view_batches(real_images):
     assert len(view_transforms("swav", MultiCrop(n_local=3))) == 5
 
 
+def test_reference_batches_are_pinned_for_a_gpu_as_swavs_loader_pins_them(real_images):
+    # unpinned, a non_blocking copy to the GPU blocks, flattering ours in the benchmark's ratio
+    for device, pinned in (("cuda", True), (torch.device("cuda", 0), True), ("cpu", False)):
+        loader = reference_loader(real_images[:16], "flip", 8, workers=0, device=device)
+        assert loader.pin_memory is pinned, device
+    config = pretrain_config("smoke", aug="flip", batch_size=8)
+    trainer = ReferenceTrainer(config, real_images[:16], workers=0, device=torch.device("cpu"))
+    assert trainer.loader.pin_memory is False  # the trainer passes its own device
+
+
 def test_reference_trainer_starts_from_given_weights_and_follows_the_schedule(real_images):
     config = pretrain_config(
         "smoke", aug="flip", batch_size=8, epochs=2, warmup_epochs=1, schedule="cosine"

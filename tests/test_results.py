@@ -146,6 +146,8 @@ def test_tables_put_ours_beside_every_seed_number_and_the_scratch_baseline(tmp_p
     assert "| k = 20, precise BN | k = 200, precise BN | k = 20, ema BN |" in knn
     assert "| flip | 11.00 / 30.00 | 10.00 / 31.00 | 9.00 / 28.00 |" in knn
     assert "## Pretraining runs" in tables and "| flip | 0 | 1 | 3.0000 |" in tables
+    # a run from before jobs were recorded: not known whether its minutes were time-shared
+    assert "| precision | shared with jobs |" in tables and "| cpu | – | – |" in tables
 
 
 def test_knn_rows_round_trip_through_knn_json(tmp_path):

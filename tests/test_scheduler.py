@@ -187,3 +187,38 @@ def test_a_dead_kernel_or_a_failed_export_is_a_failure_like_any_other(tmp_path, 
     assert "dies failed: RuntimeError: Kernel died" in message
     assert "the export after exported failed: OSError" in message
     assert (tmp_path / "exported").is_file() and (tmp_path / "last").is_file()  # results kept
+
+
+def test_each_job_gets_its_share_of_the_cores_for_threads_and_compile_workers(
+    tmp_path, monkeypatch
+):
+    """Inductor sizes its compile workers from the affinity mask, not OMP_NUM_THREADS: without
+    TORCHINDUCTOR_COMPILE_THREADS 4 jobs on 16 cores would start up to 64."""
+    import os
+    import subprocess
+
+    monkeypatch.setattr(scheduler, "available_cores", lambda: 16)
+    assert scheduler.job_environment(1) == {}
+    shared = {
+        "OMP_NUM_THREADS": "4",
+        "TORCHINDUCTOR_COMPILE_THREADS": "4",
+        "SWAVNB_SHARED_WITH_JOBS": "4",  # what a pretraining records: its img/s is time-shared
+    }
+    assert scheduler.job_environment(4) == shared
+    children = []
+
+    def child(command, env, **kwargs):  # the headless step's process
+        children.append(env)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(scheduler.subprocess, "run", child)
+    steps = [Step("finetune", n, {}, tmp_path / f"{n}.ipynb", lambda: False) for n in "abcd"]
+    assert run(steps, jobs=4, headless=True, log=lambda line: None) == 4
+    assert len(children) == 4 and all(env.items() >= shared.items() for env in children)
+    # a notebook's kernel inherits the study's environment: the same, for the run's duration
+    seen = []
+    monkeypatch.setattr(scheduler, "execute", lambda step: seen.append(dict(os.environ)))
+    monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
+    assert run(steps, jobs=4, log=lambda line: None) == 4
+    assert all(env.items() >= shared.items() for env in seen)
+    assert "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ  # and put back afterwards

@@ -249,3 +249,20 @@ def test_a_second_study_on_the_same_runs_folder_is_refused_naming_the_first(
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"runs folder '{tmp_path / 'smoke'}' is in use by process" in err
     assert str(holder.pid) in err and not (tmp_path / "smoke" / "flip").exists()
+
+
+def test_compile_reaches_every_pretraining_only_when_given(tmp_path, monkeypatch, capsys):
+    planned = []
+    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
+    argv = ["--preset", "smoke", "--augs", "flip,swav", "--fractions", "0.1", "--skip_probes"]
+    assert main([*argv, "--runs_dir", str(tmp_path)]) == 0
+    assert main([*argv, "--runs_dir", str(tmp_path), "--compile", "Auto"]) == 0
+    default, given = planned
+    # absent: each pretraining compiles as its preset says (the notebook's '' parameter)
+    assert not any("compile" in step.parameters for step in default)
+    compiles = {s.name: s.parameters["compile"] for s in given if "compile" in s.parameters}
+    assert compiles == {"pretrain flip seed 0": "auto", "pretrain swav seed 0": "auto"}  # only
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--compile", "sometimes"])
+    assert exit_info.value.code == 2
+    assert "unknown compile 'sometimes'; choose one of auto, true, false" in capsys.readouterr().err

@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from swavnb.checkpoint import load_checkpoint
 from swavnb.config import pretrain_config
@@ -252,7 +254,7 @@ def test_compiled_run_trains_like_the_eager_one_and_saves_plain_weights(tmp_path
     # flip whole steps
     variants = {
         "eager": {},
-        "compiled": {"compile": True},
+        "compiled": {"compile": "auto"},  # the probe finds this CPU's compiler working
         "eager, channels first": {"channels_last": False},
     }
     losses, updates = {}, {}
@@ -271,10 +273,12 @@ def test_compiled_run_trains_like_the_eager_one_and_saves_plain_weights(tmp_path
             k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()
         }
         graphs = counters["stats"]["unique_graphs"]
-        losses[name] = trainer.fit()["epochs"][0]["loss"]
-        assert (
-            counters["stats"]["unique_graphs"] > graphs
-        ) == config.compile  # compiled for real, not a fallback
+        metrics = trainer.fit()
+        losses[name] = metrics["epochs"][0]["loss"]
+        assert trainer.compiled == metrics["compiled"] == (name == "compiled")
+        assert metrics["compile_fallback"] is None
+        # compiled for real, not a fallback
+        assert (counters["stats"]["unique_graphs"] > graphs) == trainer.compiled
         saved = _weights(tmp_path / name / "checkpoint.pt")
         updates[name] = {k: saved[k] - v for k, v in start.items()}
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
@@ -290,19 +294,26 @@ def test_compiled_run_trains_like_the_eager_one_and_saves_plain_weights(tmp_path
 
 
 def test_compile_failure_names_the_fix(tmp_path):
+    """Whether torch.compile fails while building (a BackendCompilerFailed) or at a kernel's first
+    launch (Triton building its launcher), the run stops with the cause and the fix."""
+
     def no_compiler(graph, inputs):
         raise RuntimeError("no working C++ compiler")
+
+    def no_launcher(graph, inputs):
+        # the compiled graph raises where Triton builds a launcher: inside Inductor's runtime
+        launcher = Path(torch.__file__).parent / "_inductor" / "runtime" / "triton_heuristics.py"
+        message = "Failed to find C compiler. Please specify via CC environment variable."
+        code = compile(f"raise RuntimeError({message!r})", str(launcher), "exec")
+        return lambda *args: exec(code)
 
     trainer = Pretrainer(
         pretrain_config("smoke", aug="flip", **SMALL, compile=True), tmp_path, progress=False
     )
-    trainer.net = torch.compile(
-        trainer.model, backend=no_compiler
-    )  # what a machine without a compiler does
-    with pytest.raises(
-        CompileError, match=r"no working C\+\+ compiler.*rerun with --compile false"
-    ):
-        trainer.train_step(torch.arange(SMALL["batch_size"]), 0)
+    for backend, cause in ((no_compiler, r"no working C\+\+ compiler"), (no_launcher, "CC env")):
+        trainer.net = torch.compile(trainer.model, backend=backend)  # what such a machine does
+        with pytest.raises(CompileError, match=rf"{cause}.*\); rerun with --compile false"):
+            trainer.train_step(torch.arange(SMALL["batch_size"]), 0)
 
 
 def test_learning_rate_warmup_then_cosine():
@@ -314,3 +325,193 @@ def test_learning_rate_warmup_then_cosine():
     assert all(a <= b for a, b in zip(lrs[:19], lrs[1:20], strict=True))  # rising
     assert all(a >= b for a, b in zip(lrs[19:-1], lrs[20:], strict=True))  # falling
     assert lrs[-1] < 0.01
+
+
+class _HostWaits(TorchDispatchMode):
+    """Counts the ops that make a GPU's host wait: scalar reads and host<->device copies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[str] = []
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.ops.add(func.overloadpacket.__name__)
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.waits.append("scalar read")
+            return 0  # a fake tensor holds no value; the step goes on with any
+        if func is torch.ops.aten._to_copy.default:
+            source, target = args[0].device, torch.device(kwargs.get("device") or args[0].device)
+            if source.type != target.type:
+                self.waits.append(f"copy {source.type} -> {target.type}")
+        if func is torch.ops.aten.copy_.default and args[0].device.type != args[1].device.type:
+            self.waits.append(f"copy {args[1].device.type} -> {args[0].device.type}")
+        return func(*args, **kwargs)
+
+
+def _on_fake_cuda(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """The module ``build`` makes, on fake CUDA tensors, its convolutions channels-last (what
+    ``.to(memory_format=...)`` does, which cannot swap fake parameters)."""
+    with torch.device("cuda", 0):
+        module = build()
+    for layer in module.modules():
+        for name, parameter in list(layer._parameters.items()):
+            if parameter is not None and parameter.dim() == 4:
+                layer._parameters[name] = torch.nn.Parameter(
+                    parameter.detach().contiguous(memory_format=torch.channels_last)
+                )
+    return module
+
+
+CUDA = torch.device("cuda", 0)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """A FakeTensorMode to enter, in which CUDA tensors exist and bf16 autocast runs on them, as
+    amp=auto picks on a bf16 GPU (autocast's two availability checks say yes)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from swavnb import augment
+
+    monkeypatch.setattr(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    augment._statistics.cache_clear()
+    yield FakeTensorMode(allow_non_fake_inputs=True)
+    augment._statistics.cache_clear()  # it held fake tensors
+
+
+# what the first step copies, once per process and device: CIFAR-100's mean and std
+FIRST_STEP_COPIES = ["copy cpu -> cuda"] * 2
+# aten ops that torch.use_deterministic_algorithms(True) documents as raising on CUDA
+RAISE_WHEN_DETERMINISTIC = {
+    "_adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "avg_pool3d",
+    "fractional_max_pool2d",
+    "max_unpool2d",
+    "upsample_bilinear2d",
+    "upsample_bicubic2d",
+    "reflection_pad2d",
+    "nll_loss_forward",
+    "nll_loss2d_forward",
+    "embedding_bag",
+    "put_",
+    "histc",
+    "bincount",
+    "median",
+    "grid_sampler_2d_backward",
+}
+
+
+@pytest.mark.parametrize("aug", ["flip", "jitter", "swav"])
+def test_a_pretraining_step_on_cuda_never_waits_for_the_host(
+    tmp_path, monkeypatch, fake_cuda, philox_like, aug
+):
+    """Augmentation, bf16 forward, Sinkhorn + loss and prototype usage of a step, on fake CUDA
+    tensors: no scalar read-back and no host copy, each of which would stall the GPU's queue.
+    Backward and the optimiser cannot run on fake CUDA tensors (the autograd engine asks for a CUDA
+    context); they read nothing back."""
+    from swavnb.clusters import prototype_usage
+    from swavnb.train import _new_tally
+
+    images = torch.zeros(32, 3, 16, 16, dtype=torch.uint8)
+    split = type("Split", (), {"images": images})
+    monkeypatch.setattr("swavnb.train.training_images", lambda config: split)
+    config = pretrain_config(
+        "smoke", aug=aug, device="cpu", amp=True, batch_size=16, n_local_crops=4, image_size=16
+    )
+    trainer = Pretrainer(config, tmp_path, progress=False)
+    trainer.generator = philox_like().manual_seed(0)  # what a CUDA generator answers
+    waits, ops = [], set()
+    with fake_cuda:
+        trainer.device = CUDA
+        trainer.model = trainer.net = _on_fake_cuda(lambda: SwAVModel(**trainer.model.hparams))
+        trainer.images = images.to(CUDA)
+        index = torch.arange(config.batch_size, device=CUDA)
+        tally = _new_tally(config.n_prototypes, CUDA)
+        for _ in range(3):  # a step as Pretrainer._run_epoch runs it, less the update
+            with _HostWaits() as counted:
+                trainer.model.normalize_prototypes()
+                _, scores = trainer.forward(trainer.make_views(index))
+                tally["loss"] += trainer.loss(scores).detach()
+                tally["usage"] += prototype_usage(scores[0].detach())
+            waits.append(counted.waits)
+            ops |= counted.ops
+    assert len(scores) == (6 if aug == "swav" else 2)  # SwAV's 2 + 4 crops: the issue's 20 waits
+    assert waits[0] == FIRST_STEP_COPIES and waits[1:] == [[], []], waits
+    # --deterministic true would not stop this forward (ResNet's 1x1 average pool is a mean)
+    assert "mean" in ops and not ops & RAISE_WHEN_DETERMINISTIC
+
+
+def test_a_finetuning_step_on_cuda_never_waits_for_the_host(fake_cuda, philox_like):
+    """Fine-tuning's transform, bf16 forward, loss and running tallies, as train_finetune runs a
+    step, on fake CUDA tensors."""
+    from swavnb.augment import finetune_transform
+    from swavnb.model import cifar_resnet18
+    from swavnb.precision import autocast
+
+    waits = []
+    with fake_cuda:
+        model = _on_fake_cuda(
+            lambda: torch.nn.Sequential(cifar_resnet18(), torch.nn.Linear(512, 100))
+        )
+        images = torch.zeros(32, 3, 16, 16, dtype=torch.uint8, device=CUDA)
+        labels = torch.zeros(32, dtype=torch.int64, device=CUDA)
+        index, generator = torch.arange(16, device=CUDA), philox_like().manual_seed(0)
+        running = {
+            "loss": torch.zeros((), dtype=torch.float64, device=CUDA),
+            "correct": torch.zeros((), dtype=torch.int64, device=CUDA),
+        }
+        for _ in range(2):
+            with _HostWaits() as counted:
+                x = finetune_transform(images[index], generator)
+                with autocast(CUDA, True):
+                    logits = model(x.contiguous(memory_format=torch.channels_last))
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels[index])
+                running["loss"] += loss.detach().double() * len(index)
+                running["correct"] += (logits.argmax(1) == labels[index]).sum()
+            waits.append(counted.waits)
+    assert waits == [FIRST_STEP_COPIES, []]
+
+
+@pytest.fixture
+def torch_flags():
+    """Restores the process-wide flags a deterministic run sets."""
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled())
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cublas = os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    yield
+    cudnn.deterministic, cudnn.benchmark = saved[:2]
+    torch.use_deterministic_algorithms(saved[2], warn_only=warn_only)
+    os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    if cublas is not None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+def test_a_deterministic_cuda_run_sets_the_flags_before_it_touches_the_gpu(
+    tmp_path, monkeypatch, torch_flags
+):
+    from swavnb import distributed, train
+
+    class DataWouldGoToTheGpuNow(Exception):
+        pass
+
+    def stop(config):
+        raise DataWouldGoToTheGpuNow
+
+    cuda = distributed.Runtime(rank=0, world_size=1, local_rank=0, device=CUDA)
+    monkeypatch.setattr(distributed, "setup", lambda device: cuda)
+    monkeypatch.setattr(train, "training_images", stop)
+    for deterministic in (False, True):  # the paper preset, on one GPU
+        config = pretrain_config("paper", device="cuda", amp=False, deterministic=deterministic)
+        with pytest.raises(DataWouldGoToTheGpuNow):
+            Pretrainer(config, tmp_path, progress=False)
+        cudnn = torch.backends.cudnn
+        flags = (cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+        assert flags == (deterministic, deterministic)  # the default leaves torch's flags alone
+    assert not torch.backends.cudnn.benchmark
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()  # a stray op raises
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # before the first cuBLAS call
