@@ -23,6 +23,7 @@ from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset
 from swavnb.device import device_name, pick_device
 from swavnb.evaluation_runs import open_evaluation
 from swavnb.features import evaluation_data, frozen_features
+from swavnb.intervals import accuracy_se
 from swavnb.layout import RESULT, SCRATCH, is_random_init, resolve, shown
 from swavnb.model import BACKBONE_DIM
 from swavnb.precision import autocast, precision_name, use_bf16
@@ -32,6 +33,42 @@ from swavnb.probes import extract_features
 def _n_steps(config: FinetuneConfig, n_labelled: int, epochs: int) -> tuple[int, int]:
     batch = min(config.batch_size, n_labelled)
     return max(config.min_steps, epochs * math.ceil(n_labelled / batch)), batch
+
+
+def planned_steps(config: FinetuneConfig, fraction: float) -> tuple[int, int]:
+    """(labelled images, fine-tuning steps) of one evaluation, known before any data is read: the
+    pool is class-stratified (100 classes), and so is every fraction of it (at least one per class).
+    """
+    per_class = (config.train_images or 50_000) // 100
+    n_labelled = 100 * max(1, round(fraction * per_class))
+    return n_labelled, _n_steps(config, n_labelled, config.epochs)[0]
+
+
+def seconds_per_step(config: FinetuneConfig, steps: int = 3) -> float:
+    """Time of one fine-tuning step here, measured on random images at the preset's size."""
+    from swavnb.model import cifar_resnet18
+
+    device = pick_device(config.device)
+    model = nn.Sequential(cifar_resnet18(), nn.Linear(BACKBONE_DIM, 100)).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    size, batch = config.image_size, config.batch_size
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(
+        memory_format=torch.channels_last
+    )
+    y = torch.randint(0, 100, (batch,), device=device)
+    bf16 = use_bf16(config.amp, device)
+    tic = 0.0
+    for step in range(steps + 1):  # the first step warms up: not timed
+        if step == 1:
+            tic = time.perf_counter()
+        with autocast(device, bf16):
+            loss = F.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    float(loss)  # waits for the device
+    return (time.perf_counter() - tic) / steps
 
 
 def _eval_points(n_steps: int, n_evals: int) -> set[int]:
@@ -230,6 +267,9 @@ def finetune(
             "fraction": fraction,
             "top1": accuracy[1],
             "top5": accuracy[5],
+            # the binomial error of the test measurement (swavnb.intervals)
+            "top1_se": round(accuracy_se(accuracy[1], len(test)), 4),
+            "top5_se": round(accuracy_se(accuracy[5], len(test)), 4),
             "epochs": round(epochs, 2),
             "seconds": round(time.perf_counter() - tic, 1),
             "device": device_name(device),

@@ -17,7 +17,7 @@ from swavnb import cli, run_guard
 from swavnb.clusters import cluster_assignments, prototype_scores, score_rows
 from swavnb.config import FinetuneConfig, finetune_config, pretrain_config
 from swavnb.device import pick_device
-from swavnb.evaluation_runs import open_evaluation
+from swavnb.evaluation_runs import is_done, open_evaluation
 from swavnb.features import evaluation_data, frozen_features, knn_by_bn_stats
 from swavnb.finetune import finetune
 from swavnb.layout import (
@@ -81,6 +81,22 @@ def run_finetune(p: Mapping[str, Any]) -> None:
     )
 
 
+def run_linear(p: Mapping[str, Any]) -> None:
+    """Linear evaluations of one encoder at every fraction in ``p["fractions"]``, in this one
+    process: the study's batch of what ``finetune.ipynb`` does with mode linear, whose start-up
+    (kernel, imports, data) would otherwise cost more than each evaluation on cached features."""
+    config, checkpoint = _evaluation_config(p), _checkpoint(p)
+    for fraction in p["fractions"]:
+        if is_done(checkpoint, "linear", config, _runs_dir(p), fraction):
+            continue
+        row = finetune(checkpoint, fraction, "linear", None, config, runs_dir=_runs_dir(p))
+        print(
+            f"linear {row['aug']} seed {row['seed']}, {row['n_labels']} labels: "
+            f"top-1 {row['top1']:.2f} ({row['seconds']:.0f} s)",
+            flush=True,
+        )
+
+
 def run_probes(p: Mapping[str, Any]) -> None:
     """The numbers ``probes.ipynb`` saves: weighted k-NN under both BN settings and the cluster
     scores."""
@@ -95,7 +111,7 @@ def run_probes(p: Mapping[str, Any]) -> None:
         cache, tag, aug = encoder.folder, encoder.tag, encoder.aug
         _, test_features = frozen_features(backbone, pool, test, device, config, cache, tag)
         knn = knn_by_bn_stats(backbone, pool, test, device, config, cache, tag)
-        save_knn(knn, preset, aug, out_dir)
+        save_knn(knn, preset, aug, out_dir, seed, len(test))
         scores = None
         if aug != SCRATCH:
             model = SwAVModel.from_checkpoint(checkpoint).to(device)
@@ -114,6 +130,7 @@ def run_results(p: Mapping[str, Any]) -> None:
 STEPS = {
     "pretrain": run_pretrain,
     "finetune": run_finetune,
+    "linear": run_linear,
     "probes": run_probes,
     "results": run_results,
 }

@@ -23,7 +23,7 @@ from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 from swavnb.augment import Augmentation, denormalize
 from swavnb.clusters import usage_summary
 from swavnb.layout import resolve
-from swavnb.results import SEED_MODE, SEED_RESULTS, aug_rank
+from swavnb.results import SEED_MODE, SEED_RESULTS, aug_rank, seed_labels, summarise
 
 _PALETTE = sns.color_palette("deep")
 AUG_COLORS = {
@@ -294,14 +294,16 @@ def prototype_gallery(
     return fig
 
 
-def accuracy_vs_fraction(results: pd.DataFrame, mode: str = "finetune") -> Figure:
-    """Top-1 and top-5 against the label fraction, one line per encoder (random init included).
+def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
+    """Top-1 and top-5 against the number of labelled images, one line per encoder (random init
+    included), with 95 % intervals as error bars (:func:`swavnb.results.summarise`).
 
-    In ``finetune`` mode, the seed's protocol, its published numbers are drawn as dashed
-    lines in the colour of the same aug.
+    In ``finetune`` mode, the seed's protocol, its published numbers (single runs) are drawn as
+    dashed lines in the colour of the same aug, at their label counts.
 
     Args:
-        results: rows with aug, mode, fraction, top1, top5 (``results.csv``).
+        results: ``results.csv`` rows (aug, mode, n_labels, fraction, seed, top1, top5 and their
+            standard errors).
         mode: ``finetune`` or ``linear``.
     """
     rows = results[results["mode"] == mode]
@@ -310,36 +312,47 @@ def accuracy_vs_fraction(results: pd.DataFrame, mode: str = "finetune") -> Figur
             f"no {mode} rows to draw (modes present: {sorted(results['mode'].unique())}); "
             f"run the study with --modes {mode}"
         )
-    augs = sorted(rows["aug"].unique(), key=aug_rank)
+    summary = summarise(rows)
+    augs = sorted(summary["aug"].unique(), key=aug_rank)
+    seeds = rows["seed"].nunique()
     fig, axes = _figure(1, 2, (11.0, 4.2))
-    fractions = sorted({*rows["fraction"], *(f for table in SEED_RESULTS.values() for f in table)})
-    for ax, (index, metric) in zip(axes[0], enumerate(("top1", "top5")), strict=True):
+    counts = sorted({*summary["n_labels"], *(n for a in SEED_RESULTS for n in seed_labels(a))})
+    for ax, metric in zip(axes[0], ("top1", "top5"), strict=True):
         for aug in augs:
-            mean = rows[rows["aug"] == aug].groupby("fraction")[metric].mean()
-            ax.plot(100 * mean.index, mean.to_numpy(), marker="o", color=_color(aug), label=aug)
+            mine = summary[summary["aug"] == aug]
+            ax.errorbar(
+                mine["n_labels"],
+                [e.mean for e in mine[metric]],
+                yerr=[e.half_width for e in mine[metric]],
+                marker="o",
+                capsize=3,
+                color=_color(aug),
+                label=aug,
+            )
         if mode == SEED_MODE:
-            for aug, table in SEED_RESULTS.items():
-                seed = sorted(table.items())
+            for aug in SEED_RESULTS:
+                seed = sorted(seed_labels(aug).items())
                 ax.plot(
-                    [100 * f for f, _ in seed],
-                    [value[index] for _, value in seed],
+                    [n for n, _ in seed],
+                    [value[metric == "top5"] for _, value in seed],
                     linestyle="--",
                     marker="x",
                     color=_color(aug),
                     label=f"{aug} (seed)",
                 )
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator([100 * f for f in fractions]))
+        ax.xaxis.set_major_locator(FixedLocator(counts))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_formatter(
-            lambda value, _: f"{value:g}"
-        )  # no % sign: 30 and 40 sit close on a log axis
+        ax.xaxis.set_major_formatter(lambda value, _: f"{value:,.0f}")
+        ax.tick_params(axis="x", labelrotation=45)
         ax.set(
-            xlabel="labelled training images (%)",
-            ylabel=f"test {metric.replace('top', 'top-')} (%)",
+            xlabel="labelled training images", ylabel=f"test {metric.replace('top', 'top-')} (%)"
         )
     axes[0, 1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.suptitle(f"{mode}: accuracy against the share of labels")
+    interval = (
+        f"95 % interval over {seeds} seeds" if seeds > 1 else "95 % test-set interval, 1 seed"
+    )
+    fig.suptitle(f"{mode}: accuracy against the number of labels ({interval})")
     return fig
 
 

@@ -44,7 +44,7 @@ COLUMNS = (
     "device",
     "precision",
 )
-KNN_COLUMNS = ("preset", "aug", "bn_stats", "k", "top1", "top5")
+KNN_COLUMNS = ("preset", "aug", "seed", "bn_stats", "k", "top1", "top5", "test_images")
 AUG_ORDER = ("jitter", "flip", "swav", "scratch")
 _NESTED = ("curves", "per_superclass")  # per-run detail that stays in result.json
 _MISSING = "–"
@@ -91,6 +91,8 @@ def save_knn(
     preset: str,
     aug: str,
     out_dir: str | os.PathLike,
+    seed: int = 0,
+    test_images: int | None = None,
 ) -> pd.DataFrame:
     """Write the k-NN accuracies of one encoder to ``out_dir/knn.json``, one row per
     (BN statistics, k).
@@ -98,11 +100,14 @@ def save_knn(
     Args:
         knn: ``{bn_stats: {k: {"top1": %, "top5": %}}}``, each inner mapping as
             :func:`swavnb.probes.knn_accuracy` returns it.
+        seed, test_images: the replicate, and how many test images (for the rows' errors).
     """
     rows = [
         {
             "preset": preset,
             "aug": aug,
+            "seed": seed,
+            "test_images": test_images,
             "bn_stats": bn_stats,
             "k": int(k),
             "top1": acc["top1"],
@@ -116,9 +121,12 @@ def save_knn(
 
 
 def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every ``knn.json`` row under ``run_dir``: preset, aug, bn_stats, k, top1, top5."""
+    """Every ``knn.json`` row under ``run_dir``: preset, aug, seed, bn_stats, k, top1, top5,
+    test_images."""
     rows = [
-        row for path in sorted(Path(run_dir).rglob(KNN)) for row in json.loads(path.read_text())
+        {"seed": 0, "test_images": None, **row}  # rows from before seeds were recorded
+        for path in sorted(Path(run_dir).rglob(KNN))
+        for row in json.loads(path.read_text())
     ]
     frame = pd.DataFrame(rows, columns=list(KNN_COLUMNS)).round(
         {"top1": 4, "top5": 4}
@@ -315,11 +323,26 @@ def knn_table(knn: pd.DataFrame) -> str:
     )
     body = []
     for aug in sorted(knn["aug"].unique(), key=aug_rank):
-        mine = knn[knn["aug"] == aug].groupby(["bn_stats", "k"])[["top1", "top5"]].mean()
-        body.append(
-            [aug, *(_pair(*mine.loc[s]) if s in mine.index else _MISSING for s in settings)]
-        )
+        mine = knn[knn["aug"] == aug]
+        cells = []
+        for bn, k in settings:
+            runs = mine[(mine["bn_stats"] == bn) & (mine["k"] == k)]
+            cells.append(
+                " / ".join(_knn_cell(runs, m) for m in ("top1", "top5")) if len(runs) else _MISSING
+            )
+        body.append([aug, *cells])
     return _markdown(["encoder", *(f"k = {k}, {bn} BN" for bn, k in settings)], body)
+
+
+def _knn_cell(runs: pd.DataFrame, metric: str) -> str:
+    """A k-NN accuracy over seeds with its interval; a bare value where no test count was kept."""
+    if runs["test_images"].isna().any() and len(runs) == 1:
+        return f"{runs[metric].iloc[0]:.2f}"
+    ses = [
+        accuracy_se(v, int(n)) if pd.notna(n) else 0.0
+        for v, n in zip(runs[metric], runs["test_images"], strict=True)
+    ]
+    return str(mean_interval(list(runs[metric]), ses))
 
 
 def _bn_note(rows: pd.DataFrame) -> str:

@@ -41,6 +41,8 @@ class Step:
     )  # names of the steps whose results this one reads
     # its notebook draws figures a headless run does not: run the notebook once results exist
     draws: bool = False
+    # no notebook of its own (a batch of short evaluations in one process): always headless
+    headless_only: bool = False
 
     @property
     def log_file(self) -> Path:
@@ -142,7 +144,9 @@ def run(
     start, executed, finished, failed = time.perf_counter(), 0, set(), set()
     elapsed = lambda: str(timedelta(seconds=round(time.perf_counter() - start)))
     environment = job_environment(jobs)
-    work = (lambda step: execute_headless(step, environment)) if headless else execute
+    work = lambda step: (
+        execute_headless(step, environment) if headless or step.headless_only else execute(step)
+    )
     numbered = {step.name: f"[{index}/{len(steps)}]" for index, step in enumerate(steps, 1)}
     pending, running, failures = list(steps), {}, []
     stopped = lambda: bool(failures) and not keep_going
@@ -163,12 +167,13 @@ def run(
                 if step is None:
                     break
                 pending.remove(step)
-                have = step.done() and (headless or not step.draws or step.output.is_file())
+                without_notebook = headless or step.headless_only
+                have = step.done() and (without_notebook or not step.draws or step.output.is_file())
                 if not force and not (step.refresh and executed) and have:
                     log(f"{numbered[step.name]} {elapsed()} {step.name}: skipped, results exist")
                     finished.add(step.name)
                     continue
-                written = step.log_file if headless else step.output
+                written = step.log_file if without_notebook else step.output
                 log(f"{numbered[step.name]} {elapsed()} {step.name} -> {shown(written)}")
                 if force:
                     for path in step.stale:

@@ -41,7 +41,6 @@ from swavnb.layout import (
     CHECKPOINT,
     SCRATCH,
     encoder_checkpoint,
-    evaluation_folder,
     probes_folder,
     project_root,
     resolve,
@@ -76,6 +75,42 @@ def _finished(checkpoint: Path, planned: PretrainConfig) -> bool:
     return bool(state["finished"])
 
 
+# fine-tuning where it converges within the preset's budget (docs/presets.md: quick fine-tunes 100
+# and 500 labels), the linear probe, seconds on cached features, at every fraction; other presets
+# evaluate FRACTIONS in both modes
+DEFAULT_FRACTIONS: dict[str, dict[str, tuple[float, ...]]] = {
+    "quick": {"finetune": (0.02, 0.1), "linear": (0.02, 0.1, 0.3, 0.4, 1.0)},
+}
+
+
+def study_fractions(
+    preset: str, modes: Sequence[str], fractions: Sequence[float] | None = None
+) -> dict[str, tuple[float, ...]]:
+    """{mode: label fractions} the study evaluates: ``fractions`` in every mode when given, else
+    the preset's (:data:`DEFAULT_FRACTIONS`)."""
+    defaults = DEFAULT_FRACTIONS.get(preset, {})
+    return {m: tuple(fractions or defaults.get(m, FRACTIONS)) for m in modes}
+
+
+def finetune_cost(steps: Sequence[Step], preset: str, measure_above: int = 1500) -> str:
+    """What the planned fine-tuning costs, said before it runs: runs, steps per label count, and
+    above ``measure_above`` steps the time, from one step timed here."""
+    from swavnb.finetune import planned_steps, seconds_per_step
+
+    runs = [s for s in steps if s.notebook == "finetune"]
+    if not runs:
+        return ""
+    config = finetune_config(preset)
+    per_run = [planned_steps(config, s.parameters["fraction"]) for s in runs]
+    total = sum(n for _, n in per_run)
+    counts = ", ".join(f"{labels:,} labels: {n:,}" for labels, n in sorted(set(per_run)))
+    line = f"fine-tuning: {len(runs)} runs, {total:,} steps ({counts} each)"
+    if total > measure_above:
+        seconds = seconds_per_step(config)
+        line += f", about {total * seconds / 60:.0f} min here ({seconds:.2f} s per step)"
+    return line
+
+
 def _default_or(path: str | Path, default: str) -> str:
     """A folder as a step's parameter: '' when it is the default, so the notebook derives it and a
     published notebook holds no path of a particular run."""
@@ -85,7 +120,7 @@ def _default_or(path: str | Path, default: str) -> str:
 def plan(
     preset: str,
     augs: Sequence[str] = STUDY_AUGS,
-    fractions: Sequence[float] = FRACTIONS,
+    fractions: Sequence[float] | None = None,
     data_root: str = "",
     runs_dir: str | Path = "runs",
     results_dir: str | Path = "results",
@@ -133,27 +168,41 @@ def plan(
                     [out / CHECKPOINT, *out.glob("features-*.pt")],
                 )
             )
+    by_mode = study_fractions(preset, modes, fractions)
     for seed in seeds:
         for aug in [*augs, SCRATCH]:
             checkpoint = encoder_checkpoint(preset, aug, seed, runs_dir)
-            encoder = run_folder(preset, aug, seed, runs_dir)
             needs = [] if aug == SCRATCH else [f"pretrain {aug} seed {seed}"]
             defining = {"preset": preset, "aug": aug, "seed": seed}
-            for mode in modes:
-                for fraction in fractions:
-                    out = evaluation_folder(encoder, mode, fraction)
-                    steps.append(
-                        Step(
-                            "finetune",
-                            f"{mode} {aug} seed {seed} {100 * fraction:g}% labels",
-                            {**defining, "fraction": fraction, "mode": mode, **folders},
-                            executed / f"finetune-{aug}-seed{seed}-{mode}-{fraction:g}.ipynb",
-                            lambda c=checkpoint, s=seed, m=mode, f=fraction: is_done(
-                                c, m, finetune_config(preset, seed=s), runs_dir, f, STUDY_FIX
-                            ),
-                            after=needs,
-                        )
+            done = lambda m, f, c=checkpoint, s=seed: is_done(
+                c, m, finetune_config(preset, seed=s), runs_dir, f, STUDY_FIX
+            )
+            for fraction in by_mode.get("finetune", ()):
+                steps.append(
+                    Step(
+                        "finetune",
+                        f"finetune {aug} seed {seed} {100 * fraction:g}% labels",
+                        {**defining, "fraction": fraction, "mode": "finetune", **folders},
+                        executed / f"finetune-{aug}-seed{seed}-finetune-{fraction:g}.ipynb",
+                        lambda f=fraction, done=done: done("finetune", f),
+                        after=needs,
                     )
+                )
+            if linear := by_mode.get("linear", ()):
+                # one process for all of them: on cached features each takes seconds, less than a
+                # notebook's start-up
+                steps.append(
+                    Step(
+                        "linear",
+                        f"linear {aug} seed {seed} at "
+                        f"{', '.join(f'{100 * f:g}%' for f in linear)} labels",
+                        {**defining, "fractions": list(linear), **folders},
+                        executed / f"linear-{aug}-seed{seed}.ipynb",
+                        lambda done=done, fs=linear: all(done("linear", f) for f in fs),
+                        after=needs,
+                        headless_only=True,
+                    )
+                )
     for seed in seeds if probes else []:
         for aug in [*augs, SCRATCH]:
             checkpoint = encoder_checkpoint(preset, aug, seed, runs_dir)
@@ -282,8 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fractions",
         type=_fractions,
-        default=list(FRACTIONS),
-        help=f"comma-separated label fractions (default {','.join(f'{f:g}' for f in FRACTIONS)})",
+        default=None,
+        help="comma-separated label fractions, in every mode (default: the preset's: quick "
+        "fine-tunes 0.02,0.1 and probes 0.02,0.1,0.3,0.4,1 linearly; others "
+        f"{','.join(f'{f:g}' for f in FRACTIONS)} in both)",
     )
     parser.add_argument(
         "--modes",
@@ -396,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         f"on {hardware()}; runs in {shown(resolve(args.runs_dir) / args.preset)}",
         flush=True,
     )
+    if cost := finetune_cost(steps, args.preset):
+        print(cost, flush=True)
     try:
         # one study per runs folder: a second one would train the same runs side by side
         with run_guard.locked(resolve(args.runs_dir) / args.preset, "the study's runs folder"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -50,12 +51,23 @@ def _row() -> dict:
     }
 
 
-def _results() -> pd.DataFrame:
+def _results(seeds: int = 1) -> pd.DataFrame:
     rows = [
-        {"aug": aug, "mode": mode, "fraction": f, "top1": 10.0 * f + i, "top5": 20.0 * f + i}
+        {
+            "aug": aug,
+            "mode": mode,
+            "fraction": f,
+            "n_labels": round(5000 * f),
+            "seed": seed,
+            "top1": 10.0 * f + i + seed,
+            "top1_se": 0.5,
+            "top5": 20.0 * f + i + seed,
+            "top5_se": 1.0,
+        }
         for i, aug in enumerate(("jitter", "flip", "scratch"))
         for mode in ("finetune", "linear")
-        for f in (0.01, 0.1, 1.0)
+        for f in (0.02, 0.1, 1.0)
+        for seed in range(seeds)
     ]
     return pd.DataFrame(rows)
 
@@ -136,30 +148,42 @@ def test_usage_histogram_sorts_counts_and_reports_usage():
     assert "4 of 6 prototypes used" in ax.get_title()
 
 
-def test_accuracy_vs_fraction_draws_ours_solid_and_the_seed_dashed_in_the_same_colour():
-    fig = plots.accuracy_vs_fraction(_results(), "finetune")
+def test_accuracy_vs_labels_draws_ours_with_intervals_and_the_seed_dashed_at_its_counts():
+    fig = plots.accuracy_vs_labels(_results(), "finetune")
     top1, top5 = fig.axes
-    labels = [line.get_label() for line in top1.lines]
-    assert labels == ["jitter", "flip", "scratch", "jitter (seed)", "flip (seed)"]
-    ours, seed = top1.lines[1], top1.lines[4]
-    assert seed.get_linestyle() == "--" and ours.get_linestyle() == "-"
-    assert seed.get_color() == ours.get_color()
-    assert list(seed.get_ydata()) == [v[0] for _, v in sorted(SEED_RESULTS["flip"].items())]
-    assert list(top5.lines[4].get_ydata()) == [
-        v[1] for _, v in sorted(SEED_RESULTS["flip"].items())
+    ours = {c.get_label(): c for c in top1.containers}  # one errorbar per encoder
+    assert list(ours) == ["jitter", "flip", "scratch"]
+    line, _, (bars,) = ours["flip"]
+    assert list(line.get_xdata()) == [100, 500, 5000]  # labelled images, not fractions
+    # one seed: the bars are 1.96 test-set standard errors
+    assert bars.get_segments()[0][:, 1].tolist() == pytest.approx(
+        [1.2 - 1.959964 * 0.5, 1.2 + 1.959964 * 0.5]
+    )
+    seed = {line.get_label(): line for line in top1.lines if "(seed)" in line.get_label()}
+    assert seed["flip (seed)"].get_linestyle() == "--"
+    assert seed["flip (seed)"].get_color() == line.get_color()
+    assert list(seed["flip (seed)"].get_xdata()) == [500, 5000, 15000, 20000]
+    assert list(seed["flip (seed)"].get_ydata()) == [
+        v[0] for _, v in sorted(SEED_RESULTS["flip"].items())
     ]
-    assert list(ours.get_xdata()) == pytest.approx([1.0, 10.0, 100.0])
+    top5_seed = [line for line in top5.lines if line.get_label() == "flip (seed)"][0]
+    assert list(top5_seed.get_ydata()) == [v[1] for _, v in sorted(SEED_RESULTS["flip"].items())]
+    assert "1 seed" in fig._suptitle.get_text()
+    # three seeds: the mean, and t intervals over them (values seed + 0, 1, 2: sd 1)
+    line, _, (bars,) = plots.accuracy_vs_labels(_results(3), "finetune").axes[0].containers[1]
+    assert line.get_ydata()[0] == pytest.approx(1.2 + 1)
+    assert np.ptp(bars.get_segments()[0][:, 1]) == pytest.approx(2 * 4.3027 / 3**0.5, abs=1e-3)
 
 
-def test_accuracy_vs_fraction_has_no_seed_lines_for_linear():
-    fig = plots.accuracy_vs_fraction(_results(), "linear")
-    assert [line.get_label() for line in fig.axes[0].lines] == ["jitter", "flip", "scratch"]
+def test_accuracy_vs_labels_has_no_seed_lines_for_linear():
+    fig = plots.accuracy_vs_labels(_results(), "linear")
+    assert not [line for line in fig.axes[0].lines if "(seed)" in line.get_label()]
 
 
-def test_accuracy_vs_fraction_without_rows_of_the_mode_is_a_clear_error():
+def test_accuracy_vs_labels_without_rows_of_the_mode_is_a_clear_error():
     finetune_only = _results().query("mode == 'finetune'")
     with pytest.raises(ValueError, match="no linear rows to draw .* --modes linear"):
-        plots.accuracy_vs_fraction(finetune_only, "linear")
+        plots.accuracy_vs_labels(finetune_only, "linear")
 
 
 def test_loss_curves_have_one_colour_per_augmentation_and_a_line_per_seed():

@@ -15,6 +15,7 @@ from swavnb.results import (
     NoRunsError,
     collect_knn,
     collect_results,
+    knn_table,
     save_knn,
     write_results,
 )
@@ -156,27 +157,39 @@ def test_knn_rows_round_trip_through_knn_json(tmp_path):
         "smoke",
         "scratch",
         tmp_path / "a" / "probes",
+        seed=2,
+        test_images=100,
     )
-    assert list(written.columns) == ["preset", "aug", "bn_stats", "k", "top1", "top5"]
+    assert list(written.columns) == [
+        "preset",
+        "aug",
+        "seed",
+        "bn_stats",
+        "k",
+        "top1",
+        "top5",
+        "test_images",
+    ]
     collected = collect_knn(tmp_path)
+    common = {"preset": "smoke", "aug": "scratch", "seed": 2, "k": 5, "test_images": 100}
     assert collected.to_dict("records") == [
-        {
-            "preset": "smoke",
-            "aug": "scratch",
-            "bn_stats": "ema",
-            "k": 5,
-            "top1": 0.6667,
-            "top5": 8.0,
-        },
-        {
-            "preset": "smoke",
-            "aug": "scratch",
-            "bn_stats": "precise",
-            "k": 5,
-            "top1": 1.5,
-            "top5": 7.0,
-        },
+        {**common, "bn_stats": "ema", "top1": 0.6667, "top5": 8.0},
+        {**common, "bn_stats": "precise", "top1": 1.5, "top5": 7.0},
     ]  # rounded like results.csv
+
+
+def test_knn_over_seeds_is_a_mean_with_its_interval(tmp_path):
+    for seed, top1 in enumerate((10.0, 12.0, 14.0)):
+        save_knn(
+            {"precise": {20: {"top1": top1, "top5": 30.0}}},
+            "smoke",
+            "flip",
+            tmp_path / "flip" / f"seed-{seed}" / "probes",
+            seed,
+            2000,
+        )
+    table = knn_table(collect_knn(tmp_path))
+    assert "| flip | 12.00 ± 4.97 / 30.00 ± 0.00 |" in table
 
 
 def test_an_empty_study_is_an_error_naming_the_folder_and_the_command_and_writes_nothing(tmp_path):

@@ -54,32 +54,45 @@ def test_the_plan_runs_pretraining_then_evaluations_then_probes_then_results(tmp
     assert [step.name for step in steps] == [
         "pretrain flip seed 0",
         "finetune flip seed 0 10% labels",
-        "linear flip seed 0 10% labels",
+        "linear flip seed 0 at 10% labels",
         "finetune scratch seed 0 10% labels",
-        "linear scratch seed 0 10% labels",
+        "linear scratch seed 0 at 10% labels",
         "probes flip seed 0",
         "probes scratch seed 0",
         "results",
     ]
     # only what defines the run: the notebook derives its folders from it, as the study does
-    assert steps[2].parameters == {
+    assert steps[1].parameters == {
         "preset": "smoke",
         "aug": "flip",
         "seed": 0,
         "fraction": 0.1,
-        "mode": "linear",
+        "mode": "finetune",
         "data_root": "",
         "runs_dir": str(tmp_path / "runs"),
     }
+    # an encoder's linear evaluations are one process (no notebook): seconds each, on its features
+    assert steps[2].headless_only and steps[2].parameters["fractions"] == [0.1]
     assert steps[4].parameters["aug"] == "scratch"
     assert steps[-1].output == tmp_path / "runs" / "smoke" / "notebooks" / "results.ipynb"
     for step in steps:  # every parameter the study sets exists in its notebook
-        assert set(step.parameters) <= set(_parameters(step.notebook))
+        if not step.headless_only:
+            assert set(step.parameters) <= set(_parameters(step.notebook))
 
 
 def test_the_full_plan_covers_every_encoder_fraction_mode_and_seed_with_default_folders():
     steps = plan("quick", seeds=range(2))
-    assert len(steps) == 2 * (3 + 4 * 2 * 5 + 4) + 1
+    # per seed: 3 pretrainings; per encoder 2 fine-tunings (100, 500 labels), its linear probes at
+    # 5 fractions in one step, and its probes
+    assert len(steps) == 2 * (3 + 4 * (2 + 1) + 4) + 1
+    finetuned = {s.parameters["fraction"] for s in steps if s.notebook == "finetune"}
+    assert finetuned == {0.02, 0.1}
+    assert {tuple(s.parameters["fractions"]) for s in steps if s.notebook == "linear"} == {
+        (0.02, 0.1, 0.3, 0.4, 1.0)
+    }
+    # --fractions asks for the same fractions in every mode
+    asked = plan("quick", fractions=[0.4])
+    assert {s.parameters.get("fraction") for s in asked if s.notebook == "finetune"} == {0.4}
     assert [s.name for s in steps[:6]] == [
         f"pretrain {aug} seed {seed}" for seed in (0, 1) for aug in ("jitter", "flip", "swav")
     ]
@@ -132,7 +145,9 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
         *folders,
     ]
 
-    assert len(list((runs / "smoke" / "notebooks").glob("*.ipynb"))) == 8
+    # 6 notebooks; the two encoders' linear evaluations ran as one process each
+    assert len(list((runs / "smoke" / "notebooks").glob("*.ipynb"))) == 6
+    assert len(list((runs / "smoke" / "notebooks").glob("linear-*.log"))) == 2
     rows = pd.read_csv(smoke_study["results"] / "smoke" / "results.csv")
     assert sorted(zip(rows["aug"], rows["mode"], strict=True)) == [
         ("flip", "finetune"),
