@@ -26,7 +26,7 @@ from swavnb.config import PretrainConfig, as_dict, validate_pretrain
 from swavnb.data import CifarSplit, batch_indices, label_subset, load_cifar100, steps_per_epoch
 from swavnb.device import device_name, set_deterministic, shared_with_jobs
 from swavnb.errors import CompileError, NonFiniteLossError, in_notebook, setting
-from swavnb.layout import CHECKPOINT, METRICS, resolve
+from swavnb.layout import CHECKPOINT, METRICS, resolve, shown
 from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
 from swavnb.precision import autocast, precision_name, use_bf16
@@ -81,7 +81,7 @@ def _compile_failure_names_the_fix() -> Iterator[None]:
             raise
         raise CompileError(
             f"torch.compile could not build or launch the network ({one_line(cause)}); rerun with "
-            "--compile false: the same training, eager, without the compile speed-up"
+            f"{setting('compile')} false: the same training, eager, without the compile speed-up"
         ) from error
 
 
@@ -281,7 +281,8 @@ class Pretrainer:
         if self.compile_fallback and runtime.is_main:
             print(
                 f"torch.compile is off ({self.compile_fallback}); the run trains eager: the same "
-                "training without the compile speed-up (--compile false skips this check)",
+                f"training without the compile speed-up ({setting('compile')} false skips this "
+                "check)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -353,9 +354,10 @@ class Pretrainer:
         if len(bad):
             step, value = self.pending[int(bad[0])][0], losses[int(bad[0])].item()
             raise NonFiniteLossError(
-                f"loss is {value} at epoch {self.epoch} step {step} (lr {lr:.3g}); "
-                "lower --lr, add --warmup_epochs, or try --amp false. "
-                f"The last checkpoint '{self.ckpt_path}' is intact: rerunning resumes from it."
+                f"loss is {value} at epoch {self.epoch} step {step} (lr {lr:.3g}); lower "
+                f"{setting('lr')}, add warm-up (--warmup_epochs), or try {setting('amp')} false. "
+                f"The last checkpoint '{shown(self.ckpt_path)}' is intact: rerunning resumes from "
+                "it."
             )
         self.pending.clear()
 
