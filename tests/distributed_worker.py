@@ -1,8 +1,8 @@
 """Run by tests/test_distributed.py as ``torchrun --nproc_per_node=2 distributed_worker.py OUT``
 (gloo, CPU).
 
-``OUT/broken`` holds a run of :data:`RESUMED` (queue and prototype freezing on) that
-tests/sigkill_pretrain.py killed at :data:`KILL_STEP`. This script resumes it to the end and trains
+``OUT/broken`` holds the run tests/sigkill_pretrain.py killed mid-epoch (queue and prototype
+freezing on). This script resumes it to the end and trains
 ``OUT/straight`` uninterrupted (the test compares their checkpoints); checks Sinkhorn on each rank's
 shard against the codes of the concatenated batch; trains ``OUT/shards`` with views that depend on
 the image alone and BatchNorm on its running statistics, recording each step's first-view scores
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from sigkill_pretrain import KILLED_RUN
 from torch import nn
 
 from swavnb.augment import eval_transform
@@ -25,23 +26,6 @@ from swavnb.config import pretrain_config
 from swavnb.sinkhorn import sinkhorn
 from swavnb.train import Pretrainer
 
-# 100 images (64 requested, at least one per class), global batch 16: 6 steps per epoch of 8 images
-# per rank; the queue (16 rows per rank) joins in epoch 2, the prototypes thaw at step 9
-RESUMED = dict(
-    device="cpu",
-    train_images=64,
-    batch_size=16,
-    epochs=2,
-    n_prototypes=20,
-    feat_dim=8,
-    image_size=8,
-    local_size=4,
-    queue_length=32,
-    queue_start_epoch=1,
-    freeze_prototypes_epochs=1.5,
-    checkpoint_every_steps=2,
-)
-KILL_STEP = 9  # epoch 2, step 3: after the checkpoint at step 2 and one step of lost work
 # SGD: Adam's first steps move a weight by +-lr whatever its gradient, so float noise would flip
 # whole steps; the queue is full from step 2 on and joins Sinkhorn at once
 SHARDED = dict(
@@ -107,7 +91,8 @@ def reference_codes(scores: torch.Tensor, epsilon: float, n_iters: int) -> torch
 
 
 def main(out: Path) -> None:
-    config = pretrain_config("smoke", aug="flip", **RESUMED)
+    # no more mid-epoch checkpoints (writing them changes nothing else): fewer files to write
+    config = pretrain_config("smoke", aug="flip", **{**KILLED_RUN, "checkpoint_every_steps": 0})
     resumed = Pretrainer(config, out / "broken", progress=False)  # joins torchrun's gloo group
     rank, world = dist.get_rank(), dist.get_world_size()
     resumed_from = (resumed.epoch, resumed.start_step)

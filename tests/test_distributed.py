@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import torch
-from distributed_worker import KILL_STEP, RESUMED, SHARDED, per_sample_network, record_scores
+from distributed_worker import SHARDED, per_sample_network, record_scores
+from sigkill_pretrain import KILL_STEP, KILLED_RUN, pretrain_args
 
 from swavnb.checkpoint import load_checkpoint
 from swavnb.config import pretrain_config
@@ -57,27 +58,24 @@ def _matched(rows: torch.Tensor, reference: torch.Tensor, atol: float) -> bool:
 
 def test_two_ranks_train_like_one_process_and_resume_after_sigkill(tmp_path):
     broken = tmp_path / "broken"
-    pretrain_args = ["--preset", "smoke", "--aug", "flip", "--out", str(broken), "--no-progress"]
-    for key, value in RESUMED.items():
-        pretrain_args += [f"--{key}", str(value)]
-    killed = _torchrun(str(TESTS / "sigkill_pretrain.py"), str(KILL_STEP), *pretrain_args)
+    killed = _torchrun(str(TESTS / "sigkill_pretrain.py"), str(KILL_STEP), *pretrain_args(broken))
     assert killed.returncode != 0, "the 2-rank run was not killed"
-    interrupted = load_checkpoint(tmp_path / "broken" / "checkpoint.pt")
+    interrupted = load_checkpoint(broken / "checkpoint.pt")
     per_epoch = 6  # 64 requested images become 100 (at least one per class): 6 steps of 16
     # mid-epoch, with the queue in use and the prototypes still frozen: every resumed piece runs
-    assert (interrupted["epoch"], interrupted["step"]) == (1, 2) and not interrupted["finished"]
-    assert interrupted["tally"] is not None and interrupted["queue_pushes"] == per_epoch + 2
+    assert (interrupted["epoch"], interrupted["step"]) == (1, 3) and not interrupted["finished"]
+    assert interrupted["tally"]["steps"] == 3 and interrupted["queue_pushes"] == per_epoch + 3
     resume_step = interrupted["epoch"] * per_epoch + interrupted["step"]
-    assert resume_step < int(RESUMED["freeze_prototypes_epochs"] * per_epoch)  # thaws after it
+    assert resume_step < int(KILLED_RUN["freeze_prototypes_epochs"] * per_epoch)  # thaws later
 
     result = _torchrun(str(TESTS / "distributed_worker.py"), str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["world_size"] == 2 and report["resumed_from"] == [1, 2]
+    assert report["world_size"] == 2 and report["resumed_from"] == [1, 3]
 
     # the resumed 2-rank run ends bit-identical to the uninterrupted one, its epoch metrics equal
     straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
-    resumed = load_checkpoint(tmp_path / "broken" / "checkpoint.pt")
+    resumed = load_checkpoint(broken / "checkpoint.pt")
     assert straight["finished"] and resumed["finished"]
     for name, weights in straight["model"].items():
         assert torch.equal(resumed["model"][name], weights), name
