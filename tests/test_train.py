@@ -3,6 +3,7 @@ NaN handling, torch.compile."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -164,6 +165,31 @@ def test_a_training_step_draws_nothing_from_the_global_rngs(tmp_path):
     assert torch.equal(torch.get_rng_state(), cpu)
     if cuda:
         assert all(map(torch.equal, torch.cuda.get_rng_state_all(), cuda))
+
+
+def test_views_are_a_function_of_the_step_and_the_rank(tmp_path):
+    """What lets a resumed run (any rank, any earlier draws) augment as an uninterrupted one."""
+    trainer = Pretrainer(pretrain_config("smoke", aug="swav", **SMALL), tmp_path, progress=False)
+    index, make_views = torch.arange(SMALL["batch_size"]), trainer.make_views
+
+    class Drawn(Exception):
+        pass
+
+    def views(rank: int, global_step: int) -> torch.Tensor:
+        """The views train_step draws (then stops) on ``rank`` at ``global_step``."""
+        trainer.runtime = dataclasses.replace(trainer.runtime, rank=rank)
+
+        def draw(index):
+            raise Drawn(torch.cat([v.flatten() for v in make_views(index)]))
+
+        trainer.make_views = draw
+        with pytest.raises(Drawn) as drawn:
+            trainer.train_step(index, global_step)
+        return drawn.value.args[0]
+
+    first = views(0, 5)
+    assert not torch.equal(views(1, 5), first) and not torch.equal(views(0, 6), first)
+    assert torch.equal(views(0, 5), first)  # the same again, after other draws
 
 
 def test_prototypes_stay_frozen_for_the_freeze_steps_while_the_rest_trains(tmp_path):
