@@ -10,6 +10,7 @@ torchvision's definitions with per-image factors (:mod:`swavnb.colour`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import random
 from dataclasses import dataclass
@@ -61,6 +62,18 @@ SEED_JITTER = ColorJitter()  # the seed's first strategy: the usual torchvision 
 SWAV_JITTER = ColorJitter(
     0.8, 0.8, 0.8, 0.2, p=0.8
 )  # SwAV's strength-1.0 recipe (solo-learn's CIFAR values)
+
+
+def view_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of the views one rank draws at one global step: a function of (seed, step, rank)
+    only, as the batch order is of (seed, epoch) (:func:`swavnb.data.epoch_permutation`).
+
+    Reseeding the generator with it before every step makes a resumed run draw what an
+    uninterrupted one does on every rank, with no generator state to save (a CUDA generator's
+    state would not load into a CPU one). ``Generator.manual_seed`` is host-side: no device sync.
+    """
+    digest = hashlib.blake2b(f"views|{seed}|{step}|{rank}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")  # [0, 2**64): manual_seed's range
 
 
 def _uniform(

@@ -16,7 +16,7 @@ from torch import nn
 
 from swavnb import cli, run_guard
 from swavnb.accuracy import per_group_accuracy, topk_accuracy
-from swavnb.augment import finetune_transform
+from swavnb.augment import finetune_transform, view_seed
 from swavnb.checkpoint import load_checkpoint, write_json
 from swavnb.config import FRACTIONS, MODES, PRESETS, FinetuneConfig, finetune_config
 from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset
@@ -104,7 +104,7 @@ def train_finetune(
     )
     n_steps, batch = _n_steps(config, len(train), config.epochs)
     evals = _eval_points(n_steps, config.n_evals)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    generator = torch.Generator(device=device)  # reseeded every step, as in pretraining
     images, labels = train.images.to(device), train.fine.to(device)
     # on the device between evaluations: a .item() per step would make the GPU wait for the host
     zero = lambda: {
@@ -118,6 +118,7 @@ def train_finetune(
         for index in batch_indices(len(train), batch, config.seed, epoch, device, drop_last=False):
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / n_steps))
+            generator.manual_seed(view_seed(config.seed, step))
             x = finetune_transform(images[index], generator).contiguous(
                 memory_format=torch.channels_last
             )

@@ -66,13 +66,6 @@ def compare(config: PretrainConfig, workers: int, windows: int, out: Path) -> di
         init_state=init,
     )
     reference_losses = [reference.train_step(step).item() for step in range(len(ours))]
-    windows = {
-        name: window_means(curve, windows)
-        for name, curve in (("ours", ours), ("reference", reference_losses), ("rerun", rerun))
-    }
-    path_gap = [abs(a - b) for a, b in zip(windows["ours"], windows["reference"], strict=True)]
-    seed_gap = [abs(a - b) for a, b in zip(windows["ours"], windows["rerun"], strict=True)]
-    mean_path_gap, mean_seed_gap = sum(path_gap) / len(path_gap), sum(seed_gap) / len(seed_gap)
     return {
         "preset": config.preset,
         "aug": config.aug,
@@ -85,6 +78,23 @@ def compare(config: PretrainConfig, workers: int, windows: int, out: Path) -> di
             "reference": reference_losses,
             f"ours, seed {config.seed + 1}": rerun,
         },
+        **verdict(ours, reference_losses, rerun, windows),
+    }
+
+
+def verdict(
+    ours: list[float], reference: list[float], rerun: list[float], n_windows: int
+) -> dict[str, Any]:
+    """Window means of the three curves, ours' mean gap to the reference and to the rerun over
+    ``n_windows`` equal windows of steps, and whether the first is no larger than the second."""
+    windows = {
+        name: window_means(curve, n_windows)
+        for name, curve in (("ours", ours), ("reference", reference), ("rerun", rerun))
+    }
+    path_gap = [abs(a - b) for a, b in zip(windows["ours"], windows["reference"], strict=True)]
+    seed_gap = [abs(a - b) for a, b in zip(windows["ours"], windows["rerun"], strict=True)]
+    mean_path_gap, mean_seed_gap = sum(path_gap) / len(path_gap), sum(seed_gap) / len(seed_gap)
+    return {
         "window_means": windows,
         "mean_path_gap": mean_path_gap,
         "mean_seed_gap": mean_seed_gap,

@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from swavnb import distributed, run_guard
-from swavnb.augment import Augmentation, MultiCrop
+from swavnb.augment import Augmentation, MultiCrop, view_seed
 from swavnb.checkpoint import load_checkpoint, save_checkpoint, write_json
 from swavnb.clusters import prototype_usage, usage_summary
 from swavnb.compiling import compiler_failure, one_line, resolve_compile
@@ -141,20 +141,6 @@ def _new_tally(n_prototypes: int, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "augment": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["augment"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def training_images(config: PretrainConfig) -> CifarSplit:
     """The training split a run learns from (all of it, or the preset's stratified subset), at its
     resolution."""
@@ -205,6 +191,8 @@ class Pretrainer:
         # which pretraining this is: evaluations and feature caches of an earlier one are stale
         self.run_id = (self.state or {}).get("run_id") or secrets.token_hex(8)
 
+        # the model's initialisation; a training step draws nothing from the global RNGs (tested),
+        # so a checkpoint carries no RNG state
         torch.manual_seed(config.seed)
         # the whole split stays on the device: no loader, no per-step copies
         self.images = training_images(config).images.to(device)
@@ -226,9 +214,8 @@ class Pretrainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(config, self.model)
         self.augment = make_augmentation(config)
-        self.generator = torch.Generator(device=device).manual_seed(
-            config.seed * 1_000 + self.runtime.rank
-        )
+        # reseeded before every step (train_step): the views are a function of (seed, step, rank)
+        self.generator = torch.Generator(device=device)
         local_batch = config.batch_size // self.runtime.world_size
         local_queue = config.queue_length // self.runtime.world_size
         if local_queue and local_queue < local_batch:
@@ -310,10 +297,11 @@ class Pretrainer:
                 )
             self.metrics, self.epoch = state["metrics"], state["epoch"]
             return
+        # an "rng" entry (checkpoints before per-step view seeds) is ignored: nothing needs it,
+        # and a CUDA generator's state would not load into a CPU one
         self.optimizer.load_state_dict(state["optimizer"])
         if self.queue is not None and state["queue"] is not None:
-            self.queue.copy_(state["queue"])
-        _set_rng_state(state["rng"], self.generator)
+            self.queue.copy_(self._rank_queue(state["queue"]))
         self.metrics = state["metrics"]
         self.epoch, self.start_step, self.queue_pushes = (
             state["epoch"],
@@ -322,6 +310,9 @@ class Pretrainer:
         )
 
     def _save(self, tally: dict[str, Any] | None = None) -> None:
+        # every rank takes part (the queue and tally are per rank), rank 0 writes
+        queue = None if self.queue is None else self._global_queue()
+        tally = None if tally is None else self._global_tally(tally)
         if not self.runtime.is_main:
             return
         save_checkpoint(
@@ -331,19 +322,44 @@ class Pretrainer:
                 "model_hparams": self.model.hparams,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "queue": None if self.queue is None else self.queue.cpu(),
+                "queue": queue,
                 "queue_pushes": self.queue_pushes,
-                "rng": _rng_state(self.generator),
                 "epoch": self.epoch,
                 "step": self.start_step,
                 "metrics": self.metrics,
                 "finished": self.finished,
-                "tally": None
-                if tally is None
-                else {k: v.cpu() if torch.is_tensor(v) else v for k, v in tally.items()},
+                "tally": tally,
             },
             self.ckpt_path,
         )
+
+    def _global_queue(self) -> torch.Tensor:
+        """Every rank's queue side by side on the CPU: (n_assign, queue_length, D)."""
+        if not self.runtime.distributed:
+            return self.queue.cpu()
+        parts = [torch.empty_like(self.queue) for _ in range(self.runtime.world_size)]
+        torch.distributed.all_gather(parts, self.queue)
+        return torch.cat(parts, dim=1).cpu()
+
+    def _rank_queue(self, saved: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a queue saved by :meth:`_global_queue`."""
+        local, world = self.queue.shape[1], self.runtime.world_size
+        if saved.shape[1] != local * world:
+            raise ValueError(
+                f"'{self.ckpt_path}' holds a queue of {saved.shape[1]} rows, which {world} "
+                f"processes cannot share as {local} each; resume with as many processes as it ran"
+            )
+        return saved[:, self.runtime.rank * local : (self.runtime.rank + 1) * local]
+
+    def _global_tally(self, tally: dict[str, Any]) -> dict[str, Any]:
+        """The epoch's tally so far with loss and usage summed over the ranks, on the CPU (rank 0
+        resumes with the sums, the other ranks from zero)."""
+        summed = dict(tally)
+        if self.runtime.distributed:
+            for key in ("loss", "usage"):
+                summed[key] = tally[key].clone()
+                torch.distributed.all_reduce(summed[key])
+        return {k: v.cpu() if torch.is_tensor(v) else v for k, v in summed.items()}
 
     def _check_finite(self, lr: float) -> None:
         """Raise on the first NaN/inf loss since the last check, before anything is saved."""
@@ -421,6 +437,7 @@ class Pretrainer:
         backward_update): the benchmark times the real step through it.
         """
         self.model.normalize_prototypes()
+        self.generator.manual_seed(view_seed(self.config.seed, global_step, self.runtime.rank))
         views = self.make_views(index)
         phase_done("augment")
         with _compile_failure_names_the_fix():
@@ -451,6 +468,9 @@ class Pretrainer:
         resumed = self.state is not None and self.start_step and self.state["tally"] is not None
         tally = self.state["tally"] if resumed else _new_tally(config.n_prototypes, device)
         tally = {k: v.to(device) if torch.is_tensor(v) else v for k, v in tally.items()}
+        if resumed and not runtime.is_main:  # rank 0 carries the saved sums over the ranks
+            tally["loss"].zero_()
+            tally["usage"].zero_()
         tic, steps_since, lr = time.perf_counter(), 0, config.lr
         batches = batch_indices(
             len(self.images),

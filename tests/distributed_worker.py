@@ -1,8 +1,13 @@
-"""Run by tests/test_distributed.py under ``torchrun --nproc_per_node=2`` (gloo, CPU).
+"""Run by tests/test_distributed.py as ``torchrun --nproc_per_node=2 distributed_worker.py OUT``
+(gloo, CPU).
 
-Checks that (1) Sinkhorn on each rank's shard equals the single-process codes of the
-concatenated batch and (2) after several DDP pretraining steps both ranks hold the
-same weights. Rank 0 writes the measured differences to ``OUT/report.json``.
+``OUT/broken`` holds the run tests/sigkill_pretrain.py killed mid-epoch (queue and prototype
+freezing on). This script resumes it to the end and trains
+``OUT/straight`` uninterrupted (the test compares their checkpoints); checks Sinkhorn on each rank's
+shard against the codes of the concatenated batch; trains ``OUT/shards`` with views that depend on
+the image alone and BatchNorm on its running statistics, recording each step's first-view scores
+and every rank's final queue (the test replays the global batches in one process). Rank 0 writes
+``OUT/report.json`` and ``OUT/shards.pt``.
 """
 
 from __future__ import annotations
@@ -13,10 +18,65 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from sigkill_pretrain import KILLED_RUN
+from torch import nn
 
+from swavnb.augment import eval_transform
 from swavnb.config import pretrain_config
 from swavnb.sinkhorn import sinkhorn
 from swavnb.train import Pretrainer
+
+# SGD: Adam's first steps move a weight by +-lr whatever its gradient, so float noise would flip
+# whole steps; the queue is full from step 2 on and joins Sinkhorn at once
+SHARDED = dict(
+    device="cpu",
+    train_images=64,
+    batch_size=16,
+    epochs=1,
+    n_prototypes=20,
+    feat_dim=8,
+    image_size=8,
+    local_size=4,
+    queue_length=32,
+    optimizer="sgd",
+    lr=0.05,
+)
+
+
+def per_sample_network(trainer: Pretrainer) -> None:
+    """Make a sample's scores depend on that sample alone, so 2 ranks and one process over the same
+    global batch compute the same thing: views are the image and its mirror (no random draws, so
+    no generator per rank), and BatchNorm normalises with its running statistics (per-rank batch
+    statistics differ from the global batch's; SyncBatchNorm needs a GPU)."""
+
+    def make_views(index: torch.Tensor) -> list[torch.Tensor]:
+        x = eval_transform(trainer.images[index])  # (B, 3, S, S)
+        return [x, x.flip(-1)]
+
+    trainer.make_views = make_views
+    for module in trainer.model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            module.train = lambda mode=True, module=module: module  # fit's model.train() skips it
+
+
+def record_scores(trainer: Pretrainer) -> list[torch.Tensor]:
+    """Each step's first-view scores (B_rank, K), appended as the trainer runs."""
+    scores, train_step = [], trainer.train_step
+
+    def recording(index, global_step, *args, **kwargs):
+        loss, first = train_step(index, global_step, *args, **kwargs)
+        scores.append(first.clone())
+        return loss, first
+
+    trainer.train_step = recording
+    return scores
+
+
+def _gather(tensor: torch.Tensor) -> list[torch.Tensor]:
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return parts
 
 
 def reference_codes(scores: torch.Tensor, epsilon: float, n_iters: int) -> torch.Tensor:
@@ -31,51 +91,40 @@ def reference_codes(scores: torch.Tensor, epsilon: float, n_iters: int) -> torch
 
 
 def main(out: Path) -> None:
-    config = pretrain_config(
-        "smoke",
-        aug="flip",
-        device="cpu",
-        train_images=64,
-        batch_size=16,
-        epochs=1,
-        n_prototypes=20,
-        feat_dim=8,
-        queue_length=32,
-        image_size=8,
-        local_size=4,
-    )
-    trainer = Pretrainer(
-        config, out / "run", progress=False
-    )  # joins the gloo group torchrun describes
+    # no more mid-epoch checkpoints (writing them changes nothing else): fewer files to write
+    config = pretrain_config("smoke", aug="flip", **{**KILLED_RUN, "checkpoint_every_steps": 0})
+    resumed = Pretrainer(config, out / "broken", progress=False)  # joins torchrun's gloo group
     rank, world = dist.get_rank(), dist.get_world_size()
+    resumed_from = (resumed.epoch, resumed.start_step)
+    resumed.fit()
+    Pretrainer(config, out / "straight", progress=False).fit()
 
-    full = (
-        torch.rand(2 * 6, 20, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    )  # same on every rank
-    shard = full.chunk(world)[rank]
-    codes = sinkhorn(shard, epsilon=0.05, n_iters=3)
-    gathered = [torch.empty_like(codes) for _ in range(world)]
-    dist.all_gather(gathered, codes)
-    sinkhorn_diff = (torch.cat(gathered) - reference_codes(full, 0.05, 3)).abs().max().item()
+    full = torch.rand(2 * 6, 20, generator=torch.Generator().manual_seed(0)) * 2 - 1  # every rank
+    codes = sinkhorn(full.chunk(world)[rank], epsilon=0.05, n_iters=3)
+    sinkhorn_diff = (torch.cat(_gather(codes)) - reference_codes(full, 0.05, 3)).abs().max().item()
 
+    trainer = Pretrainer(pretrain_config("smoke", aug="flip", **SHARDED), out / "shards", False)
+    per_sample_network(trainer)
+    scores = record_scores(trainer)
     before = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     trainer.fit()
     params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-    others = [torch.empty_like(params) for _ in range(world)]
-    dist.all_gather(others, params)
-    weight_diff = max((other - params).abs().max().item() for other in others)
+    weight_diff = max((other - params).abs().max().item() for other in _gather(params))
+    shards = {
+        "scores": [torch.cat(_gather(step)) for step in scores],  # (B, K) per step, rank order
+        "queue": torch.cat(_gather(trainer.queue), dim=1),  # (n_assign, queue_length, D)
+    }
     if rank == 0:
-        (out / "report.json").write_text(
-            json.dumps(
-                {
-                    "world_size": world,
-                    "sinkhorn_max_abs_diff": sinkhorn_diff,
-                    "weight_max_abs_diff": weight_diff,
-                    "steps": trainer.per_epoch,
-                    "weight_change": (params - before).abs().max().item(),
-                }
-            )
-        )
+        torch.save(shards, out / "shards.pt")
+        report = {
+            "world_size": world,
+            "resumed_from": resumed_from,
+            "sinkhorn_max_abs_diff": sinkhorn_diff,
+            "rank_batch": len(scores[0]),
+            "weight_max_abs_diff": weight_diff,
+            "weight_change": (params - before).abs().max().item(),
+        }
+        (out / "report.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 
 

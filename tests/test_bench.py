@@ -1,4 +1,5 @@
-"""The benchmark runs end to end and reports what the README quotes (no timing asserted)."""
+"""The benchmark runs end to end, times every phase of the real step and counts the network's FLOPs
+(no timing asserted)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from swavnb.precision import native_bf16
 from swavnb.train import Pretrainer
 
 
-def test_bench_writes_ratios_and_step_shares(tmp_path):
+def test_bench_times_every_phase_of_the_step_and_counts_its_flops(tmp_path):
     out = tmp_path / "bench.json"
     # eager: test_train checks that compiling changes nothing but the speed
     report = main(
@@ -52,34 +53,26 @@ def test_bench_writes_ratios_and_step_shares(tmp_path):
     assert {"device", "torch", "threads", "cases"} <= set(report)
     assert [case["case"] for case in report["cases"]] == ["flip", "swav"]
     for case in report["cases"]:
-        assert case["ratio"] == pytest.approx(case["ours_img_per_s"] / case["reference_img_per_s"])
-        assert set(case["ours_step_share"]) == {
+        # every phase of the real step was timed, in the order it runs
+        assert list(case["ours_step_share"]) == [
             "augment",
             "forward",
             "sinkhorn_loss",
             "backward_update",
-        }
-        assert sum(case["ours_step_share"].values()) == pytest.approx(1.0)
-        # achieved compute is throughput x FLOPs per image; the ceiling is the ratio at the matmul
-        # peak of ours' precision, which auto picks from the hardware (float32 where bf16 would be
-        # emulated)
-        peak, precision = case["matmul_peak_gflop_per_s"], case["ours_precision"]
+        ]
+        assert min(case["ours_step_share"].values()) > 0
+        # ours' precision is the one auto picks from the hardware (float32 where bf16 would be
+        # emulated), and its peak is measured beside float32's
+        precision = case["ours_precision"]
         assert (
             precision == report["ours_precision"] == ("bf16" if native_bf16("cpu") else "float32")
         )
-        assert set(peak) == {"float32", precision} and min(peak.values()) > 0
-        ours_rate = case["ours_img_per_s"] * case["gflop_per_image"]
-        reference_rate = case["reference_img_per_s"] * case["gflop_per_image"]
-        assert case["ours_gflop_per_s"] == pytest.approx(ours_rate)
-        assert case["reference_gflop_per_s"] == pytest.approx(reference_rate)
-        assert case["ours_share_of_peak"] == pytest.approx(ours_rate / peak[precision])
-        assert case["reference_share_of_fp32_peak"] == pytest.approx(
-            reference_rate / peak["float32"]
-        )
-        assert case["ratio_ceiling"] == pytest.approx(peak[precision] / reference_rate)
-        assert case["ratio"] == pytest.approx(case["ratio_ceiling"] * case["ours_share_of_peak"])
+        assert set(case["matmul_peak_gflop_per_s"]) == {"float32", precision}
+    # FLOPs per image of the paper preset at 32 px: forward + backward ~3 forwards of ResNet-18's
+    # 1.11 GFLOP per 32 px view; swav's 4 local crops at 16 px cost a quarter of a view each
     flip, swav = report["cases"]
-    assert swav["gflop_per_image"] > flip["gflop_per_image"]  # the local crops add compute
+    assert flip["gflop_per_image"] == pytest.approx(3 * 2 * 1.11, rel=0.02)
+    assert swav["gflop_per_image"] / flip["gflop_per_image"] == pytest.approx(1.5, rel=0.02)
 
 
 def test_step_flops_are_forward_and_backward_of_every_view(tmp_path):

@@ -43,9 +43,20 @@ def test_swav_preset_uses_the_swav_recipe():
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_every_preset_builds(preset):
-    assert pretrain_config(preset).preset == preset
-    assert finetune_config(preset).preset == preset
+def test_every_preset_is_a_runnable_study(preset):
+    pretrain, evaluation = pretrain_config(preset), finetune_config(preset)
+    assert pretrain.preset == evaluation.preset == preset
+    # evaluation runs at the pretraining resolution (load_backbone refuses any other)
+    assert evaluation.image_size == pretrain.image_size
+    assert pretrain.batch_size <= (pretrain.train_images or 50_000)  # at least one step an epoch
+    # warm-up, frozen prototypes and the queue's start all come before the run ends
+    assert max(pretrain.warmup_epochs, pretrain.freeze_prototypes_epochs) < pretrain.epochs
+    if pretrain.queue_length:  # a queue holds at least one batch (Pretrainer refuses less)
+        assert pretrain.queue_length >= pretrain.batch_size
+        assert pretrain.queue_start_epoch < pretrain.epochs
+    # k-NN's neighbours and t-SNE's sample fit in the labelled pool and the test images
+    assert max(evaluation.knn_k) <= (evaluation.train_images or 50_000)
+    assert evaluation.tsne_images <= (evaluation.test_images or 10_000)
 
 
 def test_string_overrides_are_typed():

@@ -7,6 +7,9 @@ import json
 import pytest
 import torch
 
+import swavnb.features
+import swavnb.finetune
+from swavnb.checkpoint import load_checkpoint
 from swavnb.config import finetune_config, pretrain_config
 from swavnb.features import (
     evaluation_data,
@@ -14,8 +17,9 @@ from swavnb.features import (
     knn_by_bn_stats,
     load_encoder,
 )
-from swavnb.finetune import finetune
+from swavnb.finetune import finetune, train_finetune
 from swavnb.layout import SCRATCH
+from swavnb.model import cifar_resnet18
 from swavnb.probes import extract_features, knn_accuracy, precise_batchnorm
 from swavnb.train import pretrain
 
@@ -61,8 +65,29 @@ def checkpoint(tmp_path_factory):
     return out / "checkpoint.pt"
 
 
+def _spy_on_evaluation(monkeypatch) -> dict:
+    """What finetune hands to its evaluation (fine-tuning or frozen features): the backbone's
+    state before and after, its parameter names and the other arguments."""
+    seen = {}
+    for name in ("train_finetune", "frozen_features"):
+        real = getattr(swavnb.finetune, name)
+
+        def spy(backbone, *args, real=real, **kwargs):
+            state = lambda: {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+            seen.update(before=state(), args=args, parameters=dict(backbone.named_parameters()))
+            result = real(backbone, *args, **kwargs)
+            seen["after"] = state()
+            return result
+
+        monkeypatch.setattr(swavnb.finetune, name, spy)
+    return seen
+
+
 @pytest.mark.parametrize("mode", ["finetune", "linear"])
-def test_row_for_a_pretrained_backbone(tmp_path, checkpoint, mode):
+def test_row_for_a_pretrained_backbone_evaluates_its_weights(
+    tmp_path, checkpoint, mode, monkeypatch
+):
+    evaluated = _spy_on_evaluation(monkeypatch)
     row = finetune(
         str(checkpoint),
         0.5,
@@ -83,20 +108,67 @@ def test_row_for_a_pretrained_backbone(tmp_path, checkpoint, mode):
     )  # stratified: half of 2 per class, 1 per class
     assert len(row["curves"]) == 2 and len(row["per_superclass"]) == 20
     assert json.loads((tmp_path / "out" / "result.json").read_text()) == row
+    # the evaluated backbone is the checkpoint's (weights and BN statistics), not a random one
+    saved = load_checkpoint(checkpoint)["model"]
+    pretrained = {k.removeprefix("backbone."): v for k, v in saved.items() if "backbone." in k}
+    before, after = evaluated["before"], evaluated["after"]
+    assert before.keys() == pretrained.keys()
+    assert all(torch.equal(before[k], v) for k, v in pretrained.items())
+    random_init = load_encoder("none", 0)[0].state_dict()
+    assert not torch.equal(before["conv1.weight"], random_init["conv1.weight"])
+    if mode == "finetune":  # every backbone parameter trains
+        assert all(not torch.equal(after[k], before[k]) for k in evaluated["parameters"])
+    else:  # frozen: weights and statistics untouched
+        assert all(torch.equal(after[k], v) for k, v in before.items())
 
 
-def test_linear_reuses_cached_features(tmp_path, checkpoint):
+def test_finetuning_moves_the_backbone_at_lr_backbone_and_a_random_one_at_lr_head(train_split):
+    """One SGD step (Nesterov momentum, first step: -lr * 1.9 * (grad + weight decay)) is linear in
+    the rate, with the same gradient for every rate (same head init, batch and views)."""
+    images = train_split.subset(torch.arange(16)).resized(8)
+
+    def backbone_update(pretrained: bool, lr_backbone: float) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        backbone = cifar_resnet18()
+        start = {n: p.detach().clone() for n, p in backbone.named_parameters()}
+        config = finetune_config(
+            "smoke", image_size=8, batch_size=16, epochs=1, min_steps=1, lr_backbone=lr_backbone
+        )  # one step
+        train_finetune(backbone, pretrained, images, images, config, torch.device("cpu"))
+        return {n: p.detach() - start[n] for n, p in backbone.named_parameters()}
+
+    assert all(not update.any() for update in backbone_update(True, 0.0).values())  # frozen
+    slow, scratch = backbone_update(True, 0.02), backbone_update(False, 0.0)  # lr_head 0.1
+    for name, update in slow.items():
+        assert update.any(), name
+        assert (scratch[name] - 5 * update).norm() <= 1e-2 * scratch[name].norm(), name
+
+
+def test_linear_extracts_features_once_for_every_fraction(tmp_path, checkpoint, monkeypatch):
+    calls = []
+    for name in ("precise_batchnorm", "extract_features"):
+        real = getattr(swavnb.features, name)
+
+        def counted(*args, real=real, name=name, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(swavnb.features, name, counted)
     config = finetune_config("smoke", **TINY)
     first = finetune(
         str(checkpoint), 1.0, "linear", tmp_path / "a", config, cache_dir=tmp_path / "cache"
     )
-    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert len(cached) == 2  # train pool and test features
-    second = finetune(
+    assert calls == ["precise_batchnorm", "extract_features", "extract_features"]  # pool, test
+    calls.clear()
+    again = finetune(
         str(checkpoint), 1.0, "linear", tmp_path / "b", config, cache_dir=tmp_path / "cache"
     )
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == cached
-    assert second["top1"] == first["top1"] and second["top5"] == first["top5"]
+    other = finetune(
+        str(checkpoint), 0.5, "linear", tmp_path / "c", config, cache_dir=tmp_path / "cache"
+    )
+    assert calls == []  # both read the cache
+    assert again["top1"] == first["top1"] and again["curves"] == first["curves"]
+    assert other["n_labels"] == 100
 
 
 def test_bn_settings_are_cached_apart_and_precise_statistics_come_from_the_pool(
@@ -163,9 +235,20 @@ def test_knn_under_both_bn_settings_is_knn_of_each_settings_frozen_features(tmp_
     ) == ["ema"]
 
 
-def test_random_init_baseline_is_labelled_scratch(tmp_path):
-    row = finetune("none", 0.5, "finetune", tmp_path, finetune_config("smoke", **TINY))
-    assert row["aug"] == SCRATCH and row["checkpoint"] == "none"
+def test_random_init_baseline_fine_tunes_the_seeds_random_backbone_at_its_resolution(
+    tmp_path, monkeypatch
+):
+    evaluated = _spy_on_evaluation(monkeypatch)
+    config = finetune_config("smoke", **TINY, image_size=8)
+    row = finetune("none", 0.5, "finetune", tmp_path, config)
+    assert row["aug"] == SCRATCH and row["checkpoint"] == "none" and row["image_size"] == 8
+    assert 0 <= row["top1"] <= row["top5"] <= 100
+    torch.manual_seed(config.seed)
+    expected = cifar_resnet18().state_dict()
+    assert all(torch.equal(evaluated["before"][k], v) for k, v in expected.items())
+    pretrained, labelled, test = evaluated["args"][:3]
+    assert pretrained is False  # every layer at the head's rate
+    assert labelled.images.shape[1:] == test.images.shape[1:] == (3, 8, 8)
 
 
 @pytest.mark.parametrize("fraction", [0, 1.5, -0.1])
@@ -186,10 +269,3 @@ def test_resolution_must_match_the_checkpoint(tmp_path, checkpoint):
         finetune(
             str(checkpoint), 0.5, "linear", tmp_path, finetune_config("smoke", **TINY, image_size=8)
         )
-
-
-def test_low_resolution_evaluation_runs_at_that_size(tmp_path):
-    row = finetune(
-        "none", 0.5, "finetune", tmp_path, finetune_config("smoke", **TINY, image_size=8)
-    )
-    assert row["image_size"] == 8 and 0 <= row["top1"] <= row["top5"] <= 100

@@ -64,13 +64,18 @@ def test_knn_rejects_k_larger_than_the_bank():
         knn_scores(torch.randn(5, 3), torch.zeros(5, dtype=torch.long), torch.randn(2, 3), k=10)
 
 
-def test_tsne_and_neighbours_shapes():
-    features, _ = _clusters(10, 3)
-    assert tsne_embedding(features, seed=0).shape == (30, 2)
+def test_tsne_keeps_clusters_apart_and_neighbours_are_the_nearest():
+    features, labels = _clusters(10, 3)
+    embedding = tsne_embedding(features, seed=0)
+    assert embedding.shape == (30, 2)
+    # every point's nearest other point in the plane is of its own cluster
+    distance = torch.cdist(embedding, embedding).fill_diagonal_(float("inf"))
+    assert torch.equal(labels[distance.argmin(dim=1)], labels)
+    assert torch.equal(tsne_embedding(features, seed=0), embedding)  # reproducible from its seed
     neighbours = nearest_neighbours(features[:4], features, n=3)
-    assert neighbours.shape == (4, 3) and torch.equal(
-        neighbours[:, 0], torch.arange(4)
-    )  # itself first
+    assert neighbours.shape == (4, 3)
+    assert torch.equal(neighbours[:, 0], torch.arange(4))  # itself first
+    assert torch.equal(labels[neighbours], labels[:4, None].expand(4, 3))  # then its cluster
 
 
 def test_features_from_a_model():

@@ -1,23 +1,26 @@
-"""Pretraining loop: metrics, resume after kill -9, finished runs, NaN handling, torch.compile."""
+"""Pretraining loop: metrics, mid-epoch resume, finished runs, prototype freezing, the queue,
+NaN handling, torch.compile."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from sigkill_pretrain import KILLED_RUN
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import swavnb.train
 from swavnb.checkpoint import load_checkpoint
 from swavnb.config import pretrain_config
+from swavnb.data import batch_indices
 from swavnb.errors import CompileError, NonFiniteLossError
+from swavnb.loss import swav_loss
 from swavnb.model import SwAVModel
 from swavnb.train import Pretrainer, learning_rate, pretrain
 
@@ -32,25 +35,6 @@ SMALL = dict(
     image_size=8,
     local_size=4,
 )
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(out: Path, *extra: str) -> list[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "swavnb.pretrain",
-        "--preset",
-        "smoke",
-        "--aug",
-        "flip",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    for key, value in SMALL.items():
-        args += [f"--{key}", str(value)]
-    return args + list(extra)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -124,35 +108,167 @@ def test_checkpoint_from_before_a_new_field_resumes_with_its_default(tmp_path):
         )
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    """A run killed with SIGKILL mid-epoch and rerun ends with bit-identical weights."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    straight, broken = tmp_path / "straight", tmp_path / "broken"
-    subprocess.run(_cli(straight), check=True, env=env, cwd=ROOT, capture_output=True)
+# one epoch of 6 steps: the queue (2 batches) is full and in use from step 2, the prototypes thaw at
+# step 4; interrupted there, one step after the checkpoint at step 3
+INTERRUPTED = dict(KILLED_RUN, epochs=1, queue_start_epoch=0, freeze_prototypes_epochs=0.75)
+TIMING = {"seconds", "img_per_s"}
 
-    process = subprocess.Popen(
-        _cli(broken), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 300
-    while not (broken / "metrics.json").exists():  # epoch 1 done: the run is now inside epoch 2
-        assert process.poll() is None and time.time() < deadline, (
-            "the run ended before it could be interrupted"
+
+def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, monkeypatch):
+    """A run stopped mid-epoch, with the queue in use and the prototypes frozen, resumes from its
+    checkpoint alone to bit-identical weights and the same metrics; a checkpoint's rng entry from an
+    older version on a GPU (a CUDA generator's 16-byte state) does not stop it. (test_distributed
+    SIGKILLs a 2-rank run through the command line: one process here saves a start-up.)"""
+    broken = tmp_path / "broken"
+    train_step = Pretrainer.train_step
+
+    def stop_at_step_4(self, index, global_step, *args, **kwargs):
+        if global_step == 4:
+            raise KeyboardInterrupt
+        return train_step(self, index, global_step, *args, **kwargs)
+
+    monkeypatch.setattr(Pretrainer, "train_step", stop_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(pretrain_config("smoke", aug="flip", **INTERRUPTED), broken, progress=False)
+    monkeypatch.setattr(Pretrainer, "train_step", train_step)
+    state = torch.load(broken / "checkpoint.pt", weights_only=True)
+    assert (state["epoch"], state["step"], state["tally"]["steps"]) == (0, 3, 3)  # mid-epoch
+    assert state["queue_pushes"] == 3 and state["queue"].abs().sum() > 0  # full, and in use
+    state["rng"] = {
+        "torch": torch.get_rng_state(),
+        "augment": torch.zeros(16, dtype=torch.uint8),
+        "cuda": [torch.zeros(16, dtype=torch.uint8)],
+    }
+    torch.save(state, broken / "checkpoint.pt")
+
+    # no more mid-epoch checkpoints (they change nothing else, and are many files to write)
+    config = pretrain_config("smoke", aug="flip", **{**INTERRUPTED, "checkpoint_every_steps": 0})
+    resumed = pretrain(config, broken, progress=False)
+    straight = pretrain(config, tmp_path / "straight", progress=False)
+    expected, ours = (load_checkpoint(d / "checkpoint.pt") for d in (tmp_path / "straight", broken))
+    assert expected["model"].keys() == ours["model"].keys()
+    for name in expected["model"]:
+        assert torch.equal(expected["model"][name], ours["model"][name]), name
+    assert torch.equal(expected["queue"], ours["queue"])
+    untimed = lambda epochs: [{k: v for k, v in e.items() if k not in TIMING} for e in epochs]
+    assert untimed(resumed["epochs"]) == untimed(straight["epochs"])
+
+
+def _steps(trainer: Pretrainer, epoch: int, n: int) -> None:
+    """The first ``n`` steps of ``epoch`` through :meth:`Pretrainer.scheduled_step` (one
+    process)."""
+    config = trainer.config
+    batches = batch_indices(len(trainer.images), config.batch_size, config.seed, epoch)
+    for step, index in zip(range(n), batches, strict=False):
+        trainer.scheduled_step(epoch, step, index)
+
+
+def test_a_training_step_draws_nothing_from_the_global_rngs(tmp_path):
+    """Why a checkpoint carries no RNG state: after the model's initialisation, training draws
+    only from the view generator, which every step reseeds (swav: every kind of random draw)."""
+    config = pretrain_config("smoke", aug="swav", **SMALL, queue_length=16)  # in use from step 1
+    trainer = Pretrainer(config, tmp_path, progress=False)
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    _steps(trainer, 0, 2)
+    assert torch.equal(torch.get_rng_state(), cpu)
+    if cuda:
+        assert all(map(torch.equal, torch.cuda.get_rng_state_all(), cuda))
+
+
+def test_views_are_a_function_of_the_step_and_the_rank(tmp_path):
+    """What lets a resumed run (any rank, any earlier draws) augment as an uninterrupted one."""
+    trainer = Pretrainer(pretrain_config("smoke", aug="swav", **SMALL), tmp_path, progress=False)
+    index, make_views = torch.arange(SMALL["batch_size"]), trainer.make_views
+
+    class Drawn(Exception):
+        pass
+
+    def views(rank: int, global_step: int) -> torch.Tensor:
+        """The views train_step draws (then stops) on ``rank`` at ``global_step``."""
+        trainer.runtime = dataclasses.replace(trainer.runtime, rank=rank)
+
+        def draw(index):
+            raise Drawn(torch.cat([v.flatten() for v in make_views(index)]))
+
+        trainer.make_views = draw
+        with pytest.raises(Drawn) as drawn:
+            trainer.train_step(index, global_step)
+        return drawn.value.args[0]
+
+    first = views(0, 5)
+    assert not torch.equal(views(1, 5), first) and not torch.equal(views(0, 6), first)
+    assert torch.equal(views(0, 5), first)  # the same again, after other draws
+
+
+def test_prototypes_stay_frozen_for_the_freeze_steps_while_the_rest_trains(tmp_path):
+    config = pretrain_config("smoke", aug="flip", **SMALL, freeze_prototypes_epochs=0.5)
+    trainer = Pretrainer(config, tmp_path, progress=False)
+    assert trainer.freeze_steps == 3  # half of 6 steps
+    prototypes, conv = trainer.model.prototypes.weight, trainer.model.backbone.conv1.weight
+    trainer.model.normalize_prototypes()
+    start, moved = prototypes.detach().clone(), []
+    train_step = trainer.train_step
+
+    def step(index, global_step):
+        before = conv.detach().clone()
+        result = train_step(index, global_step)
+        gap = (prototypes.detach() - start).abs().max().item()
+        moved.append((gap > 1e-6, not torch.equal(conv.detach(), before)))
+        return result
+
+    trainer.train_step = step
+    _steps(trainer, 0, 4)
+    # frozen up to renormalisation rounding, then Adam's first step of ~lr (1e-3)
+    assert [prototypes_moved for prototypes_moved, _ in moved] == [False] * 3 + [True]
+    assert all(backbone_moved for _, backbone_moved in moved)
+
+
+def _spy_on_the_queue(trainer: Pretrainer, monkeypatch) -> tuple[list, list]:
+    """Per step: whether the queue joined Sinkhorn (its scores checked against the queue), and
+    the first-view embeddings pushed."""
+    joined, pushed = [], []
+
+    def loss(*args, **kwargs):
+        queue_scores = (
+            inspect.signature(swav_loss).bind(*args, **kwargs).arguments.get("queue_scores")
         )
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    interrupted = load_checkpoint(broken / "checkpoint.pt")
-    assert not interrupted["finished"], "the kill came too late to test a resume"
+        if queue_scores is not None:
+            for view, scores in enumerate(queue_scores):  # (Q, K): the queue against the prototypes
+                expected = trainer.queue[view] @ trainer.model.prototypes.weight.T
+                torch.testing.assert_close(scores, expected)
+        joined.append(queue_scores is not None)
+        return swav_loss(*args, **kwargs)
 
-    subprocess.run(_cli(broken), check=True, env=env, cwd=ROOT, capture_output=True)
-    expected, resumed = _weights(straight / "checkpoint.pt"), _weights(broken / "checkpoint.pt")
-    assert expected.keys() == resumed.keys()
-    for name in expected:
-        assert torch.equal(expected[name], resumed[name]), name
-    losses = [e["loss"] for e in json.loads((straight / "metrics.json").read_text())["epochs"]]
-    assert [
-        e["loss"] for e in json.loads((broken / "metrics.json").read_text())["epochs"]
-    ] == pytest.approx(losses)
+    update = trainer.update
+
+    def spy_update(loss, embeddings, global_step):
+        pushed.append(torch.stack([e.detach().clone() for e in embeddings[:2]]))  # (2, B, D)
+        update(loss, embeddings, global_step)
+
+    monkeypatch.setattr(swavnb.train, "swav_loss", loss)
+    trainer.update = spy_update
+    return joined, pushed
+
+
+def test_queue_joins_sinkhorn_once_full_and_keeps_the_latest_batches(tmp_path, monkeypatch):
+    config = pretrain_config("smoke", aug="flip", **SMALL, queue_length=48)  # 3 batches of 16
+    trainer = Pretrainer(config, tmp_path, progress=False)
+    joined, pushed = _spy_on_the_queue(trainer, monkeypatch)
+    _steps(trainer, 0, 4)
+    assert joined == [False] * 3 + [True]  # full after 3 pushes
+    assert trainer.queue_pushes == 4
+    # newest first, one batch per push: steps 3, 2 and 1
+    assert torch.equal(trainer.queue, torch.cat([pushed[3], pushed[2], pushed[1]], dim=1))
+
+
+def test_queue_waits_for_its_start_epoch(tmp_path, monkeypatch):
+    config = pretrain_config("smoke", aug="flip", **SMALL, queue_length=32, queue_start_epoch=1)
+    trainer = Pretrainer(config, tmp_path, progress=False)
+    joined, _ = _spy_on_the_queue(trainer, monkeypatch)
+    _steps(trainer, 0, 3)  # full from the third step on, but epoch 1 has not come
+    _steps(trainer, 1, 1)
+    assert joined == [False] * 3 + [True]
 
 
 # 8 px, 100 images: the property needs no size, and bf16 is emulated (slow) on CPUs without native
