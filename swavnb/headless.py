@@ -65,7 +65,6 @@ def _evaluation_config(p: Mapping[str, Any]) -> FinetuneConfig:
         data_root=p.get("data_root", ""),
         device=p.get("device", "auto"),
         amp=p.get("amp", "auto"),
-        compile=p.get("compile") or None,  # '' or absent: the preset's
     )
 
 

@@ -69,8 +69,10 @@ def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     """
     rows = [json.loads(path.read_text()) for path in sorted(Path(run_dir).rglob(RESULT))]
     rows = [_with_uncertainty({k: v for k, v in row.items() if k not in _NESTED}) for row in rows]
+    # what every row has (an empty study too): the study's columns, then labels, seed and errors
+    known = [*COLUMNS, "n_labels", "seed", "top1_se", "top5_se"]
     frame = pd.DataFrame(
-        rows, columns=list(dict.fromkeys([*COLUMNS, *(k for row in rows for k in row)]))
+        rows, columns=list(dict.fromkeys([*known, *(k for row in rows for k in row)]))
     )
     # float32 means carry noise digits (0.9999999776); a 10,000-image test set resolves 0.01 %
     # anyway

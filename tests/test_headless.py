@@ -147,7 +147,9 @@ def test_without_a_compiler_compile_true_stops_at_the_first_step_in_one_line(
     argv = _study(tmp_path / "runs", "--headless", "--skip_probes", "--modes", "finetune")
     assert study.main([*argv, "--compile", "true", "--data_root", str(data_root)]) == 1
     error = capsys.readouterr().err.splitlines()[0]
-    assert error.startswith("error: pretrain flip failed (headless, exit 2): error: torch.compile")
+    assert error.startswith(
+        "error: pretrain flip seed 0 failed (headless, exit 2): error: torch.compile"
+    )
     assert "(InvalidCxxCompiler: No working C++ compiler" in error
     assert error.endswith(
         "rerun with --compile false: the same training, eager, without the compile speed-up"

