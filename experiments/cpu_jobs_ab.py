@@ -1,6 +1,6 @@
 """Do two single-threaded processes get more out of a 2-core CPU than one two-threaded one?
 
-``python experiments/cpu_jobs_ab.py [--steps 30] [--json docs/data/cpu-jobs-ab.json]``
+``python experiments/cpu_jobs_ab.py [--steps 30] [--workloads finetune] [--json FILE]``
 
 Times the quick preset's own steps, a pretraining step (``Pretrainer.train_step``, flip and swav)
 and a fine-tuning step (``finetune.train_finetune``, 500 labels), once as one process with every
@@ -74,6 +74,7 @@ def _measure(workload: str, steps: int, processes: int, threads: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
     parser.add_argument("--json", default="")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -93,7 +94,7 @@ def main() -> None:
         "steps": args.steps,
         "cases": [],
     }
-    for workload in WORKLOADS:
+    for workload in args.workloads.split(","):
         one = _measure(workload, args.steps, 1, cores)
         two = _measure(workload, args.steps, 2, cores // 2)
         report["cases"].append(

@@ -127,11 +127,11 @@ def test_headless_study_runs_every_step_without_jupyter_and_exports_few_small_fi
 
 def test_without_a_compiler_auto_trains_eager_says_why_once_and_records_it(exported):
     runs = exported / "runs" / "smoke"
-    log = (runs / "notebooks" / "pretrain-flip.log").read_text()
+    log = (runs / "notebooks" / "pretrain-flip-seed0.log").read_text()
     said = [line for line in log.splitlines() if "torch.compile" in line]
     assert len(said) == 1 and said[0].startswith("torch.compile is off (InvalidCxxCompiler: ")
     assert "the run trains eager" in said[0]
-    metrics = json.loads((runs / "flip" / "metrics.json").read_text())
+    metrics = json.loads((runs / "flip" / "seed-0" / "metrics.json").read_text())
     assert metrics["config"]["compile"] == "auto" and metrics["compiled"] is False
     assert metrics["compile_fallback"].startswith("InvalidCxxCompiler: No working C++ compiler")
     # --jobs 2: its seconds and img/s were time-shared, and the pretraining table says so

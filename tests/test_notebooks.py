@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,10 @@ def test_notebooks_pass_nbval_at_smoke_size(smoke_study, tmp_path):
             log_output=False,
         )
         prepared.append(str(target))
-    runs = smoke_study["runs"]
+    # a copy of the finished study as the project root: the shared fixture stays as it was
+    root = tmp_path / "root"
+    shutil.copytree(smoke_study["runs"], root / "runs")
+    runs = root / "runs"
     before = _run_files(runs)
     result = subprocess.run(
         [
@@ -96,7 +100,7 @@ def test_notebooks_pass_nbval_at_smoke_size(smoke_study, tmp_path):
             *prepared,
         ],
         cwd=ROOT,
-        env={**os.environ, "SWAVNB_ROOT": str(smoke_study["root"])},
+        env={**os.environ, "SWAVNB_ROOT": str(root)},
         capture_output=True,
         text=True,
         timeout=900,
