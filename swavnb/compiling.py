@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-COMPILE_CHOICES = ("auto", "true", "false")
-_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+from swavnb.precision import auto_true_false
+
 # auto under torchrun is eager: on CUDA BatchNorm becomes SyncBatchNorm, where dynamo graph-breaks
 # (pytorch/pytorch#161302, open), and compiled DDP has not run here on any device
 DISTRIBUTED_REASON = "under torchrun: DDP has not run compiled here"
@@ -26,22 +26,8 @@ SYNC_BN_REASON = (
 
 
 def check_compile(value: str | bool) -> str:
-    """``auto`` / ``true`` / ``false`` from a flag, a notebook parameter or an old config's bool.
-
-    Raises:
-        ValueError: naming the choices, for anything else.
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value).strip().lower()
-    if text == "auto":
-        return text
-    if text in _TRUE or text in _FALSE:
-        return "true" if text in _TRUE else "false"
-    raise ValueError(
-        f"unknown compile {value!r}; choose one of {', '.join(COMPILE_CHOICES)} "
-        "(auto = compile where a probe finds the compiler working)"
-    )
+    """The compile setting (:func:`swavnb.precision.auto_true_false`)."""
+    return auto_true_false(value, "compile", "compile where a probe finds the compiler working")
 
 
 def _probe_function(x: torch.Tensor) -> torch.Tensor:

@@ -227,7 +227,7 @@ def _check_preset(preset: str) -> None:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
 
 
-def _parse(value: Any, kind: Any, name: str) -> Any:
+def parse_value(value: Any, kind: Any, name: str) -> Any:
     """Turn a command-line / papermill value into the field's type."""
     if not isinstance(value, str):
         if kind is float and isinstance(value, int):
@@ -262,7 +262,7 @@ def _build(
             f"unknown {cls.__name__} field(s) {unknown}; valid fields: {', '.join(sorted(names))}"
         )
     values = {**presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    parsed = {k: _parse(v, hints[k], k) for k, v in values.items()}
+    parsed = {k: parse_value(v, hints[k], k) for k, v in values.items()}
     return cls(**{**parsed, "preset": preset})
 
 
@@ -307,6 +307,17 @@ def validate_pretrain(config: PretrainConfig) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.lr <= 0 or config.epsilon <= 0 or config.temperature <= 0:
         raise ValueError("lr, epsilon and temperature must be > 0")
+    images = config.train_images or 50_000
+    if config.batch_size > images:
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the {images:,} training images; "
+            "choose a smaller batch_size or more train_images"
+        )
+    if config.queue_length and config.queue_length < config.batch_size:
+        raise ValueError(
+            f"queue_length {config.queue_length} must hold at least one batch "
+            f"({config.batch_size}); use 0 for no queue"
+        )
 
 
 def as_dict(config: Any) -> dict[str, Any]:

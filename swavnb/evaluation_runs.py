@@ -12,12 +12,14 @@ from torch import nn
 from swavnb import run_guard
 from swavnb.config import FinetuneConfig, as_dict
 from swavnb.features import Encoder, load_encoder, read_encoder
-from swavnb.layout import CLUSTERS, KNN, RESULT, evaluation_folder, probes_folder, resolve
+from swavnb.layout import CLUSTERS, KNN, RESULT, evaluation_folder, resolve
 
 # settings that change where and how fast an evaluation runs, never its result
 RUNTIME_FIELDS = frozenset({"device", "amp", "data_root", "channels_last"})
-KINDS = ("finetune", "linear", "probes")
-_RESULTS = {"finetune": (RESULT,), "linear": (RESULT,), "probes": (KNN, CLUSTERS)}
+KINDS = ("finetune", "linear", "probes", "knn")
+# knn: the k-NN rows alone, without the probes' figures and clusters (a sweep's cheap evaluation)
+_RESULTS = {"finetune": (RESULT,), "linear": (RESULT,), "probes": (KNN, CLUSTERS), "knn": (KNN,)}
+_FOLDERS = {"probes": "probes", "knn": "knn"}
 
 
 def evaluation_identity(
@@ -26,13 +28,13 @@ def evaluation_identity(
     """What the folder of an evaluation (``kind`` finetune / linear, at ``fraction``) or of the
     probes (``kind`` probes) of ``encoder`` holds."""
     identity = {
-        "kind": "probes" if kind == "probes" else "evaluation",
+        "kind": kind if kind in _FOLDERS else "evaluation",
         "preset": config.preset,
         "seed": config.seed,
         "encoder": encoder.identity,
         "config": {k: v for k, v in as_dict(config).items() if k not in RUNTIME_FIELDS},
     }
-    if kind != "probes":
+    if kind not in _FOLDERS:
         identity.update(mode=kind, fraction=fraction)
     return identity
 
@@ -45,8 +47,9 @@ def own_seed(encoder: Encoder, seed: int) -> int | None:
 def derived_folder(encoder: Encoder, kind: str, seed: int, fraction: float | None = None) -> Path:
     """The folder the study and the notebooks give this run: ``<mode>-<fraction>`` or ``probes`` in
     the encoder's folder."""
-    if kind == "probes":
-        return probes_folder(encoder.folder, own_seed(encoder, seed))
+    if kind in _FOLDERS:
+        suffix = "" if own_seed(encoder, seed) is None else f"-seed{seed}"
+        return encoder.folder / f"{_FOLDERS[kind]}{suffix}"
     return evaluation_folder(encoder.folder, kind, fraction, own_seed(encoder, seed))
 
 

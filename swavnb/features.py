@@ -215,11 +215,13 @@ def knn_by_bn_stats(
     config: FinetuneConfig,
     cache: Path | None,
     tag: str,
+    settings: tuple[str, ...] | None = None,
 ) -> dict[str, dict[int, dict[str, float]]]:
     """Weighted k-NN of frozen features under the preset's BN statistics and under pretraining's
     (``ema``): the effect of the statistics alone, with everything else equal.
 
     Args:
+        settings: the BN settings to measure (default the preset's, then ``ema``).
         tag: identifies the backbone (:attr:`Encoder.tag`); features come from the cache when
             :func:`frozen_features` has extracted them already.
 
@@ -227,7 +229,8 @@ def knn_by_bn_stats(
         {bn_stats: {k: {"top1": %, "top5": %}}}, the preset's setting first.
     """
     knn = {}
-    for bn_stats in dict.fromkeys((config.bn_stats, "ema")):  # once when the preset's is ema
+    # once when the preset's is ema
+    for bn_stats in dict.fromkeys(settings or (config.bn_stats, "ema")):
         pool_features, test_features = frozen_features(
             backbone, pool, test, device, config, cache, tag, bn_stats
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from swavnb import cli, run_guard
@@ -23,10 +24,12 @@ from swavnb.finetune import finetune
 from swavnb.layout import (
     SCRATCH,
     encoder_checkpoint,
+    figures_folder,
     run_folder,
 )
 from swavnb.model import SwAVModel
-from swavnb.results import save_clusters, save_knn, write_results
+from swavnb.results import NoRunsError, save_clusters, save_knn, write_results
+from swavnb.sweeps import KNN_K, collect_sweep, write_sweep
 from swavnb.train import pretrain
 
 
@@ -53,6 +56,7 @@ def run_pretrain(p: Mapping[str, Any]) -> None:
         device=p.get("device", "auto"),
         amp=p.get("amp", "auto"),
         compile=p.get("compile") or None,  # '' or absent: the preset's
+        **p.get("overrides", {}),  # a sweep's value
     )
     out = p.get("out_dir") or run_folder(config.preset, config.aug, config.seed, _runs_dir(p))
     pretrain(config, out, progress=False)
@@ -96,6 +100,35 @@ def run_linear(p: Mapping[str, Any]) -> None:
         )
 
 
+def run_knn(p: Mapping[str, Any]) -> None:
+    """A sweep's k-NN evaluation: weighted k-NN (k = sweeps.KNN_K) of the preset's frozen features,
+    read from the cache the linear probe filled."""
+    config = replace(_evaluation_config(p), knn_k=(KNN_K,))
+    checkpoint, device = _checkpoint(p), pick_device(config.device)
+    backbone, encoder, out_dir = open_evaluation(checkpoint, "knn", config, None, _runs_dir(p))
+    with run_guard.locked(out_dir, "k-NN folder"):
+        pool, test = evaluation_data(config)
+        cache, tag = encoder.folder, encoder.tag
+        knn = knn_by_bn_stats(backbone, pool, test, device, config, cache, tag, (config.bn_stats,))
+        save_knn(knn, config.preset, encoder.aug, out_dir, config.seed, len(test))
+
+
+def run_sweep(p: Mapping[str, Any]) -> None:
+    """A sweep's rows (results/<preset>/sweep-<field>.csv), its figure, and the claims table."""
+    from swavnb import plots
+
+    preset, field = p["preset"], p["field"]
+    csv = write_sweep(_runs_dir(p), preset, field, p.get("results_dir") or "results")
+    rows = collect_sweep(_runs_dir(p), preset, field)
+    fig = plots.sweep_figure(rows, field)
+    plots.save_figure(fig, figures_folder(preset, p.get("figures_dir") or ""), f"sweep-{field}")
+    try:  # claims.md gets the sweep's line; a runs folder of sweeps alone has no study tables
+        write_results(preset, _runs_dir(p), p.get("results_dir") or "results")
+    except NoRunsError:
+        pass
+    print(f"sweep {field}: {len(rows)} runs, {csv}", flush=True)
+
+
 def run_probes(p: Mapping[str, Any]) -> None:
     """The numbers ``probes.ipynb`` saves: weighted k-NN under both BN settings and the cluster
     scores."""
@@ -130,7 +163,9 @@ STEPS = {
     "pretrain": run_pretrain,
     "finetune": run_finetune,
     "linear": run_linear,
+    "knn": run_knn,
     "probes": run_probes,
+    "sweep": run_sweep,
     "results": run_results,
 }
 

@@ -60,6 +60,21 @@ def run_folder(preset: str, aug: str, seed: int = 0, runs_dir: str | os.PathLike
     return resolve(runs_dir or "runs") / preset / aug / f"seed-{seed}"
 
 
+def sweep_folder(
+    preset: str,
+    field: str,
+    value: object,
+    aug: str,
+    seed: int = 0,
+    runs_dir: str | os.PathLike = "runs",
+) -> Path:
+    """``<runs_dir>/<preset>/sweep-<field>/<value>/<aug>/seed-<seed>``: one value of a
+    hyperparameter sweep, outside the study's own encoders."""
+    return (
+        resolve(runs_dir or "runs") / preset / f"sweep-{field}" / f"{value}" / aug / f"seed-{seed}"
+    )
+
+
 def encoder_checkpoint(
     preset: str, aug: str, seed: int = 0, runs_dir: str | os.PathLike = "runs"
 ) -> str:

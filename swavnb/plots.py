@@ -24,6 +24,8 @@ from swavnb.augment import Augmentation, denormalize
 from swavnb.clusters import usage_summary
 from swavnb.layout import resolve
 from swavnb.results import SEED_MODE, SEED_RESULTS, aug_rank, seed_labels, summarise
+from swavnb.sweeps import KNN_K, LINEAR_FRACTION, SEED_CHOICES
+from swavnb.sweeps import summarise as sweep_summary
 
 _PALETTE = sns.color_palette("deep")
 AUG_COLORS = {
@@ -353,6 +355,57 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
         f"95 % interval over {seeds} seeds" if seeds > 1 else "95 % test-set interval, 1 seed"
     )
     fig.suptitle(f"{mode}: accuracy against the number of labels ({interval})")
+    return fig
+
+
+def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
+    """A sweep's linear and k-NN top-1 and its final pretraining loss against the swept value, with
+    95 % intervals (over seeds, or one run's test set); a log axis where the values span a decade or
+    more, and the seed's own value dotted.
+
+    Args:
+        rows: :func:`swavnb.sweeps.collect_sweep`'s rows.
+    """
+    if rows.empty:
+        raise ValueError(f"the {field} sweep has no finished runs to draw")
+    panels = [
+        ("linear_top1", f"linear top-1 (%), {100 * LINEAR_FRACTION:g}% of the labels"),
+        ("knn_top1", f"k-NN top-1 (%), k = {KNN_K}"),
+        ("final_loss", "final pretraining loss"),
+    ]
+    fig, axes = _figure(1, len(panels), (4.6 * len(panels), 3.8))
+    values = sorted(rows["value"].unique())
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    for ax, (metric, label) in zip(axes[0], panels, strict=True):
+        for aug in sorted(rows["aug"].unique(), key=aug_rank):
+            mine = sweep_summary(rows[rows["aug"] == aug], metric)
+            if not mine:
+                continue
+            xs = list(mine) if numeric else [values.index(v) for v in mine]
+            ax.errorbar(
+                xs,
+                [e.mean for e in mine.values()],
+                yerr=[e.half_width for e in mine.values()],
+                marker="o",
+                capsize=3,
+                color=_color(aug),
+                label=aug,
+            )
+        if numeric and min(values) > 0 and max(values) / min(values) >= 10:
+            ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(values if numeric else range(len(values))))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{v:g}" if numeric else str(v) for v in values])
+        if field in SEED_CHOICES and SEED_CHOICES[field][0] in values:
+            choice = SEED_CHOICES[field][0]
+            ax.axvline(choice if numeric else values.index(choice), color="grey", linestyle=":")
+        ax.set(xlabel=field, ylabel=label)
+    axes[0, 0].legend(frameon=False)
+    seeds = rows["seed"].nunique()
+    interval = (
+        f"95 % interval over {seeds} seeds" if seeds > 1 else "95 % test-set interval, 1 seed"
+    )
+    fig.suptitle(f"sweep of {field} ({interval}; dotted: the seed's value)")
     return fig
 
 

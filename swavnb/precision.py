@@ -14,11 +14,11 @@ _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _NATIVE_BF16_PROBES = {"AVX512_BF16": "_is_avx512_bf16_supported", "AMX": "_is_amx_tile_supported"}
 
 
-def check_amp(value: str | bool) -> str:
+def auto_true_false(value: str | bool, name: str, auto_means: str) -> str:
     """``auto`` / ``true`` / ``false`` from a flag, a notebook parameter or an old config's bool.
 
     Raises:
-        ValueError: naming the choices, for anything else.
+        ValueError: naming the setting, the choices and what ``auto`` means, for anything else.
     """
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -28,9 +28,13 @@ def check_amp(value: str | bool) -> str:
     if text in _TRUE or text in _FALSE:
         return "true" if text in _TRUE else "false"
     raise ValueError(
-        f"unknown amp {value!r}; choose one of {', '.join(AMP_CHOICES)} "
-        "(auto = bf16 only where the hardware runs it natively)"
+        f"unknown {name} {value!r}; choose one of {', '.join(AMP_CHOICES)} (auto = {auto_means})"
     )
+
+
+def check_amp(value: str | bool) -> str:
+    """The amp setting (:func:`auto_true_false`)."""
+    return auto_true_false(value, "amp", "bf16 only where the hardware runs it natively")
 
 
 def _cpu_features() -> list[str]:

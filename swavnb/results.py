@@ -21,6 +21,7 @@ from swavnb.clusters import METHODS, SCORES
 from swavnb.config import BN_STATS
 from swavnb.intervals import Estimate, accuracy_se, mean_interval
 from swavnb.layout import CLUSTERS, KNN, METRICS, RESULT, resolve, results_folder
+from swavnb.sweeps import collect_sweep, sweep_claims, sweep_fields
 
 # The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
 SEED_RESULTS: dict[str, dict[float, tuple[float, float]]] = {
@@ -67,7 +68,7 @@ def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
         The :data:`COLUMNS` first, in that order, then any other flat fields
         (n_labels, test_images, image_size, checkpoint); sorted by aug, mode and fraction.
     """
-    rows = [json.loads(path.read_text()) for path in sorted(Path(run_dir).rglob(RESULT))]
+    rows = [json.loads(path.read_text()) for path in _study_files(run_dir, RESULT)]
     rows = [_with_uncertainty({k: v for k, v in row.items() if k not in _NESTED}) for row in rows]
     # what every row has (an empty study too): the study's columns, then labels, seed and errors
     known = [*COLUMNS, "n_labels", "seed", "top1_se", "top5_se"]
@@ -77,6 +78,17 @@ def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     # float32 means carry noise digits (0.9999999776); a 10,000-image test set resolves 0.01 %
     # anyway
     return _sorted(frame.round({"top1": 4, "top5": 4}), ["aug", "mode", "fraction"])
+
+
+def _study_files(run_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Every ``name`` under ``run_dir`` but in a sweep's folders (``sweep-<field>/``): a sweep's
+    runs are not the study's encoders."""
+    root = Path(run_dir)
+    return [
+        path
+        for path in sorted(root.rglob(name))
+        if not path.relative_to(root).parts[0].startswith("sweep-")
+    ]
 
 
 def _with_uncertainty(row: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +139,7 @@ def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
     test_images."""
     rows = [
         {"seed": 0, "test_images": None, **row}  # rows from before seeds were recorded
-        for path in sorted(Path(run_dir).rglob(KNN))
+        for path in _study_files(run_dir, KNN)
         for row in json.loads(path.read_text())
     ]
     frame = pd.DataFrame(rows, columns=list(KNN_COLUMNS)).round(
@@ -146,11 +158,7 @@ def save_clusters(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> pd.
 def collect_clusters(run_dir: str | os.PathLike) -> pd.DataFrame:
     """Every ``clusters.json`` row under ``run_dir``: preset, aug, method, target, clusters, score,
     value."""
-    rows = [
-        row
-        for path in sorted(Path(run_dir).rglob(CLUSTERS))
-        for row in json.loads(path.read_text())
-    ]
+    rows = [row for path in _study_files(run_dir, CLUSTERS) for row in json.loads(path.read_text())]
     return _sorted(
         pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS)), ["aug", "method", "target", "score"]
     )
@@ -468,6 +476,7 @@ class StudyResults:
     claims: str  # the Markdown of claims.md: the seed's claims tested on the rows
     csv: Path
     markdown: Path
+    sweeps: dict[str, pd.DataFrame]  # each swept field's rows (swavnb.sweeps.collect_sweep)
 
 
 class NoRunsError(FileNotFoundError):
@@ -501,8 +510,11 @@ def write_results(
         clusters.to_csv(out / "clusters.csv", index=False)
     tables = markdown_tables(rows, knn, preset, metrics, clusters)
     (out / "tables.md").write_text(tables)
-    claims = claims_markdown(rows, preset)
-    (out / "claims.md").write_text(claims)
+    claims = claims_markdown(rows, preset) + "\n".join(sweep_claims(runs_dir, preset) + [""])
+    (out / "claims.md").write_text(claims.rstrip("\n") + "\n")
+    sweeps = {
+        field: collect_sweep(runs_dir, preset, field) for field in sweep_fields(runs_dir, preset)
+    }
     return StudyResults(
-        rows, knn, clusters, metrics, tables, claims, out / "results.csv", out / "tables.md"
+        rows, knn, clusters, metrics, tables, claims, out / "results.csv", out / "tables.md", sweeps
     )

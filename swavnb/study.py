@@ -18,6 +18,7 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from swavnb import run_guard
@@ -49,6 +50,7 @@ from swavnb.layout import (
 )
 from swavnb.publish import publish
 from swavnb.scheduler import Step, StepFailed, run
+from swavnb.sweeps import KNN_K, LINEAR_FRACTION, Sweep, parse_sweep, sweep_checkpoints
 from swavnb.train import pretrain_identity
 
 STUDY_AUGS = ("jitter", "flip", "swav")  # the seed's two strategies, then SwAV's recipe
@@ -241,6 +243,96 @@ def plan(
     return steps
 
 
+def plan_sweep(
+    preset: str,
+    sweep: Sweep,
+    aug: str,
+    seeds: Sequence[int] = (0,),
+    data_root: str = "",
+    runs_dir: str | Path = "runs",
+    results_dir: str | Path = "results",
+    figures_dir: str | Path = "figures",
+) -> list[Step]:
+    """A sweep's steps: pretrain every value (and seed), evaluate each by the linear probe at
+    :data:`swavnb.sweeps.LINEAR_FRACTION` and k-NN, then its rows, figure and claims line.
+
+    Every step runs headless (no notebook has every field as a parameter); each encoder's folder is
+    ``runs/<preset>/sweep-<field>/<value>/<aug>/seed-<s>`` and resumes as the study's do.
+    """
+    folders = {
+        "data_root": shown(data_root) if data_root else "",
+        "runs_dir": _default_or(runs_dir, "runs"),
+    }
+    executed = resolve(runs_dir) / preset / "notebooks"
+    steps = []
+    for value, seed, checkpoint in sweep_checkpoints(preset, sweep, aug, seeds, runs_dir):
+        run = f"{sweep.field}={value} seed {seed}"
+        planned = pretrain_config(preset, aug=aug, seed=seed, **{sweep.field: value})
+        shown_checkpoint = shown(checkpoint)
+        evaluation = finetune_config(preset, seed=seed)
+        knn = replace(evaluation, knn_k=(KNN_K,))
+        common = {"preset": preset, "seed": seed, "checkpoint": shown_checkpoint, **folders}
+        log = executed / f"sweep-{sweep.field}-{value}-seed{seed}"
+        steps += [
+            Step(
+                "pretrain",
+                f"pretrain {aug} {run}",
+                {
+                    "preset": preset,
+                    "aug": aug,
+                    "seed": seed,
+                    "overrides": {sweep.field: value},
+                    "out_dir": shown(checkpoint.parent),
+                    "data_root": folders["data_root"],
+                },
+                log.with_name(log.name + "-pretrain.ipynb"),
+                lambda c=checkpoint, planned=planned: _finished(c, planned),
+                [checkpoint, *checkpoint.parent.glob("features-*.pt")],
+                headless_only=True,
+            ),
+            Step(
+                "linear",
+                f"linear {run}",
+                {**common, "fractions": [LINEAR_FRACTION]},
+                log.with_name(log.name + "-linear.ipynb"),
+                lambda c=shown_checkpoint, e=evaluation: is_done(
+                    c, "linear", e, runs_dir, LINEAR_FRACTION, STUDY_FIX
+                ),
+                after=[f"pretrain {aug} {run}"],
+                headless_only=True,
+            ),
+            Step(
+                "knn",
+                f"knn {run}",
+                common,
+                log.with_name(log.name + "-knn.ipynb"),
+                lambda c=shown_checkpoint, e=knn: is_done(c, "knn", e, runs_dir, None, STUDY_FIX),
+                after=[f"linear {run}"],  # reads the features the linear probe cached
+                headless_only=True,
+            ),
+        ]
+    csv = resolve(results_dir) / preset / f"sweep-{sweep.field}.csv"
+    steps.append(
+        Step(
+            "sweep",
+            f"sweep {sweep.field} results",
+            {
+                "preset": preset,
+                "field": sweep.field,
+                "runs_dir": folders["runs_dir"],
+                "results_dir": _default_or(results_dir, "results"),
+                "figures_dir": _default_or(figures_dir, "figures"),
+            },
+            executed / f"sweep-{sweep.field}.ipynb",
+            csv.is_file,
+            refresh=True,
+            after=[step.name for step in steps],
+            headless_only=True,
+        )
+    )
+    return steps
+
+
 def _augs(text: str) -> list[str]:
     augs = [aug.strip() for aug in text.split(",") if aug.strip()]
     unknown = [aug for aug in augs if aug not in AUGMENTATIONS]
@@ -349,6 +441,14 @@ def main(argv: list[str] | None = None) -> int:
         "probes notebook examines after --import anyway",
     )
     parser.add_argument(
+        "--sweep",
+        default="",
+        metavar="FIELD=v1,v2,...",
+        help="instead of the study, pretrain one encoder per value of a config field (with "
+        "--augs, default swav) and evaluate each by the linear probe at 10%% of the labels and "
+        "k-NN; rows in results/<preset>/sweep-FIELD.csv, a figure, a line in claims.md",
+    )
+    parser.add_argument(
         "--seeds",
         type=int,
         default=1,
@@ -428,19 +528,39 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds must be >= 1")
     if args.publish and args.skip_probes:
         parser.error("--publish copies the executed probes notebook: drop --skip_probes")
-    steps = plan(
-        args.preset,
-        args.augs,
-        args.fractions,
-        args.data_root,
-        args.runs_dir,
-        args.results_dir,
-        args.figures_dir,
-        args.modes,
-        probes=not args.skip_probes,
-        seeds=range(args.seeds),
-        compile=args.compile or "",
-    )
+    if args.sweep:
+        # one view strategy per sweep: SwAV's own unless --augs names another
+        augs = ["swav"] if args.augs == list(STUDY_AUGS) else args.augs
+        if len(augs) != 1:
+            parser.error("a sweep pretrains one view strategy: pass --augs with one of them")
+        try:
+            sweep = parse_sweep(args.sweep, args.preset, augs[0])
+        except ValueError as error:
+            parser.error(str(error))
+        steps = plan_sweep(
+            args.preset,
+            sweep,
+            augs[0],
+            range(args.seeds),
+            args.data_root,
+            args.runs_dir,
+            args.results_dir,
+            args.figures_dir,
+        )
+    else:
+        steps = plan(
+            args.preset,
+            args.augs,
+            args.fractions,
+            args.data_root,
+            args.runs_dir,
+            args.results_dir,
+            args.figures_dir,
+            args.modes,
+            probes=not args.skip_probes,
+            seeds=range(args.seeds),
+            compile=args.compile or "",
+        )
     mode = "headless" if args.headless else "notebooks"
     print(
         f"study {args.preset}: {len(steps)} steps ({mode}, {args.jobs} at a time) "

@@ -1,0 +1,226 @@
+"""Hyperparameter sweeps: one pretraining per value of one field, evaluated alike, gathered into
+rows, a figure and a verdict on the seed's own choice (``python -m swavnb.study --sweep F=v1,v2``).
+
+Each value is pretrained with every other field from the preset, then evaluated by a fixed, cheap
+subset of the study's evaluations (:data:`EVALUATION`): the linear probe at one label fraction and
+weighted k-NN (k = 20, precise BN statistics), both on cached frozen features. Fine-tuning is left
+out: it costs minutes per run where these cost seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import pandas as pd
+
+from swavnb.config import PretrainConfig, parse_value, pretrain_config
+from swavnb.intervals import Estimate, accuracy_se, mean_interval, paired_difference
+from swavnb.layout import CHECKPOINT, KNN, METRICS, RESULT, resolve, sweep_folder
+
+# fields that change where or how a run goes, not what it learns, and the run's own identity
+NOT_SWEPT = frozenset(
+    {"preset", "seed", "data_root", "device", "amp", "compile", "deterministic", "channels_last"}
+    | {"checkpoint_every_steps", "log_every_steps"}
+)
+LINEAR_FRACTION = 0.1  # the sweep's linear probe: quick's 500 labels, the seed's 1 % count
+KNN_K = 20
+EVALUATION = (
+    f"linear probe at {100 * LINEAR_FRACTION:g}% of the labels, k-NN (k = {KNN_K}, precise BN)"
+)
+# the seed's choices (its sec. 4.1, "a good balance"), which a sweep of the field puts to the test
+SEED_CHOICES: dict[str, tuple[Any, str]] = {
+    "n_prototypes": (3000, "3,000 prototypes is a good balance"),
+    "feat_dim": (128, "a 128-d embedding is a good balance"),
+    "batch_size": (256, "batch 256 is a good balance"),
+}
+COLUMNS = (
+    "field", "value", "aug", "seed", "final_loss", "linear_top1", "linear_top1_se",
+    "knn_top1", "knn_top1_se", "n_labels", "test_images",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One field and the values it takes, each a valid pretraining config of the preset."""
+
+    field: str
+    values: tuple[Any, ...]
+
+    def configs(self, preset: str, aug: str, seed: int) -> list[PretrainConfig]:
+        return [pretrain_config(preset, aug=aug, seed=seed, **{self.field: v}) for v in self.values]
+
+
+def parse_sweep(text: str, preset: str, aug: str) -> Sweep:
+    """``FIELD=v1,v2,...`` as a :class:`Sweep`; every value is checked as a whole config of
+    ``preset`` before anything trains.
+
+    Raises:
+        ValueError: one line naming the field, the value and the rule it breaks.
+    """
+    field, sep, listed = text.partition("=")
+    field = field.strip()
+    hints = get_type_hints(PretrainConfig)
+    if not sep or not listed.strip():
+        raise ValueError(
+            f"--sweep takes FIELD=v1,v2,... (e.g. n_prototypes=30,300,3000), got {text!r}"
+        )
+    if field not in hints or field in NOT_SWEPT:
+        swept = sorted(set(hints) - NOT_SWEPT)
+        raise ValueError(f"cannot sweep {field!r}; sweepable fields: {', '.join(swept)}")
+    values = tuple(
+        dict.fromkeys(parse_value(v.strip(), hints[field], field) for v in listed.split(","))
+    )
+    if len(values) < 2:
+        raise ValueError(f"--sweep {field} needs at least two different values, got {values}")
+    for value in values:
+        try:
+            pretrain_config(preset, aug=aug, **{field: value})
+        except ValueError as error:
+            raise ValueError(f"--sweep {field}={value}: {error}") from error
+    return Sweep(field, values)
+
+
+def sweep_fields(runs_dir: str | os.PathLike, preset: str) -> list[str]:
+    """The fields swept under ``runs_dir/<preset>``, in name order."""
+    root = resolve(runs_dir or "runs") / preset
+    return sorted(p.name.removeprefix("sweep-") for p in root.glob("sweep-*") if p.is_dir())
+
+
+def _value(text: str, field: str) -> Any:
+    return parse_value(text, get_type_hints(PretrainConfig)[field], field)
+
+
+def collect_sweep(runs_dir: str | os.PathLike, preset: str, field: str) -> pd.DataFrame:
+    """One row per (value, aug, seed) of a sweep: final pretraining loss, linear and k-NN top-1 with
+    their test-set errors; missing evaluations are left empty."""
+    root = resolve(runs_dir or "runs") / preset / f"sweep-{field}"
+    rows = []
+    for metrics_path in sorted(root.glob(f"*/*/seed-*/{METRICS}")):
+        encoder = metrics_path.parent
+        metrics = json.loads(metrics_path.read_text())
+        row: dict[str, Any] = {
+            "field": field,
+            "value": _value(encoder.parents[1].name, field),
+            "aug": encoder.parent.name,
+            "seed": int(encoder.name.removeprefix("seed-")),
+            "final_loss": metrics["epochs"][-1]["loss"],
+        }
+        linear = encoder / f"linear-{LINEAR_FRACTION:g}" / RESULT
+        if linear.is_file():
+            result = json.loads(linear.read_text())
+            row.update(
+                linear_top1=result["top1"],
+                linear_top1_se=accuracy_se(result["top1"], result["test_images"]),
+                n_labels=result["n_labels"],
+                test_images=result["test_images"],
+            )
+        knn = encoder / "knn" / KNN
+        if knn.is_file():
+            chosen = [r for r in json.loads(knn.read_text()) if r["k"] == KNN_K]
+            if chosen and chosen[0].get("test_images"):
+                row.update(
+                    knn_top1=chosen[0]["top1"],
+                    knn_top1_se=accuracy_se(chosen[0]["top1"], chosen[0]["test_images"]),
+                )
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    return frame.sort_values(["value", "aug", "seed"], kind="stable").reset_index(drop=True)
+
+
+def summarise(rows: pd.DataFrame, metric: str) -> dict[Any, Estimate]:
+    """{value: mean of ``metric`` over seeds with its 95 % interval} (the loss: seeds only)."""
+    out = {}
+    for value, runs in rows.dropna(subset=[metric]).groupby("value"):
+        ses = list(runs[f"{metric}_se"]) if f"{metric}_se" in runs else [0.0] * len(runs)
+        out[value] = mean_interval(list(runs[metric]), ses)
+    return out
+
+
+def verdict(rows: pd.DataFrame, field: str, metric: str = "linear_top1") -> tuple[str, str, str]:
+    """(statement, verdict, effects) on the seed's choice for ``field``, from the rows.
+
+    The choice *holds* when it beats every other swept value beyond the interval of the paired
+    difference, *does not hold* when some value beats it so, and otherwise *cannot tell*.
+    """
+    if field not in SEED_CHOICES:
+        return f"the seed makes no claim about {field}", "–", "–"
+    choice, statement = SEED_CHOICES[field]
+    rows = rows.dropna(subset=[metric])
+    by_value = {
+        v: {
+            int(r.seed): (getattr(r, metric), getattr(r, f"{metric}_se")) for r in runs.itertuples()
+        }
+        for v, runs in rows.groupby("value")
+    }
+    if choice not in by_value or len(by_value) < 2:
+        return statement, f"cannot tell: {field}={choice} not swept against another value", "–"
+    effects = {
+        other: paired_difference(by_value[choice], runs)
+        for other, runs in by_value.items()
+        if other != choice
+    }
+    effects = {v: e for v, e in effects.items() if e is not None}
+    if not effects:
+        return statement, "cannot tell: no seed in common", "–"
+    text = "; ".join(
+        f"vs {v}: {e.mean:+.2f} [{e.low:+.2f}, {e.high:+.2f}]" for v, e in effects.items()
+    )
+    if all(e.low > 0 for e in effects.values()):
+        return statement, "holds", text
+    if any(e.high < 0 for e in effects.values()):
+        return statement, "does not hold", text
+    return statement, "cannot tell at this scale", text
+
+
+def sweep_claims(runs_dir: str | os.PathLike, preset: str) -> list[str]:
+    """Markdown lines for claims.md: one verdict per sweep of this preset."""
+    fields = sweep_fields(runs_dir, preset)
+    if not fields:
+        return []
+    lines = [
+        "",
+        "## Sweeps",
+        "",
+        f"Each swept value pretrained with the preset's other fields; evaluated by the "
+        f"{EVALUATION}. The verdict compares the seed's value with every other one on linear "
+        "top-1, paired by seed.",
+        "",
+        "| sweep | claim | verdict | seed's value minus each other value (top-1 points) |",
+        "|:--|:--|:--|:--|",
+    ]
+    for field in fields:
+        statement, outcome, effects = verdict(collect_sweep(runs_dir, preset, field), field)
+        lines.append(f"| {field} | {statement} | **{outcome}** | {effects} |")
+    return lines
+
+
+def write_sweep(
+    runs_dir: str | os.PathLike, preset: str, field: str, results_dir: str | os.PathLike = "results"
+) -> Path:
+    """``results_dir/<preset>/sweep-<field>.csv`` from the sweep's runs; returns it."""
+    rows = collect_sweep(runs_dir, preset, field)
+    if rows.empty:
+        raise FileNotFoundError(
+            f"no finished run of the {field} sweep under '{resolve(runs_dir or 'runs') / preset}'; "
+            f"run `python -m swavnb.study --preset {preset} --sweep {field}=v1,v2,...`"
+        )
+    out = resolve(results_dir or "results") / preset / f"sweep-{field}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows.round(4).to_csv(out, index=False)
+    return out
+
+
+def sweep_checkpoints(
+    preset: str, sweep: Sweep, aug: str, seeds: Sequence[int], runs_dir: str | os.PathLike = "runs"
+) -> list[tuple[Any, int, Path]]:
+    """(value, seed, checkpoint) of every run of a sweep."""
+    return [
+        (value, seed, sweep_folder(preset, sweep.field, value, aug, seed, runs_dir) / CHECKPOINT)
+        for seed in seeds
+        for value in sweep.values
+    ]
