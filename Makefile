@@ -29,8 +29,10 @@ study: setup  ## the whole study (pretrain, fine-tune, probes, results) at PRESE
 demo: setup  ## a one-minute smoke pretraining that prints the loss falling
 	$(BIN)/python -m swavnb.pretrain --preset smoke --aug flip --out runs/demo --epochs 4
 
+# two pytest workers, one thread each; tests sharing a built study stay on one worker (conftest.py)
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check swavnb tests experiments
