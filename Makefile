@@ -11,7 +11,7 @@ SWAVNB_DATA ?= $(if $(wildcard ../shared/data/cifar-100-python/train),$(abspath 
 export SWAVNB_DATA
 # the hardware kind (cpu-avx2, cpu-avx512-avx512_bf16, nvidia-h200) names measurement files, so one
 # kind's figures never overwrite another's; expanded when used, after setup
-KIND = $(shell $(BIN)/python -c 'from swavnb.device import device_kind; print(device_kind())')
+KIND = $(shell $(BIN)/python -c 'from swavnb.base.device import device_kind; print(device_kind())')
 
 .PHONY: setup study demo test lint bench bench-curve clean
 

@@ -10,8 +10,8 @@ import time
 
 import torch
 
-from swavnb.model import cifar_resnet18
-from swavnb.precision import cpu_capability
+from swavnb.base.precision import cpu_capability
+from swavnb.method.model import cifar_resnet18
 
 torch.manual_seed(0)
 

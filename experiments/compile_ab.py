@@ -33,10 +33,10 @@ atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_err
 
 import torch  # noqa: E402
 
-from swavnb.bench import cycling_steps  # noqa: E402
-from swavnb.config import pretrain_config  # noqa: E402
-from swavnb.device import device_name, pick_device  # noqa: E402
-from swavnb.train import Pretrainer  # noqa: E402
+from swavnb.base.device import device_name, pick_device  # noqa: E402
+from swavnb.pretraining.config import pretrain_config  # noqa: E402
+from swavnb.pretraining.train import Pretrainer  # noqa: E402
+from swavnb.speed.bench import cycling_steps  # noqa: E402
 
 # (preset, aug, batch, steps per repetition): the benchmark's four cases (the paper preset at the
 # seed's batch and the CPU bench's smaller one) and the CPU study preset as the study runs it

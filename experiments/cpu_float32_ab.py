@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from swavnb.bench import cycling_steps
-from swavnb.config import pretrain_config
-from swavnb.device import device_name
-from swavnb.precision import native_bf16
-from swavnb.train import Pretrainer
+from swavnb.base.device import device_name
+from swavnb.base.precision import native_bf16
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import Pretrainer
+from swavnb.speed.bench import cycling_steps
 
 VARIANTS = {
     "default": {},

@@ -27,10 +27,10 @@ def _worker(workload: str, steps: int) -> float:
     """Steps per second of ``workload`` in this process, after two warm-up steps."""
     import torch
 
-    from swavnb.config import finetune_config, pretrain_config
-    from swavnb.data import batch_indices, label_subset
-    from swavnb.features import evaluation_data
-    from swavnb.train import Pretrainer
+    from swavnb.data.cifar import batch_indices, label_subset
+    from swavnb.evaluation.features import evaluation_data
+    from swavnb.pretraining.config import finetune_config, pretrain_config
+    from swavnb.pretraining.train import Pretrainer
 
     if workload.startswith("pretrain"):
         config = pretrain_config("quick", aug=workload.split()[1], device="cpu", amp="false")
@@ -44,8 +44,8 @@ def _worker(workload: str, steps: int) -> float:
             for i in range(2, 2 + steps):
                 step(i)
             return steps / (time.perf_counter() - tic)
-    from swavnb.finetune import train_finetune
-    from swavnb.model import cifar_resnet18
+    from swavnb.evaluation.finetune import train_finetune
+    from swavnb.method.model import cifar_resnet18
 
     config = finetune_config("quick", device="cpu", amp="false", n_evals=1)
     pool, test = evaluation_data(config)
@@ -83,7 +83,7 @@ def main() -> None:
         return
     import torch
 
-    from swavnb.device import device_name
+    from swavnb.base.device import device_name
 
     cores = len(os.sched_getaffinity(0))
     report = {

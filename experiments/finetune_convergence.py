@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from swavnb.config import finetune_config
-from swavnb.device import device_name, pick_device
-from swavnb.finetune import finetune
+from swavnb.base.device import device_name, pick_device
+from swavnb.evaluation.finetune import finetune
+from swavnb.pretraining.config import finetune_config
 
 
 def main() -> None:

@@ -22,11 +22,11 @@ import time
 
 import torch
 
-from swavnb.checkpoint import load_checkpoint
-from swavnb.config import finetune_config
-from swavnb.device import device_name
-from swavnb.features import evaluation_data, frozen_features, load_backbone
-from swavnb.probes import knn_accuracy
+from swavnb.base.checkpoint import load_checkpoint
+from swavnb.base.device import device_name
+from swavnb.evaluation.features import evaluation_data, frozen_features, load_backbone
+from swavnb.evaluation.probes import knn_accuracy
+from swavnb.pretraining.config import finetune_config
 
 
 def main() -> None:

@@ -5,11 +5,11 @@ Also runs unchanged under ``torchrun --nproc_per_node=N -m swavnb.pretrain ...``
 
 from __future__ import annotations
 
-from swavnb import cli
-from swavnb.config import PRESETS, PretrainConfig, pretrain_config
-from swavnb.distributed import teardown
-from swavnb.layout import CHECKPOINT, run_folder, shown
-from swavnb.train import pretrain
+from swavnb.base import cli
+from swavnb.base.distributed import teardown
+from swavnb.base.layout import CHECKPOINT, run_folder, shown
+from swavnb.pretraining.config import PRESETS, PretrainConfig, pretrain_config
+from swavnb.pretraining.train import pretrain
 
 
 def main(argv: list[str] | None = None) -> dict:

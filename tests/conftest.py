@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from swavnb.data import FOLDER, CifarSplit, load_cifar100
+from swavnb.data.cifar import FOLDER, CifarSplit, load_cifar100
 
 # A clone next to ../shared (e.g. ../ci-check) finds the data without SWAVNB_DATA.
 DATA_ROOT = Path(
@@ -49,7 +49,7 @@ def real_images(train_split: CifarSplit) -> torch.Tensor:
 def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Path]:
     """One real smoke-sized study (flip and random init, 10 % labels), shared by the study and nbval
     tests."""
-    from swavnb import study
+    from swavnb.study import plan as study
 
     root = tmp_path_factory.mktemp("smoke-study")
     folders = {"runs": root / "runs", "results": root / "results", "figures": root / "figures"}
@@ -71,9 +71,10 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> di
 
 @pytest.fixture
 def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
-    """Start a second process that holds a folder's lock (swavnb.run_guard) until the test ends."""
+    """Start a second process that holds a folder's lock (swavnb.base.run_guard) until the test
+    ends."""
     code = (
-        "import sys, time; from swavnb import run_guard\n"
+        "import sys, time; from swavnb.base import run_guard\n"
         "with run_guard.locked(sys.argv[1]):\n"
         "    print('held', flush=True); time.sleep(120)\n"
     )

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from swavnb.errors import DiskFullError
-from swavnb.layout import resolve, shown
+from swavnb.base.errors import DiskFullError
+from swavnb.base.layout import resolve, shown
 
 FORMAT = "swavnb-checkpoint-v1"
 

@@ -8,9 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
-from swavnb.checkpoint import CheckpointError
-from swavnb.data import DatasetNotFoundError
-from swavnb.errors import CompileError, DiskFullError, RunFolderBusy
+from swavnb.base.checkpoint import CheckpointError
+from swavnb.base.errors import CompileError, DatasetNotFoundError, DiskFullError, RunFolderBusy
 
 USER_ERRORS = (
     ValueError,

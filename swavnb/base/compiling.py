@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from swavnb.precision import auto_true_false
+from swavnb.base.precision import auto_true_false
 
 # auto under torchrun is eager: on CUDA BatchNorm becomes SyncBatchNorm, where dynamo graph-breaks
 # (pytorch/pytorch#161302, open), and compiled DDP has not run here on any device
@@ -26,7 +26,7 @@ SYNC_BN_REASON = (
 
 
 def check_compile(value: str | bool) -> str:
-    """The compile setting (:func:`swavnb.precision.auto_true_false`)."""
+    """The compile setting (:func:`swavnb.base.precision.auto_true_false`)."""
     return auto_true_false(value, "compile", "compile where a probe finds the compiler working")
 
 

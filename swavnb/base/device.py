@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from swavnb.precision import cpu_capability, precision_name, use_bf16
+from swavnb.base.precision import cpu_capability, precision_name, use_bf16
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from swavnb.device import pick_device
+from swavnb.base.device import pick_device
 
 
 @dataclass(frozen=True)

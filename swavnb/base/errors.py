@@ -6,6 +6,10 @@ from __future__ import annotations
 import sys
 
 
+class DatasetNotFoundError(FileNotFoundError):
+    """CIFAR-100 is neither on disk nor downloadable."""
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf; the last checkpoint is kept."""
 

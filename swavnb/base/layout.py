@@ -19,11 +19,11 @@ METRICS = "metrics.json"  # a pretraining run's per-epoch loss, lr, speed and pr
 RESULT = "result.json"  # one label-fraction evaluation's row
 KNN = "knn.json"  # one encoder's k-NN rows
 CLUSTERS = "clusters.json"  # one encoder's cluster-quality rows
-MANIFEST = "run.json"  # what a run folder holds (swavnb.run_guard)
-LOCK = ".lock"  # held by the process writing a run folder (swavnb.run_guard)
+MANIFEST = "run.json"  # what a run folder holds (swavnb.base.run_guard)
+LOCK = ".lock"  # held by the process writing a run folder (swavnb.base.run_guard)
 SCRATCH = "scratch"  # the aug name of the random-init encoder, as in results.csv
 NO_CHECKPOINT = "none"  # what a notebook or CLI takes for "random init"
-_SOURCE_CHECKOUT = Path(__file__).resolve().parents[1]
+_SOURCE_CHECKOUT = Path(__file__).resolve().parents[2]  # swavnb/base/layout.py
 
 
 def project_root() -> Path:

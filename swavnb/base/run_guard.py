@@ -20,9 +20,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from swavnb.checkpoint import write_json
-from swavnb.errors import RunFolderBusy, RunFolderError, in_notebook, setting
-from swavnb.layout import LOCK, MANIFEST, resolve, shown
+from swavnb.base.checkpoint import write_json
+from swavnb.base.errors import RunFolderBusy, RunFolderError, in_notebook, setting
+from swavnb.base.layout import LOCK, MANIFEST, resolve, shown
 
 _HELD: dict[Path, Any] = {}  # folder -> open lock file, for the locks this process holds
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from swavnb.layout import resolve
+from swavnb.base.errors import DatasetNotFoundError
+from swavnb.base.layout import resolve
 
 DATA_ENV = "SWAVNB_DATA"
 OFFLINE_ENV = "SWAVNB_OFFLINE"  # "1": never try to download (air-gapped machines fail fast)
@@ -19,10 +20,6 @@ FOLDER = "cifar-100-python"
 SPLITS = ("train", "test")
 N_CLASSES = 100
 N_SUPERCLASSES = 20
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """CIFAR-100 is neither on disk nor downloadable."""
 
 
 @dataclass
@@ -83,7 +80,7 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     """The folder that holds (or will hold) ``cifar-100-python/``.
 
     Order: the argument, else ``$SWAVNB_DATA``, else ``data``; a relative path is taken from the
-    project root (:func:`swavnb.layout.resolve`), whatever the working directory.
+    project root (:func:`swavnb.base.layout.resolve`), whatever the working directory.
     """
     if data_root:
         return resolve(data_root)

@@ -9,7 +9,6 @@ labels and the 20 superclasses. (b) gives every encoder, random init included, t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swavnb.augment import eval_transform
-from swavnb.precision import autocast, use_bf16
+from swavnb.base.precision import autocast, use_bf16
+from swavnb.method.augment import eval_transform
+from swavnb.method.usage import prototype_usage
 
 SCORES = ("nmi", "ari", "purity")
 METHODS = ("prototypes", "kmeans")
@@ -77,39 +77,6 @@ def prototype_scores(
             _, scores = model([eval_transform(images[start : start + batch_size].to(device))])
         chunks.append(scores[0].float().cpu())
     return torch.cat(chunks)
-
-
-def prototype_usage(scores: torch.Tensor) -> torch.Tensor:
-    """How many images have each prototype as their nearest: (K,) counts.
-
-    A healthy SwAV model spreads images over many prototypes; a collapsed one
-    piles them onto a few.
-
-    Args:
-        scores: (N, K) image-prototype scores (:func:`prototype_scores`), computed
-            once and shared with the cluster scores and the gallery.
-    """
-    if scores.dim() != 2:
-        raise ValueError(
-            f"scores must be (N, K) image-prototype scores, got shape {tuple(scores.shape)}"
-        )
-    nearest = scores.argmax(dim=1)  # (N,)
-    # a scatter, not bincount: on a GPU bincount reads its size back to the host, a sync per step
-    counts = torch.zeros(scores.shape[1], dtype=torch.int64, device=scores.device)
-    return counts.scatter_add_(0, nearest, torch.ones_like(nearest))
-
-
-def usage_summary(counts: torch.Tensor) -> dict[str, float]:
-    """Assignment diagnostics from per-prototype counts of nearest-prototype hits.
-
-    A collapsing run sends everything to a handful of prototypes: the entropy of
-    the counts (normalised by log K, so 1 = uniform) falls towards 0 and the share
-    of prototypes used drops.
-    """
-    p = counts.double().cpu() / counts.sum().clamp(min=1).item()
-    nonzero = p[p > 0]
-    entropy = -(nonzero * nonzero.log()).sum() / math.log(len(counts))
-    return {"usage_entropy": float(entropy), "prototypes_used": float((counts > 0).double().mean())}
 
 
 def kmeans_assignments(features: torch.Tensor, n_clusters: int, seed: int = 0) -> torch.Tensor:

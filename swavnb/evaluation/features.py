@@ -1,7 +1,8 @@
 """Features of a backbone: load it (or a random one), the evaluation images, frozen features and
 their cache, and the weighted k-NN of those features under both BN settings.
 
-Label-fraction evaluation (:mod:`swavnb.finetune`), the probes notebook and the headless study
+Label-fraction evaluation (:mod:`swavnb.evaluation.finetune`), the probes notebook and the headless
+study
 share these, so each backbone's frozen features are extracted once per BN setting.
 """
 
@@ -16,13 +17,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from swavnb.checkpoint import atomic_save, load_checkpoint
-from swavnb.config import FinetuneConfig, check_bn_stats
-from swavnb.data import CifarSplit, label_subset, load_cifar100
-from swavnb.layout import NO_CHECKPOINT, SCRATCH, encoder_folder, is_random_init, resolve, shown
-from swavnb.model import SwAVModel, cifar_resnet18
-from swavnb.precision import precision_name, use_bf16
-from swavnb.probes import extract_features, knn_accuracy, precise_batchnorm
+from swavnb.base.checkpoint import atomic_save, load_checkpoint
+from swavnb.base.layout import (
+    NO_CHECKPOINT,
+    SCRATCH,
+    encoder_folder,
+    is_random_init,
+    resolve,
+    shown,
+)
+from swavnb.base.precision import precision_name, use_bf16
+from swavnb.data.cifar import CifarSplit, label_subset, load_cifar100
+from swavnb.evaluation.probes import extract_features, knn_accuracy, precise_batchnorm
+from swavnb.method.model import SwAVModel, cifar_resnet18
+from swavnb.pretraining.config import FinetuneConfig, check_bn_stats
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ class Encoder:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """Which encoder, as a run folder's manifest records it (:mod:`swavnb.run_guard`)."""
+        """Which encoder, as a run folder's manifest records it (:mod:`swavnb.base.run_guard`)."""
         return {"aug": self.aug, "preset": self.preset, "seed": self.seed}
 
     @property
@@ -182,7 +190,8 @@ def frozen_features(
     Args:
         tag: identifies the backbone (:attr:`Encoder.tag`).
         bn_stats: ``precise`` (BN statistics recomputed on the pool's clean images, see
-            :func:`swavnb.probes.precise_batchnorm`) or ``ema``; default ``config.bn_stats``.
+            :func:`swavnb.evaluation.probes.precise_batchnorm`) or ``ema``; default
+            ``config.bn_stats``.
 
     Returns:
         (N_pool, 512) and (N_test, 512) float32 features on the CPU.

@@ -1,7 +1,5 @@
-"""Label-fraction evaluation of a pretrained (or random) backbone.
-
-``python -m swavnb.finetune --checkpoint C|none --fraction F --mode finetune|linear --out DIR``
-"""
+"""Label-fraction evaluation of a pretrained (or random) backbone: fine-tuning the whole network
+(the seed's protocol) or a linear classifier on frozen features (``python -m swavnb.finetune``)."""
 
 from __future__ import annotations
 
@@ -14,20 +12,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swavnb import cli, run_guard
-from swavnb.accuracy import per_group_accuracy, topk_accuracy
-from swavnb.augment import finetune_transform, view_seed
-from swavnb.checkpoint import load_checkpoint, write_json
-from swavnb.config import FRACTIONS, MODES, PRESETS, FinetuneConfig, finetune_config
-from swavnb.data import CifarSplit, batch_indices, check_fraction, label_subset
-from swavnb.device import device_name, pick_device
-from swavnb.evaluation_runs import open_evaluation
-from swavnb.features import evaluation_data, frozen_features
-from swavnb.intervals import accuracy_se
-from swavnb.layout import RESULT, SCRATCH, is_random_init, resolve, shown
-from swavnb.model import BACKBONE_DIM
-from swavnb.precision import autocast, precision_name, use_bf16
-from swavnb.probes import extract_features
+from swavnb.base import run_guard
+from swavnb.base.checkpoint import write_json
+from swavnb.base.device import device_name, pick_device
+from swavnb.base.layout import RESULT, SCRATCH, resolve, shown
+from swavnb.base.precision import autocast, precision_name, use_bf16
+from swavnb.data.cifar import CifarSplit, batch_indices, check_fraction, label_subset
+from swavnb.evaluation.accuracy import per_group_accuracy, topk_accuracy
+from swavnb.evaluation.features import evaluation_data, frozen_features
+from swavnb.evaluation.folders import open_evaluation
+from swavnb.evaluation.intervals import accuracy_se
+from swavnb.evaluation.probes import extract_features
+from swavnb.method.augment import finetune_transform, view_seed
+from swavnb.method.model import BACKBONE_DIM
+from swavnb.pretraining.config import MODES, FinetuneConfig
 
 
 def _n_steps(config: FinetuneConfig, n_labelled: int, epochs: int) -> tuple[int, int]:
@@ -46,7 +44,7 @@ def planned_steps(config: FinetuneConfig, fraction: float) -> tuple[int, int]:
 
 def seconds_per_step(config: FinetuneConfig, steps: int = 5) -> float:
     """Time of one fine-tuning step here, measured on random images at the preset's size."""
-    from swavnb.model import cifar_resnet18
+    from swavnb.method.model import cifar_resnet18
 
     device = pick_device(config.device)
     model = nn.Sequential(cifar_resnet18(), nn.Linear(BACKBONE_DIM, 100)).to(device)
@@ -225,8 +223,9 @@ def finetune(
         fraction: share of the labelled pool used, in (0, 1] (stratified, nested subsets).
         mode: ``finetune`` (whole network, the seed's protocol) or ``linear`` (frozen features).
         out_dir: None or '' derives it from the run: ``<mode>-<fraction>`` in the encoder's folder
-            (:func:`swavnb.layout.evaluation_folder`), as the study does.
-        config: evaluation settings (a preset, see :func:`swavnb.config.finetune_config`).
+            (:func:`swavnb.base.layout.evaluation_folder`), as the study does.
+        config: evaluation settings (a preset, see
+        :func:`swavnb.pretraining.config.finetune_config`).
         cache_dir: where ``linear`` keeps extracted features (default: the encoder's folder).
         runs_dir: where a random-init encoder's folder is. Relative paths are taken from the
             project root.
@@ -268,7 +267,7 @@ def finetune(
             "fraction": fraction,
             "top1": accuracy[1],
             "top5": accuracy[5],
-            # the binomial error of the test measurement (swavnb.intervals)
+            # the binomial error of the test measurement (swavnb.evaluation.intervals)
             "top1_se": round(accuracy_se(accuracy[1], len(test)), 4),
             "top5_se": round(accuracy_se(accuracy[5], len(test)), 4),
             "epochs": round(epochs, 2),
@@ -293,45 +292,3 @@ def finetune(
         }
         write_json(out / RESULT, row)
     return row
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = cli.parser(
-        "python -m swavnb.finetune",
-        "Top-1/top-5 of a backbone trained on a fraction of the labels",
-        FinetuneConfig,
-    )
-    parser.add_argument(
-        "--checkpoint", required=True, help="pretraining checkpoint.pt, or 'none' for random init"
-    )
-    parser.add_argument(
-        "--fraction", type=float, required=True, help=f"label fraction in (0, 1], e.g. {FRACTIONS}"
-    )
-    parser.add_argument("--mode", default="finetune", help=f"one of {', '.join(MODES)}")
-    parser.add_argument(
-        "--out",
-        default="",
-        help="folder for result.json (default: <mode>-<fraction> in the checkpoint's folder, or "
-        "runs/<preset>/scratch/seed-<seed>/ for random init)",
-    )
-    parser.add_argument(
-        "--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: the checkpoint's)"
-    )
-    parser.add_argument("--cache", default=None, help="folder for cached features (linear mode)")
-    args, extra = parser.parse_known_args(argv)
-    overrides = cli.parse_overrides(extra, FinetuneConfig)
-    trained = None if is_random_init(args.checkpoint) else load_checkpoint(args.checkpoint)
-    preset = args.preset or ("quick" if trained is None else trained["config"]["preset"])
-    if trained is not None:  # a replicate: evaluated with its pretraining's seed unless told
-        overrides.setdefault("seed", trained["config"]["seed"])
-    config = finetune_config(preset, **overrides)
-    row = finetune(args.checkpoint, args.fraction, args.mode, args.out, config, args.cache)
-    print(
-        f"{row['aug']} {row['mode']} {100 * row['fraction']:g}% labels: top-1 {row['top1']:.2f}  "
-        f"top-5 {row['top5']:.2f}  ({row['seconds']:.0f} s), {row['out_dir']}/{RESULT}"
-    )
-    return row
-
-
-if __name__ == "__main__":
-    cli.run(main)

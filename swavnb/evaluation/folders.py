@@ -1,5 +1,6 @@
 """Which folder an evaluation or probes run of an encoder writes, and what that folder's manifest
-says it holds (:mod:`swavnb.run_guard`), for the notebooks, the command line and the study alike."""
+says it holds (:mod:`swavnb.base.run_guard`), for the notebooks, the command line and the study
+alike."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from typing import Any
 
 from torch import nn
 
-from swavnb import run_guard
-from swavnb.config import FinetuneConfig, as_dict
-from swavnb.features import Encoder, load_encoder, read_encoder
-from swavnb.layout import CLUSTERS, KNN, RESULT, evaluation_folder, resolve
+from swavnb.base import run_guard
+from swavnb.base.layout import CLUSTERS, KNN, RESULT, evaluation_folder, resolve
+from swavnb.evaluation.features import Encoder, load_encoder, read_encoder
+from swavnb.pretraining.config import FinetuneConfig, as_dict
 
 # settings that change where and how fast an evaluation runs, never its result
 RUNTIME_FIELDS = frozenset({"device", "amp", "data_root", "channels_last"})

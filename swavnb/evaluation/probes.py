@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swavnb.accuracy import topk_accuracy
-from swavnb.augment import eval_transform
-from swavnb.precision import autocast, use_bf16
+from swavnb.base.precision import autocast, use_bf16
+from swavnb.evaluation.accuracy import topk_accuracy
+from swavnb.method.augment import eval_transform
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ Every random parameter is drawn per image from one ``torch.Generator`` on the
 images' device (on a GPU the colour ops' order follows that generator's host-side
 state), so a batch is augmented in a handful of tensor ops (no per-image PIL, no
 host round trip) and a run is reproducible from its seed. Colour ops are
-torchvision's definitions with per-image factors (:mod:`swavnb.colour`).
+torchvision's definitions with per-image factors (:mod:`swavnb.method.colour`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from swavnb import colour
+from swavnb.method import colour
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -66,7 +66,7 @@ SWAV_JITTER = ColorJitter(
 
 def view_seed(seed: int, step: int, rank: int = 0) -> int:
     """The seed of the views one rank draws at one global step: a function of (seed, step, rank)
-    only, as the batch order is of (seed, epoch) (:func:`swavnb.data.epoch_permutation`).
+    only, as the batch order is of (seed, epoch) (:func:`swavnb.data.cifar.epoch_permutation`).
 
     Reseeding the generator with it before every step makes a resumed run draw what an
     uninterrupted one does on every rank, with no generator state to save (a CUDA generator's

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from swavnb.sinkhorn import sinkhorn
+from swavnb.method.sinkhorn import sinkhorn
 
 
 def swav_loss(

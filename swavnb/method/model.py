@@ -123,7 +123,7 @@ class SwAVModel(nn.Module):
         cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
     ) -> SwAVModel:
         """Rebuild a pretrained model from a ``pretrain`` checkpoint file alone."""
-        from swavnb.checkpoint import load_checkpoint
+        from swavnb.base.checkpoint import load_checkpoint
 
         state = load_checkpoint(path, map_location=map_location)
         model = cls(**state["model_hparams"])

@@ -10,9 +10,9 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
-from swavnb.compiling import check_compile
-from swavnb.data import check_image_size
-from swavnb.precision import check_amp
+from swavnb.base.compiling import check_compile
+from swavnb.base.precision import check_amp
+from swavnb.data.cifar import check_image_size
 
 PRESETS = ("paper", "swav", "quick", "smoke")
 MODES = ("finetune", "linear")
@@ -83,7 +83,7 @@ class PretrainConfig:
     channels_last: bool = True  # faster convolutions on GPUs and oneDNN CPUs
     # torch.compile the network: it pays at batch 256 and not for the short CPU presets, which would
     # also wait for the compile (docs/performance.md); auto = where a probe finds the compiler
-    # working, in single-process runs (swavnb.compiling)
+    # working, in single-process runs (swavnb.base.compiling)
     compile: str = "auto"
     # cuDNN's and torch's deterministic algorithms, Inductor without autotuning: makes a CUDA run
     # repeatable at some speed (the CPU's kernels are deterministic anyway); process-wide flags
@@ -283,8 +283,8 @@ def finetune_config(preset: str = "quick", **overrides: Any) -> FinetuneConfig:
 
 def validate_pretrain(config: PretrainConfig) -> None:
     """Fail before any work is done, naming the field and its valid values."""
-    from swavnb.augment import AUGMENTATIONS
-    from swavnb.model import HEADS
+    from swavnb.method.augment import AUGMENTATIONS
+    from swavnb.method.model import HEADS
 
     choices = {
         "aug": AUGMENTATIONS,

@@ -17,19 +17,25 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from swavnb import distributed, run_guard
-from swavnb.augment import Augmentation, MultiCrop, view_seed
-from swavnb.checkpoint import load_checkpoint, save_checkpoint, write_json
-from swavnb.clusters import prototype_usage, usage_summary
-from swavnb.compiling import compiler_failure, one_line, resolve_compile
-from swavnb.config import PretrainConfig, as_dict, validate_pretrain
-from swavnb.data import CifarSplit, batch_indices, label_subset, load_cifar100, steps_per_epoch
-from swavnb.device import device_name, set_deterministic, shared_with_jobs
-from swavnb.errors import CompileError, NonFiniteLossError, in_notebook, setting
-from swavnb.layout import CHECKPOINT, METRICS, resolve, shown
-from swavnb.loss import swav_loss
-from swavnb.model import SwAVModel
-from swavnb.precision import autocast, precision_name, use_bf16
+from swavnb.base import distributed, run_guard
+from swavnb.base.checkpoint import load_checkpoint, save_checkpoint, write_json
+from swavnb.base.compiling import compiler_failure, one_line, resolve_compile
+from swavnb.base.device import device_name, set_deterministic, shared_with_jobs
+from swavnb.base.errors import CompileError, NonFiniteLossError, in_notebook, setting
+from swavnb.base.layout import CHECKPOINT, METRICS, resolve, shown
+from swavnb.base.precision import autocast, precision_name, use_bf16
+from swavnb.data.cifar import (
+    CifarSplit,
+    batch_indices,
+    label_subset,
+    load_cifar100,
+    steps_per_epoch,
+)
+from swavnb.method.augment import Augmentation, MultiCrop, view_seed
+from swavnb.method.loss import swav_loss
+from swavnb.method.model import SwAVModel
+from swavnb.method.usage import prototype_usage, usage_summary
+from swavnb.pretraining.config import PretrainConfig, as_dict, validate_pretrain
 
 # where the data lives, the device, its precision (bf16 or float32: the same training within bf16
 # noise), compiling, the choice of deterministic kernels and how often a run logs or saves do not
@@ -48,7 +54,8 @@ RESUMABLE_CHANGES = frozenset(
 
 
 def pretrain_identity(config: PretrainConfig) -> dict[str, Any]:
-    """What a pretraining run folder holds (:mod:`swavnb.run_guard`): the fields that change the
+    """What a pretraining run folder holds (:mod:`swavnb.base.run_guard`): the fields that change
+    the
     training, not those a run may resume with changed."""
     return {
         "kind": "pretrain",
@@ -72,7 +79,8 @@ def progress_bar(**options: Any) -> tqdm:
 @contextlib.contextmanager
 def _compile_failure_names_the_fix() -> Iterator[None]:
     # the forward graph compiles at the first forward, the backward graph at the first backward, and
-    # Triton may build a launcher at a kernel's first launch (swavnb.compiling.compiler_failure)
+    # Triton may build a launcher at a kernel's first launch
+    # (swavnb.base.compiling.compiler_failure)
     try:
         yield
     except Exception as error:
@@ -289,7 +297,7 @@ class Pretrainer:
         self.model.load_state_dict(state["model"])
         if (
             state["optimizer"] is None
-        ):  # an imported model (swavnb.transfer): finished, nothing to resume
+        ):  # an imported model (swavnb.study.transfer): finished, nothing to resume
             if not state["finished"]:
                 raise ValueError(
                     f"'{self.ckpt_path}' holds no optimiser state and is unfinished: "
@@ -568,7 +576,7 @@ def pretrain(
     as an uninterrupted run (same seed, same device).
 
     Raises:
-        RunFolderError: ``out_dir`` holds another run (:mod:`swavnb.run_guard`).
+        RunFolderError: ``out_dir`` holds another run (:mod:`swavnb.base.run_guard`).
         RunFolderBusy: another process is writing ``out_dir``.
 
     Returns:

@@ -34,13 +34,13 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from swavnb.checkpoint import write_json
-from swavnb.config import pretrain_config
-from swavnb.data import epoch_permutation
-from swavnb.device import available_cores, pick_device, run_facts
-from swavnb.precision import autocast, precision_name, use_bf16
-from swavnb.reference import ReferenceTrainer
-from swavnb.train import Pretrainer, training_images
+from swavnb.base.checkpoint import write_json
+from swavnb.base.device import available_cores, pick_device, run_facts
+from swavnb.base.precision import autocast, precision_name, use_bf16
+from swavnb.data.cifar import epoch_permutation
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import Pretrainer, training_images
+from swavnb.speed.reference import ReferenceTrainer
 
 
 def _sync(device: torch.device) -> None:

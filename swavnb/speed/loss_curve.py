@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from swavnb.checkpoint import write_json
-from swavnb.config import PretrainConfig, pretrain_config
-from swavnb.data import batch_indices
-from swavnb.device import available_cores, device_kind, pick_device, run_facts
-from swavnb.reference import ReferenceTrainer
-from swavnb.train import Pretrainer, training_images
+from swavnb.base.checkpoint import write_json
+from swavnb.base.device import available_cores, device_kind, pick_device, run_facts
+from swavnb.data.cifar import batch_indices
+from swavnb.pretraining.config import PretrainConfig, pretrain_config
+from swavnb.pretraining.train import Pretrainer, training_images
+from swavnb.speed.reference import ReferenceTrainer
 
 
 def ours_losses(config: PretrainConfig, out: Path) -> tuple[list[float], dict[str, Any]]:
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         write_json(args.json, report)
     if args.figures:
-        from swavnb.plots import save_figure, step_loss_curves
+        from swavnb.study.plots import save_figure, step_loss_curves
 
         title = f"{report['preset']}/{report['aug']}: fast path vs reference ({report['device']})"
         save_figure(

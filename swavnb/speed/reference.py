@@ -1,7 +1,7 @@
 """The standard way people write the SwAV input pipeline, kept as the benchmark's baseline.
 
 torchvision PIL transforms per image inside a ``DataLoader`` with worker processes,
-float32 tensors: what ``swavnb.augment`` replaces with batched on-device ops.
+float32 tensors: what ``swavnb.method.augment`` replaces with batched on-device ops.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from swavnb.augment import (
+from swavnb.method.augment import (
     CIFAR100_MEAN,
     CIFAR100_STD,
     SEED_JITTER,
@@ -21,10 +21,15 @@ from swavnb.augment import (
     ColorJitter,
     MultiCrop,
 )
-from swavnb.config import PretrainConfig
-from swavnb.loss import swav_loss
-from swavnb.model import SwAVModel
-from swavnb.train import learning_rate, make_augmentation, make_optimizer, set_learning_rate
+from swavnb.method.loss import swav_loss
+from swavnb.method.model import SwAVModel
+from swavnb.pretraining.config import PretrainConfig
+from swavnb.pretraining.train import (
+    learning_rate,
+    make_augmentation,
+    make_optimizer,
+    set_learning_rate,
+)
 
 
 def _jitter(jitter: ColorJitter) -> T.RandomApply:
@@ -35,7 +40,7 @@ def _jitter(jitter: ColorJitter) -> T.RandomApply:
 def view_transforms(
     name: str, multicrop: MultiCrop | None = None, n_views: int = 2
 ) -> list[T.Compose]:
-    """One torchvision pipeline per view, matching ``swavnb.augment.Augmentation(name)``."""
+    """One torchvision pipeline per view, matching ``swavnb.method.augment.Augmentation(name)``."""
     finish = [T.ToTensor(), T.Normalize(CIFAR100_MEAN, CIFAR100_STD)]
     if name == "flip":
         return [T.Compose([T.RandomHorizontalFlip(), *finish])] * n_views

@@ -1,5 +1,5 @@
 """The seed's claims, tested on the study's rows: every comparison a claim makes, with its effect
-and 95 % interval (:mod:`swavnb.intervals`), and a verdict computed from those intervals.
+and 95 % interval (:mod:`swavnb.evaluation.intervals`), and a verdict computed from those intervals.
 
 A claim *holds* when every comparison it makes is above zero beyond its interval, *does not hold*
 when one is below zero beyond its interval, and otherwise *cannot tell at this scale*.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from swavnb.intervals import Estimate, paired_difference
+from swavnb.evaluation.intervals import Estimate, paired_difference
 
 PRETRAINED = ("jitter", "flip", "swav")
 SCRATCH = "scratch"
@@ -119,7 +119,7 @@ def claims_markdown(rows: pd.DataFrame, preset: str) -> str:
     lines = [
         f"# Claims tested on preset `{preset}`",
         "",
-        "Computed from `results.csv` by `swavnb.claims`; effects are top-1 differences in "
+        "Computed from `results.csv` by `swavnb.study.claims`; effects are top-1 differences in "
         f"percentage points with 95 % intervals, paired by seed ({len(seeds)} seed(s): "
         f"{', '.join(map(str, seeds))}). With one seed the interval is the test-set error only. "
         "A claim holds when every comparison is above zero beyond its interval, does not hold when "

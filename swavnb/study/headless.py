@@ -14,23 +14,23 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from swavnb import cli, run_guard
-from swavnb.clusters import cluster_assignments, prototype_scores, score_rows
-from swavnb.config import FinetuneConfig, finetune_config, pretrain_config
-from swavnb.device import pick_device
-from swavnb.evaluation_runs import is_done, open_evaluation
-from swavnb.features import evaluation_data, frozen_features, knn_by_bn_stats
-from swavnb.finetune import finetune
-from swavnb.layout import (
+from swavnb.base import cli, run_guard
+from swavnb.base.device import pick_device
+from swavnb.base.layout import (
     SCRATCH,
     encoder_checkpoint,
     figures_folder,
     run_folder,
 )
-from swavnb.model import SwAVModel
-from swavnb.results import NoRunsError, save_clusters, save_knn, write_results
-from swavnb.sweeps import KNN_K, collect_sweep, write_sweep
-from swavnb.train import pretrain
+from swavnb.evaluation.clusters import cluster_assignments, prototype_scores, score_rows
+from swavnb.evaluation.features import evaluation_data, frozen_features, knn_by_bn_stats
+from swavnb.evaluation.finetune import finetune
+from swavnb.evaluation.folders import is_done, open_evaluation
+from swavnb.method.model import SwAVModel
+from swavnb.pretraining.config import FinetuneConfig, finetune_config, pretrain_config
+from swavnb.pretraining.train import pretrain
+from swavnb.study.results import NoRunsError, save_clusters, save_knn, write_results
+from swavnb.study.sweeps import KNN_K, collect_sweep, write_sweep
 
 
 def _runs_dir(p: Mapping[str, Any]) -> str:
@@ -115,7 +115,7 @@ def run_knn(p: Mapping[str, Any]) -> None:
 
 def run_sweep(p: Mapping[str, Any]) -> None:
     """A sweep's rows (results/<preset>/sweep-<field>.csv), its figure, and the claims table."""
-    from swavnb import plots
+    from swavnb.study import plots
 
     preset, field = p["preset"], p["field"]
     csv = write_sweep(_runs_dir(p), preset, field, p.get("results_dir") or "results")
@@ -176,11 +176,14 @@ def run_step(notebook: str, parameters: Mapping[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m swavnb.headless NOTEBOOK '{"preset": ...}'``: one step, as ``study --headless``
+    """``python -m swavnb.study.headless NOTEBOOK '{"preset": ...}'``: one step, as ``study
+    --headless``
     starts it."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m swavnb.headless", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m swavnb.study.headless", description=main.__doc__
+    )
     parser.add_argument("notebook", choices=sorted(STEPS))
     parser.add_argument("parameters", help="the step's notebook parameters as a JSON object")
     args = parser.parse_args(argv)

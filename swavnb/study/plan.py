@@ -7,9 +7,11 @@
 
 Pretrains every aug, evaluates every encoder (random init included) on every label
 fraction in both modes, runs the probes, then gathers the tables and figures. Each step
-is one executed notebook under ``runs/<preset>/notebooks/`` (:mod:`swavnb.scheduler` runs them);
+is one executed notebook under ``runs/<preset>/notebooks/`` (:mod:`swavnb.study.scheduler` runs
+them);
 steps whose results exist are skipped, so an interrupted study continues where it stopped.
-Relative paths are taken from the project root (:mod:`swavnb.layout`), wherever the command runs.
+Relative paths are taken from the project root (:mod:`swavnb.base.layout`), wherever the command
+runs.
 """
 
 from __future__ import annotations
@@ -21,24 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from swavnb import run_guard
-from swavnb.augment import AUGMENTATIONS
-from swavnb.checkpoint import load_checkpoint
-from swavnb.compiling import check_compile
-from swavnb.config import (
-    FRACTIONS,
-    MODES,
-    PRESETS,
-    PretrainConfig,
-    as_dict,
-    finetune_config,
-    pretrain_config,
-)
-from swavnb.data import check_fraction
-from swavnb.device import hardware
-from swavnb.errors import DamagedExportError, DiskFullError, RunFolderBusy, RunFolderError
-from swavnb.evaluation_runs import is_done
-from swavnb.layout import (
+from swavnb.base import run_guard
+from swavnb.base.checkpoint import load_checkpoint
+from swavnb.base.compiling import check_compile
+from swavnb.base.device import hardware
+from swavnb.base.errors import DamagedExportError, DiskFullError, RunFolderBusy, RunFolderError
+from swavnb.base.layout import (
     CHECKPOINT,
     SCRATCH,
     encoder_checkpoint,
@@ -48,10 +38,22 @@ from swavnb.layout import (
     run_folder,
     shown,
 )
-from swavnb.publish import publish
-from swavnb.scheduler import Step, StepFailed, run
-from swavnb.sweeps import KNN_K, LINEAR_FRACTION, Sweep, parse_sweep, sweep_checkpoints
-from swavnb.train import pretrain_identity
+from swavnb.data.cifar import check_fraction
+from swavnb.evaluation.folders import is_done
+from swavnb.method.augment import AUGMENTATIONS
+from swavnb.pretraining.config import (
+    FRACTIONS,
+    MODES,
+    PRESETS,
+    PretrainConfig,
+    as_dict,
+    finetune_config,
+    pretrain_config,
+)
+from swavnb.pretraining.train import pretrain_identity
+from swavnb.study.publish import publish
+from swavnb.study.scheduler import Step, StepFailed, run
+from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, Sweep, parse_sweep, sweep_checkpoints
 
 STUDY_AUGS = ("jitter", "flip", "swav")  # the seed's two strategies, then SwAV's recipe
 STUDY_FIX = "move that folder away, or run the study with another --runs_dir"
@@ -97,7 +99,7 @@ def study_fractions(
 def finetune_cost(steps: Sequence[Step], preset: str, measure_above: int = 1500) -> str:
     """What the planned fine-tuning costs, said before it runs: runs, steps per label count, and
     above ``measure_above`` steps the time, from one step timed here."""
-    from swavnb.finetune import planned_steps, seconds_per_step
+    from swavnb.evaluation.finetune import planned_steps, seconds_per_step
 
     runs = [s for s in steps if s.notebook == "finetune"]
     if not runs:
@@ -139,7 +141,7 @@ def plan(
     encoder's need none, and results come after everything: what ``--jobs`` may run side by side.
     ``probes=False`` leaves the probes out (a GPU node whose encoders are probed after --import).
     Steps get the parameters that define their run (preset, aug, seed, mode, fraction) and derive
-    their folders from them exactly as the notebooks do (:mod:`swavnb.layout`).
+    their folders from them exactly as the notebooks do (:mod:`swavnb.base.layout`).
     """
     folders = {
         "data_root": shown(data_root) if data_root else "",
@@ -254,7 +256,7 @@ def plan_sweep(
     figures_dir: str | Path = "figures",
 ) -> list[Step]:
     """A sweep's steps: pretrain every value (and seed), evaluate each by the linear probe at
-    :data:`swavnb.sweeps.LINEAR_FRACTION` and k-NN, then its rows, figure and claims line.
+    :data:`swavnb.study.sweeps.LINEAR_FRACTION` and k-NN, then its rows, figure and claims line.
 
     Every step runs headless (no notebook has every field as a parameter); each encoder's folder is
     ``runs/<preset>/sweep-<field>/<value>/<aug>/seed-<s>`` and resumes as the study's do.
@@ -368,7 +370,7 @@ def _compile(text: str) -> str:
 
 def _exporter(args: argparse.Namespace) -> Callable[[Step], None]:
     """After each finished step: the results archive again, and a pretraining's model."""
-    from swavnb import transfer
+    from swavnb.study import transfer
 
     def export(step: Step) -> None:
         if step.notebook == "pretrain":
@@ -384,14 +386,14 @@ def _exporter(args: argparse.Namespace) -> Callable[[Step], None]:
 
 
 def benchmark(runs_dir: str | Path, preset: str, timeout: int = 300) -> Path:
-    """Time the training step first (``swavnb.bench``, flip at batch 256) into
+    """Time the training step first (``swavnb.speed.bench``, flip at batch 256) into
     ``runs_dir/<preset>/bench.json``."""
     out = resolve(runs_dir) / preset / "bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
         "-m",
-        "swavnb.bench",
+        "swavnb.speed.bench",
         "--augs",
         "flip",
         "--batches",
@@ -487,7 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         "encoders); for a GPU one ResNet-18 cannot fill (default 1)",
     )
     parser.add_argument(
-        "--bench", action="store_true", help="first time the training step (swavnb.bench, ~1 min)"
+        "--bench",
+        action="store_true",
+        help="first time the training step (swavnb.bench, ~1 min)",
     )
     parser.add_argument(
         "--export",
@@ -582,7 +586,7 @@ def _run_study(args: argparse.Namespace, steps: list[Step]) -> int:
     bench_failed = ""
     try:
         if args.import_dir:
-            from swavnb.transfer import import_study
+            from swavnb.study.transfer import import_study
 
             imported = import_study(args.import_dir, args.runs_dir, args.preset)
             print(
@@ -627,7 +631,3 @@ def _run_study(args: argparse.Namespace, steps: list[Step]) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,12 +20,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
-from swavnb.augment import Augmentation, denormalize
-from swavnb.clusters import usage_summary
-from swavnb.layout import resolve
-from swavnb.results import SEED_MODE, SEED_RESULTS, aug_rank, seed_labels, summarise
-from swavnb.sweeps import KNN_K, LINEAR_FRACTION, SEED_CHOICES
-from swavnb.sweeps import summarise as sweep_summary
+from swavnb.base.layout import resolve
+from swavnb.method.augment import Augmentation, denormalize
+from swavnb.method.usage import usage_summary
+from swavnb.study.results import SEED_MODE, SEED_RESULTS, aug_rank, seed_labels, summarise
+from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, SEED_CHOICES
+from swavnb.study.sweeps import summarise as sweep_summary
 
 _PALETTE = sns.color_palette("deep")
 AUG_COLORS = {
@@ -74,7 +74,7 @@ def training_curves(metrics: Mapping[str, Any]) -> Figure:
     """Per-epoch loss, learning rate, throughput and prototype usage of one pretraining run.
 
     Args:
-        metrics: what :func:`swavnb.train.pretrain` returns (or its ``metrics.json``).
+        metrics: what :func:`swavnb.pretraining.train.pretrain` returns (or its ``metrics.json``).
 
     Returns:
         A 2 x 2 figure: loss, lr, images/s, and usage entropy with the share of prototypes used.
@@ -138,7 +138,7 @@ def finetune_curves(row: Mapping[str, Any]) -> Figure:
     """Train and test top-1 over the steps of one evaluation run, and its training loss.
 
     Args:
-        row: the result row of :func:`swavnb.finetune.finetune` (or its ``result.json``).
+        row: the result row of :func:`swavnb.evaluation.finetune.finetune` (or its ``result.json``).
     """
     curves = pd.DataFrame(row["curves"])
     fig, axes = _figure(1, 2, (10.0, 3.8))
@@ -241,7 +241,7 @@ def usage_histogram(counts: torch.Tensor, title: str = "") -> Figure:
 
     Args:
         counts: (K,) images whose nearest prototype is each one
-            (:func:`swavnb.clusters.prototype_usage`).
+            (:func:`swavnb.evaluation.clusters.prototype_usage`).
     """
     ordered = counts.sort(descending=True).values.cpu().numpy()
     summary = usage_summary(counts)
@@ -271,10 +271,10 @@ def prototype_gallery(
 
     Args:
         images: (N, 3, S, S) uint8 images the scores were computed on.
-        rows: :func:`swavnb.clusters.gallery` rows.
+        rows: :func:`swavnb.evaluation.clusters.gallery` rows.
         names: class names, indexed by the labels the rows were built from.
     """
-    from swavnb.clusters import majority_names
+    from swavnb.evaluation.clusters import majority_names
 
     width = max(len(row["images"]) for row in rows)
     fig, axes = _figure(len(rows), width, (1.1 * width + 1.6, 1.15 * len(rows)), style="white")
@@ -298,7 +298,7 @@ def prototype_gallery(
 
 def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
     """Top-1 and top-5 against the number of labelled images, one line per encoder (random init
-    included), with 95 % intervals as error bars (:func:`swavnb.results.summarise`).
+    included), with 95 % intervals as error bars (:func:`swavnb.study.results.summarise`).
 
     In ``finetune`` mode, the seed's protocol, its published numbers (single runs) are drawn as
     dashed lines in the colour of the same aug, at their label counts.
@@ -364,7 +364,7 @@ def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
     more, and the seed's own value dotted.
 
     Args:
-        rows: :func:`swavnb.sweeps.collect_sweep`'s rows.
+        rows: :func:`swavnb.study.sweeps.collect_sweep`'s rows.
     """
     if rows.empty:
         raise ValueError(f"the {field} sweep has no finished runs to draw")
@@ -464,7 +464,8 @@ def step_loss_curves(
     (solid).
 
     Args:
-        curves: run label -> loss at every step, as ``swavnb.bench --loss-curve`` records them.
+        curves: run label -> loss at every step, as ``swavnb.speed.bench --loss-curve`` records
+        them.
     """
     fig, axes = _figure(1, 1, (7.0, 4.0))
     ax = axes[0, 0]

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from swavnb.layout import notebooks_folder, resolve
+from swavnb.base.layout import notebooks_folder, resolve
 
 # the run whose executed notebooks --publish copies into notebooks/
 PUBLISHED = {

@@ -14,14 +14,14 @@ from typing import Any
 
 import pandas as pd
 
-from swavnb.checkpoint import write_json
-from swavnb.claims import claims_markdown
-from swavnb.clusters import COLUMNS as CLUSTER_COLUMNS
-from swavnb.clusters import METHODS, SCORES
-from swavnb.config import BN_STATS
-from swavnb.intervals import Estimate, accuracy_se, mean_interval
-from swavnb.layout import CLUSTERS, KNN, METRICS, RESULT, resolve, results_folder
-from swavnb.sweeps import collect_sweep, sweep_claims, sweep_fields
+from swavnb.base.checkpoint import write_json
+from swavnb.base.layout import CLUSTERS, KNN, METRICS, RESULT, resolve, results_folder
+from swavnb.evaluation.clusters import COLUMNS as CLUSTER_COLUMNS
+from swavnb.evaluation.clusters import METHODS, SCORES
+from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval
+from swavnb.pretraining.config import BN_STATS
+from swavnb.study.claims import claims_markdown
+from swavnb.study.sweeps import collect_sweep, sweep_claims, sweep_fields
 
 # The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
 SEED_RESULTS: dict[str, dict[float, tuple[float, float]]] = {
@@ -113,7 +113,7 @@ def save_knn(
 
     Args:
         knn: ``{bn_stats: {k: {"top1": %, "top5": %}}}``, each inner mapping as
-            :func:`swavnb.probes.knn_accuracy` returns it.
+            :func:`swavnb.evaluation.probes.knn_accuracy` returns it.
         seed, test_images: the replicate, and how many test images (for the rows' errors).
     """
     rows = [
@@ -149,7 +149,7 @@ def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def save_clusters(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> pd.DataFrame:
-    """Write one encoder's cluster-quality rows (:func:`swavnb.clusters.score_rows`) to
+    """Write one encoder's cluster-quality rows (:func:`swavnb.evaluation.clusters.score_rows`) to
     ``out_dir/clusters.json``."""
     write_json(resolve(out_dir) / CLUSTERS, rows)
     return pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS))
@@ -264,7 +264,7 @@ def seed_labels(aug: str) -> dict[int, tuple[float, float]]:
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per (aug, mode, number of labels): top-1 and top-5 as means over seeds with their
-    95 % intervals (:func:`swavnb.intervals.mean_interval`)."""
+    95 % intervals (:func:`swavnb.evaluation.intervals.mean_interval`)."""
     lines = []
     for (aug, mode, labels), runs in rows.groupby(["aug", "mode", "n_labels"], sort=False):
         top1 = mean_interval(list(runs["top1"]), list(runs["top1_se"]))
@@ -476,7 +476,7 @@ class StudyResults:
     claims: str  # the Markdown of claims.md: the seed's claims tested on the rows
     csv: Path
     markdown: Path
-    sweeps: dict[str, pd.DataFrame]  # each swept field's rows (swavnb.sweeps.collect_sweep)
+    sweeps: dict[str, pd.DataFrame]  # each swept field's rows (swavnb.study.sweeps.collect_sweep)
 
 
 class NoRunsError(FileNotFoundError):
@@ -489,7 +489,7 @@ def write_results(
     """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv,
     clusters.csv, tables.md and claims.md.
 
-    Relative folders are taken from the project root (:func:`swavnb.layout.resolve`).
+    Relative folders are taken from the project root (:func:`swavnb.base.layout.resolve`).
 
     Raises:
         NoRunsError: ``runs_dir/<preset>`` holds no evaluation, probe or pretraining run; nothing is

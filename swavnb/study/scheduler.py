@@ -17,8 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from swavnb.device import JOBS_ENV, available_cores
-from swavnb.layout import notebooks_folder, project_root, shown
+from swavnb.base.device import JOBS_ENV, available_cores
+from swavnb.base.layout import notebooks_folder, project_root, shown
 
 KERNEL = "python3"
 
@@ -98,7 +98,8 @@ def job_environment(jobs: int) -> dict[str, str]:
 
 
 def execute_headless(step: Step, environment: dict[str, str] | None = None) -> None:
-    """Run one step through the package's functions (:mod:`swavnb.headless`) in a process of its
+    """Run one step through the package's functions (:mod:`swavnb.study.headless`) in a process of
+    its
     own, with ``environment`` added to this process's (:func:`job_environment`).
 
     Its own process gives each concurrent step its own memory and CUDA context; its output goes to
@@ -107,7 +108,13 @@ def execute_headless(step: Step, environment: dict[str, str] | None = None) -> N
     log_file = step.log_file
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(environment or {})}
-    command = [sys.executable, "-m", "swavnb.headless", step.notebook, json.dumps(step.parameters)]
+    command = [
+        sys.executable,
+        "-m",
+        "swavnb.study.headless",
+        step.notebook,
+        json.dumps(step.parameters),
+    ]
     with open(log_file, "w") as out:
         code = subprocess.run(
             command, cwd=project_root(), env=env, stdout=out, stderr=subprocess.STDOUT

@@ -18,9 +18,9 @@ from typing import Any, get_type_hints
 
 import pandas as pd
 
-from swavnb.config import PretrainConfig, parse_value, pretrain_config
-from swavnb.intervals import Estimate, accuracy_se, mean_interval, paired_difference
-from swavnb.layout import CHECKPOINT, KNN, METRICS, RESULT, resolve, sweep_folder
+from swavnb.base.layout import CHECKPOINT, KNN, METRICS, RESULT, resolve, sweep_folder
+from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval, paired_difference
+from swavnb.pretraining.config import PretrainConfig, parse_value, pretrain_config
 
 # fields that change where or how a run goes, not what it learns, and the run's own identity
 NOT_SWEPT = frozenset(

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from swavnb.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_bytes
-from swavnb.errors import DamagedExportError, RunFolderError
-from swavnb.layout import CHECKPOINT, MANIFEST, resolve, run_folder, shown
+from swavnb.base.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_bytes
+from swavnb.base.errors import DamagedExportError, RunFolderError
+from swavnb.base.layout import CHECKPOINT, MANIFEST, resolve, run_folder, shown
 
 FORMAT = "swavnb-export-v1"
 PART_BYTES = 15 * 2**20

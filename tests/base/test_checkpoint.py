@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from swavnb.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
-from swavnb.config import pretrain_config
-from swavnb.model import SwAVModel
-from swavnb.train import pretrain
+from swavnb.base.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
+from swavnb.method.model import SwAVModel
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import pretrain
 
 
 @pytest.fixture(scope="module")

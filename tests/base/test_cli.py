@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from swavnb import cli, finetune, pretrain
+from swavnb import finetune, pretrain
+from swavnb.base import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -34,7 +35,15 @@ def _run(*args: str) -> subprocess.CompletedProcess:
             "fraction must be in (0, 1]",
         ),
         (
-            ("swavnb.finetune", "--checkpoint", "none", "--fraction", "1.5", "--out", "x"),
+            (
+                "swavnb.finetune",
+                "--checkpoint",
+                "none",
+                "--fraction",
+                "1.5",
+                "--out",
+                "x",
+            ),
             "fraction must be in (0, 1]",
         ),
         (
@@ -65,7 +74,13 @@ def test_bad_input_is_one_clear_line(args, message, capsys):
 
 def test_a_missing_checkpoint_is_one_clear_line_from_the_command():
     result = _run(
-        "swavnb.finetune", "--checkpoint", "missing.pt", "--fraction", "0.1", "--out", "x"
+        "swavnb.finetune",
+        "--checkpoint",
+        "missing.pt",
+        "--fraction",
+        "0.1",
+        "--out",
+        "x",
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

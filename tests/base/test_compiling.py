@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from swavnb import compiling
-from swavnb.compiling import check_compile, compiler_failure, resolve_compile
+from swavnb.base import compiling
+from swavnb.base.compiling import check_compile, compiler_failure, resolve_compile
 
 
 def test_compile_reads_like_amp_and_names_the_choices():

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from swavnb import device
-from swavnb.device import (
+from swavnb.base import device
+from swavnb.base.device import (
     available_cores,
     device_kind,
     device_name,

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from swavnb import layout
-from swavnb.data import resolve_data_root
-from swavnb.layout import (
+from swavnb.base import layout
+from swavnb.base.layout import (
     encoder_checkpoint,
     encoder_folder,
     evaluation_folder,
@@ -19,8 +18,9 @@ from swavnb.layout import (
     run_folder,
     shown,
 )
+from swavnb.data.cifar import resolve_data_root
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def test_relative_paths_are_taken_from_the_checkout_not_the_working_directory(

@@ -7,9 +7,14 @@ import inspect
 import pytest
 import torch
 
-from swavnb import clusters, finetune, probes
-from swavnb.config import FinetuneConfig, PretrainConfig, finetune_config, pretrain_config
-from swavnb.precision import check_amp, cpu_capability, native_bf16, use_bf16
+from swavnb.base.precision import check_amp, cpu_capability, native_bf16, use_bf16
+from swavnb.evaluation import clusters, finetune, probes
+from swavnb.pretraining.config import (
+    FinetuneConfig,
+    PretrainConfig,
+    finetune_config,
+    pretrain_config,
+)
 
 
 def _cpu_has(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool) -> None:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from swavnb import checkpoint, cli, pretrain, run_guard
-from swavnb.checkpoint import write_json
-from swavnb.errors import DiskFullError, RunFolderBusy, RunFolderError
-from swavnb.layout import LOCK, MANIFEST
+from swavnb import pretrain
+from swavnb.base import checkpoint, cli, run_guard
+from swavnb.base.checkpoint import write_json
+from swavnb.base.errors import DiskFullError, RunFolderBusy, RunFolderError
+from swavnb.base.layout import LOCK, MANIFEST
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IDENTITY = {"kind": "pretrain", "preset": "smoke", "aug": "flip", "seed": 0, "config": {"lr": 0.1}}
 
 

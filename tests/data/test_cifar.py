@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import swavnb.data as data
-from swavnb.data import (
+import swavnb.data.cifar as data
+from swavnb.base.layout import project_root
+from swavnb.data.cifar import (
     DATA_ENV,
     FOLDER,
     DatasetNotFoundError,
@@ -21,7 +22,6 @@ from swavnb.data import (
     resolve_data_root,
     steps_per_epoch,
 )
-from swavnb.layout import project_root
 
 FRACTIONS = (0.01, 0.1, 0.3, 0.4, 1.0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swavnb.accuracy import per_group_accuracy, topk_accuracy
+from swavnb.evaluation.accuracy import per_group_accuracy, topk_accuracy
 
 
 def test_topk_counts_label_among_highest_scores():

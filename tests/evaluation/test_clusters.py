@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swavnb.augment import eval_transform
-from swavnb.clusters import (
+from swavnb.evaluation.clusters import (
     COLUMNS,
     cluster_assignments,
     cluster_scores,
@@ -14,13 +13,13 @@ from swavnb.clusters import (
     kmeans_assignments,
     majority_names,
     prototype_scores,
-    prototype_usage,
     purity,
     score_rows,
-    usage_summary,
 )
-from swavnb.model import SwAVModel
-from swavnb.results import collect_clusters, save_clusters, write_results
+from swavnb.method.augment import eval_transform
+from swavnb.method.model import SwAVModel
+from swavnb.method.usage import prototype_usage
+from swavnb.study.results import collect_clusters, save_clusters, write_results
 
 
 def test_a_perfect_assignment_scores_one_whatever_the_cluster_names():
@@ -132,12 +131,3 @@ def test_the_csv_has_a_row_per_encoder_method_target_and_score(tmp_path):
     results = write_results("smoke", tmp_path / "runs", tmp_path / "results")
     assert (tmp_path / "results" / "smoke" / "clusters.csv").is_file()
     assert "## Cluster quality" in results.tables and "| scratch | – | – |" in results.tables
-
-
-def test_usage_summary_detects_collapse():
-    uniform = usage_summary(torch.full((100,), 5))
-    collapsed = usage_summary(torch.tensor([500] + [0] * 99))
-    assert uniform["usage_entropy"] == pytest.approx(1.0) and uniform["prototypes_used"] == 1.0
-    assert collapsed["usage_entropy"] == pytest.approx(0.0) and collapsed[
-        "prototypes_used"
-    ] == pytest.approx(0.01)

@@ -7,21 +7,21 @@ import json
 import pytest
 import torch
 
-import swavnb.features
-import swavnb.finetune
-from swavnb.checkpoint import load_checkpoint
-from swavnb.config import finetune_config, pretrain_config
-from swavnb.features import (
+import swavnb.evaluation.features
+import swavnb.evaluation.finetune
+from swavnb.base.checkpoint import load_checkpoint
+from swavnb.base.layout import SCRATCH
+from swavnb.evaluation.features import (
     evaluation_data,
     frozen_features,
     knn_by_bn_stats,
     load_encoder,
 )
-from swavnb.finetune import finetune, train_finetune
-from swavnb.layout import SCRATCH
-from swavnb.model import cifar_resnet18
-from swavnb.probes import extract_features, knn_accuracy, precise_batchnorm
-from swavnb.train import pretrain
+from swavnb.evaluation.finetune import finetune, train_finetune
+from swavnb.evaluation.probes import extract_features, knn_accuracy, precise_batchnorm
+from swavnb.method.model import cifar_resnet18
+from swavnb.pretraining.config import finetune_config, pretrain_config
+from swavnb.pretraining.train import pretrain
 
 TINY = dict(
     train_images=200,
@@ -70,7 +70,7 @@ def _spy_on_evaluation(monkeypatch) -> dict:
     state before and after, its parameter names and the other arguments."""
     seen = {}
     for name in ("train_finetune", "frozen_features"):
-        real = getattr(swavnb.finetune, name)
+        real = getattr(swavnb.evaluation.finetune, name)
 
         def spy(backbone, *args, real=real, **kwargs):
             state = lambda: {k: v.detach().clone() for k, v in backbone.state_dict().items()}
@@ -79,7 +79,7 @@ def _spy_on_evaluation(monkeypatch) -> dict:
             seen["after"] = state()
             return result
 
-        monkeypatch.setattr(swavnb.finetune, name, spy)
+        monkeypatch.setattr(swavnb.evaluation.finetune, name, spy)
     return seen
 
 
@@ -147,13 +147,13 @@ def test_finetuning_moves_the_backbone_at_lr_backbone_and_a_random_one_at_lr_hea
 def test_linear_extracts_features_once_for_every_fraction(tmp_path, checkpoint, monkeypatch):
     calls = []
     for name in ("precise_batchnorm", "extract_features"):
-        real = getattr(swavnb.features, name)
+        real = getattr(swavnb.evaluation.features, name)
 
         def counted(*args, real=real, name=name, **kwargs):
             calls.append(name)
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(swavnb.features, name, counted)
+        monkeypatch.setattr(swavnb.evaluation.features, name, counted)
     config = finetune_config("smoke", **TINY)
     first = finetune(
         str(checkpoint), 1.0, "linear", tmp_path / "a", config, cache_dir=tmp_path / "cache"

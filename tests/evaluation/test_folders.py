@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from swavnb import features
-from swavnb.config import finetune_config, pretrain_config
-from swavnb.errors import RunFolderError
-from swavnb.evaluation_runs import is_done, open_evaluation
-from swavnb.finetune import finetune
-from swavnb.layout import CHECKPOINT, RESULT, run_folder
-from swavnb.train import pretrain
+from swavnb.base.errors import RunFolderError
+from swavnb.base.layout import CHECKPOINT, RESULT, run_folder
+from swavnb.evaluation import features
+from swavnb.evaluation.finetune import finetune
+from swavnb.evaluation.folders import is_done, open_evaluation
+from swavnb.pretraining.config import finetune_config, pretrain_config
+from swavnb.pretraining.train import pretrain
 
 TINY = dict(train_images=200, test_images=100, epochs=1, min_steps=2, batch_size=50)
 TINY_PRETRAIN = dict(train_images=32, batch_size=16, epochs=1, n_prototypes=10, feat_dim=8)

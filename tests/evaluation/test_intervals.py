@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from swavnb.intervals import Z95, accuracy_se, mean_interval, paired_difference
+from swavnb.evaluation.intervals import Z95, accuracy_se, mean_interval, paired_difference
 
 
 def test_the_test_set_error_is_the_binomial_one_and_shrinks_with_more_images():

@@ -7,9 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swavnb.augment import eval_transform
-from swavnb.model import SwAVModel, cifar_resnet18
-from swavnb.probes import (
+from swavnb.evaluation.probes import (
     extract_features,
     knn_accuracy,
     knn_scores,
@@ -17,6 +15,8 @@ from swavnb.probes import (
     precise_batchnorm,
     tsne_embedding,
 )
+from swavnb.method.augment import eval_transform
+from swavnb.method.model import SwAVModel, cifar_resnet18
 
 
 def _clusters(n_per_class: int, n_classes: int, dim: int = 16, noise: float = 0.05, seed: int = 0):

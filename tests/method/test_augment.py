@@ -10,7 +10,8 @@ import torch
 from matplotlib.colors import rgb_to_hsv
 from torchvision.transforms import v2
 
-from swavnb.augment import (
+from swavnb.data.cifar import downsample
+from swavnb.method.augment import (
     AUGMENTATIONS,
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -24,9 +25,8 @@ from swavnb.augment import (
     random_resized_crop_flip,
     to_unit_float,
 )
-from swavnb.config import pretrain_config
-from swavnb.data import downsample
-from swavnb.train import make_augmentation
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import make_augmentation
 
 MEAN = torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(CIFAR100_STD).view(1, 3, 1, 1)
@@ -254,7 +254,8 @@ def test_eval_transform_is_plain_normalisation(images):
 
 
 def test_hue_shift_spans_the_requested_fraction_of_the_wheel(real_images):
-    # Hue is measured with matplotlib's own HSV code, independent of the swavnb.colour ops under
+    # Hue is measured with matplotlib's own HSV code, independent of the swavnb.method.colour ops
+    # under
     # test.
     x = to_unit_float(real_images[:64])
     out = color_jitter(x, gen(5), ColorJitter(0.0, 0.0, 0.0, 0.1))
@@ -285,7 +286,7 @@ def test_low_resolution_runs_get_views_at_their_size(real_images, name):
 def test_colour_op_order_is_drawn_on_the_host_on_a_gpu_and_from_the_generator_on_a_cpu(
     philox_like,
 ):
-    from swavnb.augment import _op_order
+    from swavnb.method.augment import _op_order
 
     # the CPU: the generator's own randperm, as before (the CPU's random stream is unchanged)
     cpu, drawn = gen(4), gen(4)

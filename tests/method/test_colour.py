@@ -1,4 +1,5 @@
-"""swavnb.colour computes what kornia's torchvision-matching colour ops compute, on real images."""
+"""swavnb.method.colour computes what kornia's torchvision-matching colour ops compute, on real
+images."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from swavnb import colour
+from swavnb.method import colour
 
 kornia = pytest.importorskip("kornia")
 
@@ -67,8 +68,9 @@ def test_the_package_imports_and_augments_without_kornia():
     code = (
         "import sys; sys.modules['kornia'] = None\n"
         "import torch\n"
-        "from swavnb.augment import Augmentation\n"
-        "from swavnb import study, train, finetune\n"
+        "from swavnb.method.augment import Augmentation\n"
+        "from swavnb.study import plan\nfrom swavnb.pretraining import train\n"
+        "from swavnb.evaluation import finetune\n"
         "views = Augmentation('swav')(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), "
         "torch.Generator().manual_seed(0))\nprint(len(views))"
     )

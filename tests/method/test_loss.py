@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swavnb.loss import swav_loss
-from swavnb.sinkhorn import sinkhorn
+from swavnb.method.loss import swav_loss
+from swavnb.method.sinkhorn import sinkhorn
 
 BATCH, K, T = 32, 20, 0.1
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from swavnb.loss import swav_loss
-from swavnb.model import BACKBONE_DIM, SwAVModel, cifar_resnet18
+from swavnb.method.loss import swav_loss
+from swavnb.method.model import BACKBONE_DIM, SwAVModel, cifar_resnet18
 
 N_PROTOTYPES = 10
 

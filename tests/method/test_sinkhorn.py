@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swavnb.sinkhorn import sinkhorn
+from swavnb.method.sinkhorn import sinkhorn
 
 
 def random_scores(

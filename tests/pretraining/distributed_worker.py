@@ -1,7 +1,9 @@
-"""Run by tests/test_distributed.py as ``torchrun --nproc_per_node=2 distributed_worker.py OUT``
+"""Run by tests/pretraining/test_distributed.py as ``torchrun --nproc_per_node=2
+distributed_worker.py OUT``
 (gloo, CPU).
 
-``OUT/broken`` holds the run tests/sigkill_pretrain.py killed mid-epoch (queue and prototype
+``OUT/broken`` holds the run tests/pretraining/sigkill_pretrain.py killed mid-epoch (queue and
+prototype
 freezing on). This script resumes it to the end and trains
 ``OUT/straight`` uninterrupted (the test compares their checkpoints); checks Sinkhorn on each rank's
 shard against the codes of the concatenated batch; trains ``OUT/shards`` with views that depend on
@@ -21,10 +23,10 @@ import torch.distributed as dist
 from sigkill_pretrain import KILLED_RUN
 from torch import nn
 
-from swavnb.augment import eval_transform
-from swavnb.config import pretrain_config
-from swavnb.sinkhorn import sinkhorn
-from swavnb.train import Pretrainer
+from swavnb.method.augment import eval_transform
+from swavnb.method.sinkhorn import sinkhorn
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import Pretrainer
 
 # SGD: Adam's first steps move a weight by +-lr whatever its gradient, so float noise would flip
 # whole steps; the queue is full from step 2 on and joins Sinkhorn at once

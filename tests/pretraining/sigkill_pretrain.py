@@ -1,4 +1,5 @@
-"""``python tests/sigkill_pretrain.py STEP ARGS...``: ``python -m swavnb.pretrain ARGS...`` that
+"""``python tests/pretraining/sigkill_pretrain.py STEP ARGS...``: ``python -m swavnb.pretrain
+ARGS...`` that
 SIGKILLs itself at the start of global step STEP (every rank, under torchrun).
 
 The resume tests kill a run here rather than after a delay, so the kill lands where they need it
@@ -11,8 +12,9 @@ import os
 import signal
 import sys
 
-from swavnb import distributed, pretrain
-from swavnb.train import Pretrainer
+from swavnb import pretrain
+from swavnb.base import distributed
+from swavnb.pretraining.train import Pretrainer
 
 # 100 images (64 requested, at least one per class), batch 16: 6 steps per epoch. Killed in epoch 2
 # one step after its mid-epoch checkpoint (step 3), with the queue (2 batches) full and in use and

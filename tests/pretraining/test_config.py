@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from swavnb.cli import parse_overrides
-from swavnb.config import PRESETS, FinetuneConfig, PretrainConfig, finetune_config, pretrain_config
+from swavnb.base.cli import parse_overrides
+from swavnb.pretraining.config import (
+    PRESETS,
+    FinetuneConfig,
+    PretrainConfig,
+    finetune_config,
+    pretrain_config,
+)
 
 
 def test_paper_preset_is_the_seed_setup():

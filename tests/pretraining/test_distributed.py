@@ -14,12 +14,12 @@ import torch
 from distributed_worker import SHARDED, per_sample_network, record_scores
 from sigkill_pretrain import KILL_STEP, KILLED_RUN, pretrain_args
 
-from swavnb.checkpoint import load_checkpoint
-from swavnb.config import pretrain_config
-from swavnb.train import Pretrainer
+from swavnb.base.checkpoint import load_checkpoint
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import Pretrainer
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "tests"
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = ROOT / "tests" / "pretraining"
 
 
 def _free_port() -> int:

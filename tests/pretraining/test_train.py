@@ -15,14 +15,14 @@ import torch
 from sigkill_pretrain import KILLED_RUN
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import swavnb.train
-from swavnb.checkpoint import load_checkpoint
-from swavnb.config import pretrain_config
-from swavnb.data import batch_indices
-from swavnb.errors import CompileError, NonFiniteLossError
-from swavnb.loss import swav_loss
-from swavnb.model import SwAVModel
-from swavnb.train import Pretrainer, learning_rate, pretrain
+import swavnb.pretraining.train
+from swavnb.base.checkpoint import load_checkpoint
+from swavnb.base.errors import CompileError, NonFiniteLossError
+from swavnb.data.cifar import batch_indices
+from swavnb.method.loss import swav_loss
+from swavnb.method.model import SwAVModel
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import Pretrainer, learning_rate, pretrain
 
 # 8 px: what these tests check (resume, metrics, refusals, compile) needs no resolution
 SMALL = dict(
@@ -246,7 +246,7 @@ def _spy_on_the_queue(trainer: Pretrainer, monkeypatch) -> tuple[list, list]:
         pushed.append(torch.stack([e.detach().clone() for e in embeddings[:2]]))  # (2, B, D)
         update(loss, embeddings, global_step)
 
-    monkeypatch.setattr(swavnb.train, "swav_loss", loss)
+    monkeypatch.setattr(swavnb.pretraining.train, "swav_loss", loss)
     trainer.update = spy_update
     return joined, pushed
 
@@ -489,7 +489,7 @@ def fake_cuda(monkeypatch):
     amp=auto picks on a bf16 GPU (autocast's two availability checks say yes)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from swavnb import augment
+    from swavnb.method import augment
 
     monkeypatch.setattr(torch.cuda.amp.common, "amp_definitely_not_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
@@ -529,12 +529,12 @@ def test_a_pretraining_step_on_cuda_never_waits_for_the_host(
     tensors: no scalar read-back and no host copy, each of which would stall the GPU's queue.
     Backward and the optimiser cannot run on fake CUDA tensors (the autograd engine asks for a CUDA
     context); they read nothing back."""
-    from swavnb.clusters import prototype_usage
-    from swavnb.train import _new_tally
+    from swavnb.method.usage import prototype_usage
+    from swavnb.pretraining.train import _new_tally
 
     images = torch.zeros(32, 3, 16, 16, dtype=torch.uint8)
     split = type("Split", (), {"images": images})
-    monkeypatch.setattr("swavnb.train.training_images", lambda config: split)
+    monkeypatch.setattr("swavnb.pretraining.train.training_images", lambda config: split)
     config = pretrain_config(
         "smoke", aug=aug, device="cpu", amp=True, batch_size=16, n_local_crops=4, image_size=16
     )
@@ -564,9 +564,9 @@ def test_a_pretraining_step_on_cuda_never_waits_for_the_host(
 def test_a_finetuning_step_on_cuda_never_waits_for_the_host(fake_cuda, philox_like):
     """Fine-tuning's transform, bf16 forward, loss and running tallies, as train_finetune runs a
     step, on fake CUDA tensors."""
-    from swavnb.augment import finetune_transform
-    from swavnb.model import cifar_resnet18
-    from swavnb.precision import autocast
+    from swavnb.base.precision import autocast
+    from swavnb.method.augment import finetune_transform
+    from swavnb.method.model import cifar_resnet18
 
     waits = []
     with fake_cuda:
@@ -610,7 +610,8 @@ def torch_flags():
 def test_a_deterministic_cuda_run_sets_the_flags_before_it_touches_the_gpu(
     tmp_path, monkeypatch, torch_flags
 ):
-    from swavnb import distributed, train
+    from swavnb.base import distributed
+    from swavnb.pretraining import train
 
     class DataWouldGoToTheGpuNow(Exception):
         pass

@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from swavnb.bench import (
+from swavnb.base.precision import native_bf16
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import Pretrainer
+from swavnb.speed.bench import (
     _convolutions_use_tf32,
     _float32_matmul_like_convolutions,
     main,
     step_flops_per_image,
 )
-from swavnb.config import pretrain_config
-from swavnb.precision import native_bf16
-from swavnb.train import Pretrainer
 
 
 def test_bench_times_every_phase_of_the_step_and_counts_its_flops(tmp_path):

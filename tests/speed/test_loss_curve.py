@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from swavnb.config import pretrain_config
-from swavnb.data import batch_indices
-from swavnb.device import device_kind
-from swavnb.loss_curve import main, verdict
-from swavnb.train import Pretrainer
+from swavnb.base.device import device_kind
+from swavnb.data.cifar import batch_indices
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import Pretrainer
+from swavnb.speed.loss_curve import main, verdict
 
 
 def test_loss_curve_compares_both_paths_and_a_rerun_over_the_same_steps(tmp_path):

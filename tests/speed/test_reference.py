@@ -6,11 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swavnb.augment import Augmentation, MultiCrop, denormalize
-from swavnb.config import pretrain_config
-from swavnb.model import SwAVModel
-from swavnb.reference import MultiViewDataset, ReferenceTrainer, reference_loader, view_transforms
-from swavnb.train import learning_rate
+from swavnb.method.augment import Augmentation, MultiCrop, denormalize
+from swavnb.method.model import SwAVModel
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import learning_rate
+from swavnb.speed.reference import (
+    MultiViewDataset,
+    ReferenceTrainer,
+    reference_loader,
+    view_transforms,
+)
 
 
 def _statistics(views: torch.Tensor) -> dict[str, torch.Tensor]:

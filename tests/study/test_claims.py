@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from swavnb.claims import FAILS, HOLDS, UNSURE, claims_markdown, comparisons, verdicts
+from swavnb.study.claims import FAILS, HOLDS, UNSURE, claims_markdown, comparisons, verdicts
 
 
 def _rows(table: dict[str, dict[int, list[float]]], mode: str = "finetune") -> pd.DataFrame:

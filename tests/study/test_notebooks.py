@@ -20,9 +20,9 @@ import nbformat
 import papermill
 import pytest
 
-from swavnb.layout import LOCK
+from swavnb.base.layout import LOCK
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("pretrain", "finetune", "probes", "results")
 
 
@@ -171,7 +171,8 @@ def test_a_progress_bar_in_a_notebook_is_one_live_widget_not_an_output_per_updat
     import nbclient
 
     code = (
-        "from swavnb.config import pretrain_config\nfrom swavnb.train import pretrain\n"
+        "from swavnb.pretraining.config import pretrain_config\n"
+        "from swavnb.pretraining.train import pretrain\n"
         "config = pretrain_config('smoke', aug='flip', train_images=64, batch_size=16, epochs=2,\n"
         "                         image_size=8, local_size=4, n_prototypes=10, feat_dim=8)\n"
         f"metrics = pretrain(config, {str(tmp_path / 'run')!r}, progress=True)"

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from papermill.translators import PythonTranslator
 
-from swavnb import study
-from swavnb.layout import notebooks_folder
-from swavnb.study import main, plan
+from swavnb.base.layout import notebooks_folder
+from swavnb.study import plan as study
+from swavnb.study.plan import main, plan
 
 NOTEBOOKS = notebooks_folder()
 
@@ -238,9 +238,9 @@ def test_modes_can_leave_out_the_linear_evaluations():
 
 
 def test_a_study_never_counts_another_configs_run_as_its_own(tmp_path, capsys):
-    from swavnb.config import pretrain_config
-    from swavnb.layout import run_folder
-    from swavnb.train import pretrain
+    from swavnb.base.layout import run_folder
+    from swavnb.pretraining.config import pretrain_config
+    from swavnb.pretraining.train import pretrain
 
     # a user's flip run (e.g. a notebook pointed at the wrong folder) where the study's swav belongs
     swav = run_folder("smoke", "swav", 0, tmp_path)

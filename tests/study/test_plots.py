@@ -8,9 +8,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from swavnb import plots
-from swavnb.augment import Augmentation, MultiCrop
-from swavnb.results import SEED_RESULTS
+from swavnb.method.augment import Augmentation, MultiCrop
+from swavnb.study import plots
+from swavnb.study.results import SEED_RESULTS
 
 
 def _metrics(aug: str = "flip", n_epochs: int = 3) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from swavnb.publish import PUBLISHED, bake_parameters, publish
+from swavnb.study.publish import PUBLISHED, bake_parameters, publish
 
 
 def _executed(parameters: str, injected: str) -> nbformat.NotebookNode:

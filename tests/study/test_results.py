@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from swavnb.results import (
+from swavnb.study.results import (
     COLUMNS,
     SEED_RESULTS,
     NoRunsError,

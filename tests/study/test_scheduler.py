@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from swavnb import scheduler
-from swavnb.scheduler import Step, StepFailed, run
+from swavnb.study import scheduler
+from swavnb.study.scheduler import Step, StepFailed, run
 
 
 def _fake_study(tmp_path: Path, executed: list[str], monkeypatch: pytest.MonkeyPatch) -> list[Step]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from swavnb import study
-from swavnb.layout import CHECKPOINT, sweep_folder
-from swavnb.sweeps import collect_sweep, parse_sweep, sweep_claims, verdict
+from swavnb.base.layout import CHECKPOINT, sweep_folder
+from swavnb.study import plan as study
+from swavnb.study.sweeps import collect_sweep, parse_sweep, sweep_claims, verdict
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from swavnb import transfer
-from swavnb.checkpoint import load_checkpoint, save_checkpoint, write_json
-from swavnb.config import pretrain_config
-from swavnb.errors import DamagedExportError, RunFolderError
-from swavnb.train import pretrain
+from swavnb.base.checkpoint import load_checkpoint, save_checkpoint, write_json
+from swavnb.base.errors import DamagedExportError, RunFolderError
+from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.train import pretrain
+from swavnb.study import transfer
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""CIFAR-100 as uint8 tensors: loading, stratified subsets, batch orders."""

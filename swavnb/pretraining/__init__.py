@@ -1,0 +1,1 @@
+"""Pretraining runs: their configs and presets, and the resumable training loop."""

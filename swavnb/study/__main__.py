@@ -1,0 +1,7 @@
+"""``python -m swavnb.study``: the whole study (:mod:`swavnb.study.plan`)."""
+
+import sys
+
+from swavnb.study.plan import main
+
+sys.exit(main())
