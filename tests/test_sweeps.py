@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from swavnb import study
-from swavnb.layout import CHECKPOINT, sweep_folder
+from swavnb.layout import CHECKPOINT, run_folder, sweep_folder
 from swavnb.sweeps import collect_sweep, parse_sweep, sweep_claims, verdict
 
 
@@ -58,28 +58,33 @@ def test_the_verdict_on_the_seeds_choice_comes_from_the_rows():
 
 def test_a_smoke_sweep_trains_each_value_once_resumes_and_gathers_its_rows(tmp_path, capsys):
     folders = [f"--{name}_dir" for name in ("runs", "results", "figures")]
-    argv = ["--preset", "smoke", "--augs", "flip", "--sweep", "n_prototypes=10,20", "--headless"]
+    # 30 is the smoke preset's own: that value is the study's run of flip, linked, not trained twice
+    argv = ["--preset", "smoke", "--augs", "flip", "--sweep", "n_prototypes=10,30", "--headless"]
     argv += ["--jobs", "2"]
     for flag in folders:
         argv += [flag, str(tmp_path / flag.strip("-").removesuffix("_dir"))]
     assert study.main(argv) == 0, capsys.readouterr().err
     runs = tmp_path / "runs"
     rows = collect_sweep(runs, "smoke", "n_prototypes")
-    assert list(rows["value"]) == [10, 20] and rows["linear_top1"].notna().all()
+    assert list(rows["value"]) == [10, 30] and rows["linear_top1"].notna().all()
     assert rows["knn_top1"].notna().all() and (rows["final_loss"] > 0).all()
     csv = pd.read_csv(tmp_path / "results" / "smoke" / "sweep-n_prototypes.csv")
-    assert list(csv["value"]) == [10, 20]
+    assert list(csv["value"]) == [10, 30]
+    linked = sweep_folder("smoke", "n_prototypes", 30, "flip", 0, runs)
+    assert (
+        linked.is_symlink() and linked.resolve() == run_folder("smoke", "flip", 0, runs).resolve()
+    )
     assert (tmp_path / "figures" / "smoke" / "sweep-n_prototypes.png").is_file()
     lines = sweep_claims(runs, "smoke")
     assert any(line.startswith("| n_prototypes | 3,000 prototypes") for line in lines)
-    # an interruption that lost value 20's run: the rerun trains it again, and only it
-    kept = sweep_folder("smoke", "n_prototypes", 10, "flip", 0, runs) / CHECKPOINT
+    # an interruption that lost value 10's run: the rerun trains it again, and only it
+    kept = linked / CHECKPOINT
     stamp = kept.stat().st_mtime_ns
-    lost = sweep_folder("smoke", "n_prototypes", 20, "flip", 0, runs)
+    lost = sweep_folder("smoke", "n_prototypes", 10, "flip", 0, runs)
     for path in sorted(lost.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     capsys.readouterr()
     assert study.main(argv) == 0
     out = capsys.readouterr().out
-    assert out.count("skipped, results exist") == 3  # value 10: pretraining, linear, k-NN
+    assert out.count("skipped, results exist") == 3  # value 30: pretraining, linear, k-NN
     assert kept.stat().st_mtime_ns == stamp and (lost / CHECKPOINT).is_file()
