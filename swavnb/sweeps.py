@@ -228,9 +228,11 @@ def sweep_checkpoints(
     for seed in seeds:
         for value in sweep.values:
             folder = sweep_folder(preset, sweep.field, value, aug, seed, runs_dir)
-            if value == default and not folder.exists():
+            if value == default and not folder.is_symlink() and not folder.exists():
+                study_run = run_folder(preset, aug, seed, runs_dir)
+                study_run.mkdir(parents=True, exist_ok=True)  # a sweep run before the study's
                 folder.parent.mkdir(parents=True, exist_ok=True)
-                target = os.path.relpath(run_folder(preset, aug, seed, runs_dir), folder.parent)
+                target = os.path.relpath(study_run, folder.parent)
                 folder.symlink_to(target, target_is_directory=True)  # relative: the runs may move
             runs.append((value, seed, folder / CHECKPOINT))
     return runs
