@@ -270,7 +270,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # the images ours trains on (Pretrainer picks the same subset from train_images), loaded once
     # for every case
-    train = training_images(pretrain_config("paper", train_images=args.images))
+    train = training_images(
+        pretrain_config("paper", train_images=args.images, batch_size=min(batches))
+    )
     device = pick_device(args.device)
     ours_precision = precision_name(use_bf16(args.amp, device))
     # the peak of each pipeline's own precision: a bf16 peak is not measured where bf16 is emulated

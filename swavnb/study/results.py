@@ -140,6 +140,7 @@ def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
     rows = [
         {"seed": 0, "test_images": None, **row}  # rows from before seeds were recorded
         for path in _study_files(run_dir, KNN)
+        if path.parent.name.startswith("probes")  # not a sweep's k-NN rows in a study folder
         for row in json.loads(path.read_text())
     ]
     frame = pd.DataFrame(rows, columns=list(KNN_COLUMNS)).round(

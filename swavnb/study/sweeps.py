@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 
 import pandas as pd
 
-from swavnb.base.layout import CHECKPOINT, KNN, METRICS, RESULT, resolve, sweep_folder
+from swavnb.base.layout import CHECKPOINT, KNN, METRICS, RESULT, resolve, run_folder, sweep_folder
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval, paired_difference
 from swavnb.pretraining.config import PretrainConfig, parse_value, pretrain_config
 
@@ -218,9 +218,21 @@ def write_sweep(
 def sweep_checkpoints(
     preset: str, sweep: Sweep, aug: str, seeds: Sequence[int], runs_dir: str | os.PathLike = "runs"
 ) -> list[tuple[Any, int, Path]]:
-    """(value, seed, checkpoint) of every run of a sweep."""
-    return [
-        (value, seed, sweep_folder(preset, sweep.field, value, aug, seed, runs_dir) / CHECKPOINT)
-        for seed in seeds
-        for value in sweep.values
-    ]
+    """(value, seed, checkpoint) of every run of a sweep.
+
+    The preset's own value is the study's run of that encoder and seed: its sweep folder is a link
+    to the study's folder (made here, once), so it is trained once and evaluated alike.
+    """
+    default = getattr(pretrain_config(preset, aug=aug), sweep.field)
+    runs = []
+    for seed in seeds:
+        for value in sweep.values:
+            folder = sweep_folder(preset, sweep.field, value, aug, seed, runs_dir)
+            if value == default and not folder.is_symlink() and not folder.exists():
+                study_run = run_folder(preset, aug, seed, runs_dir)
+                study_run.mkdir(parents=True, exist_ok=True)  # a sweep run before the study's
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                target = os.path.relpath(study_run, folder.parent)
+                folder.symlink_to(target, target_is_directory=True)  # relative: the runs may move
+            runs.append((value, seed, folder / CHECKPOINT))
+    return runs

@@ -3,10 +3,12 @@ verdict computed from them."""
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 
-from swavnb.base.layout import CHECKPOINT, sweep_folder
+from swavnb.base.layout import CHECKPOINT, run_folder, sweep_folder
 from swavnb.study import plan as study
 from swavnb.study.sweeps import collect_sweep, parse_sweep, sweep_claims, verdict
 
@@ -56,30 +58,39 @@ def test_the_verdict_on_the_seeds_choice_comes_from_the_rows():
     assert verdict(best, "lr")[1] == "–"  # the seed claims nothing about the learning rate
 
 
-def test_a_smoke_sweep_trains_each_value_once_resumes_and_gathers_its_rows(tmp_path, capsys):
-    folders = [f"--{name}_dir" for name in ("runs", "results", "figures")]
-    argv = ["--preset", "smoke", "--augs", "flip", "--sweep", "n_prototypes=10,20", "--headless"]
-    argv += ["--jobs", "2"]
-    for flag in folders:
-        argv += [flag, str(tmp_path / flag.strip("-").removesuffix("_dir"))]
-    assert study.main(argv) == 0, capsys.readouterr().err
+def test_a_smoke_sweep_trains_each_value_once_resumes_and_gathers_its_rows(
+    smoke_study, data_root, tmp_path, capsys
+):
+    # a copy of the finished smoke study: 30 prototypes is its flip run's own value, linked, and the
+    # study's linear probe at 10 % is the sweep's, so only value 10 trains
     runs = tmp_path / "runs"
+    shutil.copytree(smoke_study["runs"], runs, symlinks=True)
+    study_run = run_folder("smoke", "flip", 0, runs)
+    stamp = (study_run / CHECKPOINT).stat().st_mtime_ns
+    argv = ["--preset", "smoke", "--augs", "flip", "--sweep", "n_prototypes=10,30", "--headless"]
+    argv += ["--jobs", "2", "--data_root", str(data_root), "--runs_dir", str(runs)]
+    argv += ["--results_dir", str(tmp_path / "results"), "--figures_dir", str(tmp_path / "figures")]
+    assert study.main(argv) == 0, capsys.readouterr().err
+    skipped = capsys.readouterr().out.count("skipped, results exist")
+    assert skipped == 2  # value 30: its pretraining and its linear probe
     rows = collect_sweep(runs, "smoke", "n_prototypes")
-    assert list(rows["value"]) == [10, 20] and rows["linear_top1"].notna().all()
+    assert list(rows["value"]) == [10, 30] and rows["linear_top1"].notna().all()
     assert rows["knn_top1"].notna().all() and (rows["final_loss"] > 0).all()
     csv = pd.read_csv(tmp_path / "results" / "smoke" / "sweep-n_prototypes.csv")
-    assert list(csv["value"]) == [10, 20]
+    assert list(csv["value"]) == [10, 30]
+    linked = sweep_folder("smoke", "n_prototypes", 30, "flip", 0, runs)
+    assert linked.is_symlink() and linked.resolve() == study_run.resolve()
+    assert (study_run / CHECKPOINT).stat().st_mtime_ns == stamp
     assert (tmp_path / "figures" / "smoke" / "sweep-n_prototypes.png").is_file()
     lines = sweep_claims(runs, "smoke")
     assert any(line.startswith("| n_prototypes | 3,000 prototypes") for line in lines)
-    # an interruption that lost value 20's run: the rerun trains it again, and only it
-    kept = sweep_folder("smoke", "n_prototypes", 10, "flip", 0, runs) / CHECKPOINT
-    stamp = kept.stat().st_mtime_ns
-    lost = sweep_folder("smoke", "n_prototypes", 20, "flip", 0, runs)
-    for path in sorted(lost.rglob("*"), reverse=True):
-        path.unlink() if path.is_file() else path.rmdir()
-    capsys.readouterr()
+    # an interruption lost value 10's evaluations: the rerun evaluates it again, trains nothing
+    trained = sweep_folder("smoke", "n_prototypes", 10, "flip", 0, runs)
+    kept = (trained / CHECKPOINT).stat().st_mtime_ns
+    lost = [folder for folder in trained.iterdir() if folder.is_dir()]
+    assert len(lost) == 2  # its linear probe and its k-NN
+    for folder in lost:
+        shutil.rmtree(folder)
     assert study.main(argv) == 0
-    out = capsys.readouterr().out
-    assert out.count("skipped, results exist") == 3  # value 10: pretraining, linear, k-NN
-    assert kept.stat().st_mtime_ns == stamp and (lost / CHECKPOINT).is_file()
+    assert capsys.readouterr().out.count("skipped, results exist") == 4  # both pretrainings, 30's
+    assert (trained / CHECKPOINT).stat().st_mtime_ns == kept and all(f.is_dir() for f in lost)
