@@ -32,7 +32,7 @@ demo: setup  ## a one-minute smoke pretraining that prints the loss falling
 # two pytest workers, one thread each; tests sharing a built study stay on one worker (conftest.py)
 TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 lint: setup
 	$(BIN)/ruff check swavnb tests experiments
