@@ -112,8 +112,9 @@ def philox_like() -> type[PhiloxLike]:
     return PhiloxLike
 
 
-# cheap to build again: a worker of its own may load them; every other module- or session-wide
-# fixture keeps the tests that share it on one pytest-xdist worker, so it is built once
+# cheap to build again: a worker of its own may load them; every other fixture of ours that lives
+# for the module or the session keeps the tests sharing it on one pytest-xdist worker, built once
+# (pytest's own, such as tmp_path_factory, group nothing)
 _CHEAP_FIXTURES = {"data_root", "train_split", "real_images"}
 
 
@@ -126,10 +127,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         for name in item.fixturenames:
             definitions = info.name2fixturedefs.get(name) or ()
-            scope = definitions[-1].scope if definitions else "function"
-            if scope in ("module", "session") and name not in _CHEAP_FIXTURES:
-                where = "" if scope == "session" else f"{item.module.__name__}."
-                item.add_marker(pytest.mark.xdist_group(f"{where}{name}"))
+            if not definitions or name in _CHEAP_FIXTURES:
+                continue
+            definition = definitions[-1]
+            ours = getattr(definition.func, "__module__", "").split(".")[0] in ("conftest", "tests")
+            ours = ours or getattr(definition.func, "__module__", "").startswith("test_")
+            if ours and definition.scope in ("module", "session"):
+                item.add_marker(pytest.mark.xdist_group(f"{definition.baseid}::{name}"))
                 break
 
 

@@ -13,7 +13,7 @@ from swavnb.pretraining.config import pretrain_config
 from swavnb.pretraining.train import pretrain
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however its tests interleave
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     config = pretrain_config(

@@ -46,7 +46,7 @@ ROW = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however its tests interleave
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrained")
     pretrain(

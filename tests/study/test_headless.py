@@ -76,7 +76,7 @@ def _node_run(args: list[str], node_path: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however its tests interleave
 def exported(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("node")
     node_path = _node_path(root)

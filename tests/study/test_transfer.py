@@ -15,7 +15,7 @@ from swavnb.pretraining.train import pretrain
 from swavnb.study import transfer
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, however its tests interleave
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "smoke" / "flip" / "seed-0"
     config = pretrain_config(
