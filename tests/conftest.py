@@ -118,6 +118,8 @@ def philox_like() -> type[PhiloxLike]:
 _CHEAP_FIXTURES = {"data_root", "train_split", "real_images"}
 
 
+# first: pytest-xdist's own hook reads these marks to keep a group on one worker
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``pytest -n N --dist loadgroup`` (make test), tests that share an expensive fixture
     (the smoke study, the node rehearsal, a trained checkpoint) run on one worker."""

@@ -141,3 +141,10 @@ def test_bad_sizes_raise(kwargs):
 def test_crops_with_different_batch_sizes_raise(model):
     with pytest.raises(ValueError, match="same"):
         model([torch.randn(4, 3, 32, 32), torch.randn(3, 3, 32, 32)])
+
+
+def test_tests_sharing_an_expensive_fixture_stay_on_one_worker(model, request):
+    """make test's grouping (conftest.py) reaches pytest-xdist (fails where it is ignored)."""
+    if request.config.getoption("dist", "no") != "loadgroup":
+        pytest.skip("checks make test's pytest -n N --dist loadgroup run")
+    assert request.node.nodeid.endswith("@tests/method/test_model.py::model")
