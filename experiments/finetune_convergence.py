@@ -2,7 +2,7 @@
 top-1 by less than one standard error.
 
 ``python experiments/finetune_convergence.py --checkpoint runs/quick/swav/seed-0/checkpoint.pt
-[--fraction 0.1] [--steps 400,800] [--json docs/data/finetune-convergence.json]``
+[--fraction 0.1] [--steps 400,800] [--encoders pretrained,scratch] [--json out.json]``
 
 Fine-tunes the checkpoint's backbone and a random-init one (the same seed) on the preset's labelled
 fraction for each step count (``min_steps``, with one epoch so the step count alone decides),
@@ -33,6 +33,11 @@ def main() -> None:
     parser.add_argument("--steps", default="400,800")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="")
+    parser.add_argument(
+        "--encoders",
+        default="pretrained,scratch",
+        help="which of the two to fine-tune (one per process runs them side by side)",
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.steps.split(",")]
     device = pick_device("auto")
@@ -47,7 +52,8 @@ def main() -> None:
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
-        for checkpoint in (args.checkpoint, "none"):
+        chosen = {"pretrained": args.checkpoint, "scratch": "none"}
+        for checkpoint in (chosen[name] for name in args.encoders.split(",")):
             first = None
             for steps in counts:
                 config = finetune_config(args.preset, seed=args.seed, epochs=1, min_steps=steps)
