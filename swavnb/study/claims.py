@@ -7,7 +7,7 @@ when one is below zero beyond its interval, and otherwise *cannot tell at this s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -82,15 +82,21 @@ def comparisons(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines, columns=list(COLUMNS))
 
 
+def verdict_from_bounds(lows: Iterable[float], highs: Iterable[float]) -> str:
+    """Holds, does not hold or cannot tell, from the 95 % bounds of one or more comparisons: the
+    rule of the study's claims and of the sweeps' verdicts."""
+    if all(low > 0 for low in lows):
+        return HOLDS
+    if any(high < 0 for high in highs):
+        return FAILS
+    return UNSURE
+
+
 def verdict(effects: pd.DataFrame) -> str:
     """A claim's verdict from its comparisons' intervals."""
     if effects.empty:
         return "cannot tell: no rows to compare"
-    if (effects["low"] > 0).all():
-        return HOLDS
-    if (effects["high"] < 0).any():
-        return FAILS
-    return UNSURE
+    return verdict_from_bounds(effects["low"], effects["high"])
 
 
 def verdicts(rows: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import pandas as pd
 from swavnb.base.layout import CHECKPOINT, KNN, METRICS, RESULT, resolve, run_folder, sweep_folder
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval, paired_difference
 from swavnb.pretraining.config import PretrainConfig, parse_value, pretrain_config
+from swavnb.study.claims import verdict_from_bounds
 
 # fields that change where or how a run goes, not what it learns, and the run's own identity
 NOT_SWEPT = frozenset(
@@ -170,11 +171,8 @@ def verdict(rows: pd.DataFrame, field: str, metric: str = "linear_top1") -> tupl
     text = "; ".join(
         f"vs {v}: {e.mean:+.2f} [{e.low:+.2f}, {e.high:+.2f}]" for v, e in effects.items()
     )
-    if all(e.low > 0 for e in effects.values()):
-        return statement, "holds", text
-    if any(e.high < 0 for e in effects.values()):
-        return statement, "does not hold", text
-    return statement, "cannot tell at this scale", text
+    bounds = effects.values()
+    return statement, verdict_from_bounds((e.low for e in bounds), (e.high for e in bounds)), text
 
 
 def sweep_claims(runs_dir: str | os.PathLike, preset: str) -> list[str]:
