@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -46,9 +47,9 @@ def real_images(train_split: CifarSplit) -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Path]:
+def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Any]:
     """One real smoke-sized study (flip and random init, 10 % labels), shared by the study and nbval
-    tests."""
+    tests: its folders, and the command line that built it (``argv``)."""
     from swavnb.study import plan as study
 
     root = tmp_path_factory.mktemp("smoke-study")
@@ -66,7 +67,7 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> di
     for name, folder in folders.items():
         argv += [f"--{name}_dir", str(folder)]
     assert study.main(argv) == 0
-    return {**folders, "root": root}
+    return {**folders, "root": root, "argv": argv}
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ def test_bad_command_line_values_are_rejected_before_anything_runs(capsys):
 
 
 def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell(
-    smoke_study, data_root, capsys, monkeypatch
+    smoke_study, capsys, monkeypatch
 ):
     runs = smoke_study["runs"]
     folders = [
@@ -133,17 +133,7 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
         "--figures_dir",
         str(smoke_study["figures"]),
     ]
-    argv = [
-        "--preset",
-        "smoke",
-        "--augs",
-        "flip",
-        "--fractions",
-        "0.1",
-        "--data_root",
-        str(data_root),
-        *folders,
-    ]
+    argv = smoke_study["argv"]
 
     # 6 notebooks; the two encoders' linear evaluations ran as one process each
     assert len(list((runs / "smoke" / "notebooks").glob("*.ipynb"))) == 6
