@@ -50,7 +50,7 @@ from swavnb.pretraining.config import (
     finetune_config,
     pretrain_config,
 )
-from swavnb.pretraining.train import pretrain_identity
+from swavnb.pretraining.train import make_augmentation, pretrain_identity
 from swavnb.study.publish import publish
 from swavnb.study.scheduler import Step, StepFailed, run
 from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, Sweep, parse_sweep, sweep_checkpoints
@@ -115,6 +115,13 @@ def finetune_cost(steps: Sequence[Step], preset: str, measure_above: int = 1500)
     return line
 
 
+def _view_pixels(preset: str, aug: str) -> int:
+    """Pixels per image a pretraining's views push through the network: what its time grows with.
+    The plan starts the longest first (multi-crop ``swav``), so it does not end the study alone."""
+    views = make_augmentation(pretrain_config(preset, aug=aug)).view_sizes
+    return sum(size * size for size in views)
+
+
 def _default_or(path: str | Path, default: str) -> str:
     """A folder as a step's parameter: '' when it is the default, so the notebook derives it and a
     published notebook holds no path of a particular run."""
@@ -134,8 +141,8 @@ def plan(
     seeds: Sequence[int] = (0,),
     compile: str = "",
 ) -> list[Step]:
-    """Every step of the study in order: pretrain, then finetune / linear, then probes, then
-    results, for every seed.
+    """Every step of the study in order, seed by seed: its pretrainings (the longest first), then
+    finetune / linear, then probes; results last.
 
     Each encoder's evaluations and probes come after its pretraining (``after``), the random-init
     encoder's need none, and results come after everything: what ``--jobs`` may run side by side.
@@ -149,9 +156,12 @@ def plan(
     }
     drawn = {"figures_dir": _default_or(figures_dir, "figures")}
     executed = resolve(runs_dir) / preset / "notebooks"
+    by_mode = study_fractions(preset, modes, fractions)
     steps = []
+    # seed by seed, so an interrupted multi-seed study has whole seeds; a later seed's
+    # pretraining still starts whenever nothing of an earlier seed is ready
     for seed in seeds:
-        for aug in augs:
+        for aug in sorted(augs, key=lambda aug: -_view_pixels(preset, aug)):
             out = run_folder(preset, aug, seed, runs_dir)
             planned = pretrain_config(preset, aug=aug, seed=seed)
             steps.append(
@@ -172,8 +182,6 @@ def plan(
                     [out / CHECKPOINT, *out.glob("features-*.pt")],
                 )
             )
-    by_mode = study_fractions(preset, modes, fractions)
-    for seed in seeds:
         for aug in [*augs, SCRATCH]:
             checkpoint = encoder_checkpoint(preset, aug, seed, runs_dir)
             needs = [] if aug == SCRATCH else [f"pretrain {aug} seed {seed}"]
@@ -207,8 +215,7 @@ def plan(
                         headless_only=True,
                     )
                 )
-    for seed in seeds if probes else []:
-        for aug in [*augs, SCRATCH]:
+        for aug in [*augs, SCRATCH] if probes else []:
             checkpoint = encoder_checkpoint(preset, aug, seed, runs_dir)
             out = probes_folder(run_folder(preset, aug, seed, runs_dir))
             steps.append(
