@@ -3,14 +3,22 @@ verdict computed from them."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from swavnb.base.layout import CHECKPOINT, run_folder, sweep_folder
 from swavnb.study import plan as study
-from swavnb.study.sweeps import collect_sweep, parse_sweep, sweep_claims, verdict
+from swavnb.study.sweeps import (
+    collect_sweep,
+    parse_sweep,
+    sweep_checkpoints,
+    sweep_claims,
+    verdict,
+)
 
 
 @pytest.mark.parametrize(
@@ -56,6 +64,23 @@ def test_the_verdict_on_the_seeds_choice_comes_from_the_rows():
     assert verdict(noisy, "n_prototypes")[1] == "cannot tell at this scale"
     assert verdict(rows({30: [1.0], 300: [2.0]}), "n_prototypes")[1].startswith("cannot tell:")
     assert verdict(best, "lr")[1] == "–"  # the seed claims nothing about the learning rate
+
+
+def test_a_sweep_before_the_study_links_the_presets_value_to_the_studys_future_run(tmp_path):
+    # the CI failure of stop 26: the link was made to a folder that did not exist yet
+    sweep = parse_sweep("n_prototypes=10,30", "smoke", "flip")
+    runs = tmp_path / "runs"
+    planned = sweep_checkpoints("smoke", sweep, "flip", [0, 1], runs)
+    assert [(value, seed) for value, seed, _ in planned] == [(10, 0), (30, 0), (10, 1), (30, 1)]
+    for seed in (0, 1):
+        linked = sweep_folder("smoke", "n_prototypes", 30, "flip", seed, runs)
+        assert linked.is_symlink() and not Path(os.readlink(linked)).is_absolute()
+        assert linked.resolve() == run_folder("smoke", "flip", seed, runs).resolve()
+        assert linked.resolve().is_dir()  # the study's pretraining writes there later
+        own = sweep_folder("smoke", "n_prototypes", 10, "flip", seed, runs)
+        assert not own.is_symlink() and (own / CHECKPOINT) in [c for _, _, c in planned]
+    # planned again (a rerun): the links are kept, not made twice
+    assert sweep_checkpoints("smoke", sweep, "flip", [0, 1], runs) == planned
 
 
 def test_a_smoke_sweep_trains_each_value_once_resumes_and_gathers_its_rows(
