@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from swavnb.base import run_guard
-from swavnb.base.checkpoint import load_checkpoint
+from swavnb.base.checkpoint import CheckpointError, load_checkpoint
 from swavnb.base.compiling import check_compile
 from swavnb.base.device import hardware
 from swavnb.base.errors import DamagedExportError, DiskFullError, RunFolderBusy, RunFolderError
@@ -96,19 +96,32 @@ def study_fractions(
     return {m: tuple(fractions or defaults.get(m, FRACTIONS)) for m in modes}
 
 
-def finetune_cost(steps: Sequence[Step], preset: str, measure_above: int = 1500) -> str:
-    """What the planned fine-tuning costs, said before it runs: runs, steps per label count, and
-    above ``measure_above`` steps the time, from one step timed here."""
+def _to_go(step: Step) -> bool:
+    try:
+        return not step.done()
+    except (CheckpointError, RunFolderError):  # not pretrained yet, or the scheduler will say why
+        return True
+
+
+def finetune_cost(
+    steps: Sequence[Step], preset: str, measure_above: int = 1500, force: bool = False
+) -> str:
+    """What the fine-tuning still to run costs, said before it runs: runs, steps per label count,
+    and above ``measure_above`` steps the time, from one step timed here. Finished runs (kept
+    unless ``force``) cost nothing and are counted apart."""
     from swavnb.evaluation.finetune import planned_steps, seconds_per_step
 
-    runs = [s for s in steps if s.notebook == "finetune"]
+    planned = [s for s in steps if s.notebook == "finetune"]
+    runs = [s for s in planned if force or _to_go(s)]
     if not runs:
-        return ""
+        return f"fine-tuning: all {len(planned)} runs done" if planned else ""
     config = finetune_config(preset)
     per_run = [planned_steps(config, s.parameters["fraction"]) for s in runs]
     total = sum(n for _, n in per_run)
     counts = ", ".join(f"{labels:,} labels: {n:,}" for labels, n in sorted(set(per_run)))
-    line = f"fine-tuning: {len(runs)} runs, {total:,} steps ({counts} each)"
+    done = f"; {len(planned) - len(runs)} done" if len(runs) < len(planned) else ""
+    runs_to_go = f"{len(runs)} run{'s' if len(runs) > 1 else ''} to go"
+    line = f"fine-tuning: {runs_to_go}{done}, {total:,} steps ({counts} each)"
     if total > measure_above:
         seconds = seconds_per_step(config)
         line += f", about {total * seconds / 60:.0f} min here ({seconds:.2f} s per step)"
@@ -578,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         f"on {hardware()}; runs in {shown(resolve(args.runs_dir) / args.preset)}",
         flush=True,
     )
-    if cost := finetune_cost(steps, args.preset):
+    if cost := finetune_cost(steps, args.preset, force=args.force):
         print(cost, flush=True)
     try:
         # one study per runs folder: a second one would train the same runs side by side

@@ -12,7 +12,7 @@ from papermill.translators import PythonTranslator
 
 from swavnb.base.layout import notebooks_folder
 from swavnb.study import plan as study
-from swavnb.study.plan import main, plan
+from swavnb.study.plan import finetune_cost, main, plan
 
 NOTEBOOKS = notebooks_folder()
 
@@ -276,3 +276,20 @@ def test_compile_reaches_every_pretraining_only_when_given(tmp_path, monkeypatch
         main([*argv, "--compile", "sometimes"])
     assert exit_info.value.code == 2
     assert "unknown compile 'sometimes'; choose one of auto, true, false" in capsys.readouterr().err
+
+
+def test_the_fine_tuning_cost_counts_only_the_runs_still_to_go(tmp_path):
+    steps = plan("quick", ["flip"], runs_dir=tmp_path / "runs")  # flip and random init, 2 counts
+    finetunes = [s for s in steps if s.notebook == "finetune"]
+    assert len(finetunes) == 4
+    line = finetune_cost(steps, "quick", measure_above=10**6)
+    assert line == "fine-tuning: 4 runs to go, 1,200 steps (100 labels: 200, 500 labels: 400 each)"
+    for step in finetunes[:3]:
+        step.done = lambda: True
+    line = finetune_cost(steps, "quick", measure_above=10**6)
+    assert line == "fine-tuning: 1 run to go; 3 done, 400 steps (500 labels: 400 each)"
+    assert finetune_cost(steps, "quick", measure_above=10**6, force=True).startswith(
+        "fine-tuning: 4 runs to go, 1,200 steps"
+    )
+    finetunes[3].done = lambda: True
+    assert finetune_cost(steps, "quick") == "fine-tuning: all 4 runs done"
