@@ -289,7 +289,9 @@ def plan_sweep(
     steps = []
     for value, seed, checkpoint in sweep_checkpoints(preset, sweep, aug, seeds, runs_dir):
         run = f"{sweep.field}={value} seed {seed}"
-        planned = pretrain_config(preset, aug=aug, seed=seed, **{sweep.field: value})
+        run_aug = sweep.run_aug(aug, value)
+        planned = sweep.config(preset, aug, seed, value)
+        overrides = {} if sweep.field == "aug" else {sweep.field: value}
         shown_checkpoint = shown(checkpoint)
         evaluation = finetune_config(preset, seed=seed)
         knn = replace(evaluation, knn_k=(KNN_K,))
@@ -298,12 +300,12 @@ def plan_sweep(
         steps += [
             Step(
                 "pretrain",
-                f"pretrain {aug} {run}",
+                f"pretrain {run_aug} {run}",
                 {
                     "preset": preset,
-                    "aug": aug,
+                    "aug": run_aug,
                     "seed": seed,
-                    "overrides": {sweep.field: value},
+                    "overrides": overrides,
                     "out_dir": shown(checkpoint.parent),
                     "data_root": folders["data_root"],
                 },
@@ -320,7 +322,7 @@ def plan_sweep(
                 lambda c=shown_checkpoint, e=evaluation: is_done(
                     c, "linear", e, runs_dir, LINEAR_FRACTION, STUDY_FIX
                 ),
-                after=[f"pretrain {aug} {run}"],
+                after=[f"pretrain {run_aug} {run}"],
                 headless_only=True,
             ),
             Step(
@@ -561,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
             sweep = parse_sweep(args.sweep, args.preset, augs[0])
         except ValueError as error:
             parser.error(str(error))
+        if sweep.field == "aug" and args.augs != list(STUDY_AUGS):
+            parser.error("a sweep of aug takes its strategies from --sweep aug=...: drop --augs")
         steps = plan_sweep(
             args.preset,
             sweep,

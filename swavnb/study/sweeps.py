@@ -52,8 +52,16 @@ class Sweep:
     field: str
     values: tuple[Any, ...]
 
+    def run_aug(self, aug: str, value: Any) -> str:
+        """The view strategy of ``value``'s run: ``aug``, or the value itself in a sweep of aug."""
+        return value if self.field == "aug" else aug
+
+    def config(self, preset: str, aug: str, seed: int, value: Any) -> PretrainConfig:
+        """``value``'s run: the preset's config for its strategy, with the field set."""
+        return pretrain_config(preset, **{"aug": aug, "seed": seed, self.field: value})
+
     def configs(self, preset: str, aug: str, seed: int) -> list[PretrainConfig]:
-        return [pretrain_config(preset, aug=aug, seed=seed, **{self.field: v}) for v in self.values]
+        return [self.config(preset, aug, seed, v) for v in self.values]
 
 
 def parse_sweep(text: str, preset: str, aug: str) -> Sweep:
@@ -78,12 +86,13 @@ def parse_sweep(text: str, preset: str, aug: str) -> Sweep:
     )
     if len(values) < 2:
         raise ValueError(f"--sweep {field} needs at least two different values, got {values}")
+    sweep = Sweep(field, values)
     for value in values:
         try:
-            pretrain_config(preset, aug=aug, **{field: value})
+            sweep.config(preset, aug, 0, value)
         except ValueError as error:
             raise ValueError(f"--sweep {field}={value}: {error}") from error
-    return Sweep(field, values)
+    return sweep
 
 
 def sweep_fields(runs_dir: str | os.PathLike, preset: str) -> list[str]:
@@ -219,15 +228,17 @@ def sweep_checkpoints(
     """(value, seed, checkpoint) of every run of a sweep.
 
     The preset's own value is the study's run of that encoder and seed: its sweep folder is a link
-    to the study's folder (made here, once), so it is trained once and evaluated alike.
+    to the study's folder (made here, once), so it is trained once and evaluated alike. In a sweep
+    of ``aug`` every value is the study's run of that strategy.
     """
-    default = getattr(pretrain_config(preset, aug=aug), sweep.field)
     runs = []
     for seed in seeds:
         for value in sweep.values:
-            folder = sweep_folder(preset, sweep.field, value, aug, seed, runs_dir)
+            run_aug = sweep.run_aug(aug, value)
+            folder = sweep_folder(preset, sweep.field, value, run_aug, seed, runs_dir)
+            default = getattr(pretrain_config(preset, aug=run_aug), sweep.field)
             if value == default and not folder.is_symlink() and not folder.exists():
-                study_run = run_folder(preset, aug, seed, runs_dir)
+                study_run = run_folder(preset, run_aug, seed, runs_dir)
                 study_run.mkdir(parents=True, exist_ok=True)  # a sweep run before the study's
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 target = os.path.relpath(study_run, folder.parent)

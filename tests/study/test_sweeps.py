@@ -34,6 +34,7 @@ from swavnb.study.sweeps import (
             "--sweep queue_length=8: queue_length 8 must hold at least one batch",
         ),
         ("n_prototypes", "--sweep takes FIELD=v1,v2,..."),
+        ("aug=flip,colour", "--sweep aug=colour: unknown aug 'colour'; choose one of flip,"),
     ],
 )
 def test_bad_sweeps_are_refused_before_anything_trains(text, message, tmp_path, capsys):
@@ -81,6 +82,24 @@ def test_a_sweep_before_the_study_links_the_presets_value_to_the_studys_future_r
         assert not own.is_symlink() and (own / CHECKPOINT) in [c for _, _, c in planned]
     # planned again (a rerun): the links are kept, not made twice
     assert sweep_checkpoints("smoke", sweep, "flip", [0, 1], runs) == planned
+
+
+def test_a_sweep_of_aug_evaluates_the_studys_run_of_each_strategy(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    sweep = parse_sweep("aug=flip,swav", "smoke", "swav")
+    steps = study.plan_sweep("smoke", sweep, "swav", runs_dir=runs)
+    pretrainings = [s for s in steps if s.notebook == "pretrain"]
+    assert [s.name for s in pretrainings] == [
+        "pretrain flip aug=flip seed 0",
+        "pretrain swav aug=swav seed 0",
+    ]
+    for step, aug in zip(pretrainings, ("flip", "swav"), strict=True):
+        assert step.parameters["aug"] == aug and step.parameters["overrides"] == {}
+        linked = sweep_folder("smoke", "aug", aug, aug, 0, runs)
+        assert linked.resolve() == run_folder("smoke", aug, 0, runs).resolve()
+    with pytest.raises(SystemExit):
+        study.main(["--preset", "smoke", "--sweep", "aug=flip,swav", "--augs", "flip"])
+    assert "drop --augs" in capsys.readouterr().err
 
 
 def test_a_smoke_sweep_trains_each_value_once_resumes_and_gathers_its_rows(
