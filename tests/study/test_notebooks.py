@@ -30,10 +30,11 @@ NOTEBOOKS = ("pretrain", "finetune", "probes", "results")
 # derived, as the study derives it (the root is the smoke study's, through SWAVNB_ROOT)
 SMOKE_PARAMETERS = {
     # a finished run: loads, does not retrain
-    "pretrain": {"preset": "smoke", "aug": "flip"},
+    "pretrain": {"preset": "smoke", "aug": "flip", "seed": 0},
     # flip's checkpoint while `aug` keeps its default (swav): the checkpoint decides the folder
     "finetune": {
         "preset": "smoke",
+        "seed": 0,
         "checkpoint": "runs/smoke/flip/seed-0/checkpoint.pt",
         "fraction": 0.2,
     },
