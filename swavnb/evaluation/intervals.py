@@ -12,8 +12,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from scipy import stats
-
 Z95 = 1.959963984540054  # the normal distribution's 97.5 % quantile
 
 
@@ -47,6 +45,9 @@ class Estimate:
 
 
 def _t95(n: int) -> float:
+    # imported here: scipy.stats adds 1-2 s to every step's process, most of which never ask
+    from scipy import stats
+
     return float(stats.t.ppf(0.975, n - 1))
 
 

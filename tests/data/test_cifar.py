@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from itertools import pairwise
 from pathlib import Path
 
@@ -51,6 +52,31 @@ def test_test_split_is_the_real_cifar100(data_root):
     assert torch.equal(torch.bincount(test.fine, minlength=100), torch.full((100,), 100))
     assert torch.equal(torch.bincount(test.coarse, minlength=20), torch.full((20,), 500))
     assert len(test.fine_names) == 100 and len(test.coarse_names) == 20
+
+
+def test_a_split_is_read_once_per_process_and_each_load_is_a_copy(data_root, tmp_path, monkeypatch):
+    folder = tmp_path / FOLDER
+    folder.mkdir()
+    (folder / "train").symlink_to(data_root / FOLDER / "train")
+    for name in ("test", "meta"):  # copies: files this process has not read yet
+        (folder / name).write_bytes((data_root / FOLDER / name).read_bytes())
+    reads = []
+    unpickle = data._unpickle
+    monkeypatch.setattr(data, "_unpickle", lambda path: reads.append(path.name) or unpickle(path))
+    first = load_cifar100("test", tmp_path, download=False)
+    first.images[0] = 0  # a caller changing its split in place
+    first.fine_names[0] = "changed"
+    second = load_cifar100("test", tmp_path, download=False)
+    assert reads == ["test", "meta"]  # the second load read nothing
+    assert second.images[0].any() and second.fine_names[0] == "apple"
+    assert second.images.data_ptr() != first.images.data_ptr()
+    # a file replaced since is read anew (its size or mtime changed)
+    stamp = (folder / "test").stat().st_mtime_ns
+    (folder / "test").write_bytes((data_root / FOLDER / "test").read_bytes())
+    os.utime(folder / "test", ns=(stamp + 10**9, stamp + 10**9))
+    third = load_cifar100("test", tmp_path, download=False)
+    assert reads == ["test", "meta", "test", "meta"]
+    assert torch.equal(third.images, second.images)
 
 
 def test_unknown_split_raises(data_root):
