@@ -131,9 +131,8 @@ def train_finetune(
             running["correct"] += (logits.argmax(1) == labels[index]).sum()
             running["seen"] += len(index)
             if step in evals:
-                accuracy = topk_accuracy(
-                    extract_features(model, test.images, device, amp=bf16), test.fine
-                )
+                logits = extract_features(model, test.images, device, amp=bf16)  # (N_test, 100)
+                accuracy = topk_accuracy(logits, test.fine)
                 curves.append(
                     {
                         "step": step,
@@ -148,11 +147,8 @@ def train_finetune(
             if step == n_steps:
                 break
         epoch += 1
-    return (
-        extract_features(model, test.images, device, amp=bf16),
-        curves,
-        n_steps * batch / len(train),
-    )
+    # the last evaluation is at the last step (_eval_points): its logits are the final model's
+    return logits, curves, n_steps * batch / len(train)
 
 
 def train_linear(

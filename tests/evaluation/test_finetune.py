@@ -107,6 +107,8 @@ def test_row_for_a_pretrained_backbone_evaluates_its_weights(
         row["n_labels"] == 100 and row["test_images"] == 100
     )  # stratified: half of 2 per class, 1 per class
     assert len(row["curves"]) == 2 and len(row["per_superclass"]) == 20
+    last = row["curves"][-1]  # the last evaluation is of the final model: the row's numbers
+    assert (last["test_top1"], last["test_top5"]) == (row["top1"], row["top5"])
     assert json.loads((tmp_path / "out" / "result.json").read_text()) == row
     # the evaluated backbone is the checkpoint's (weights and BN statistics), not a random one
     saved = load_checkpoint(checkpoint)["model"]
