@@ -136,5 +136,5 @@ def test_a_smoke_sweep_trains_each_value_once_resumes_and_gathers_its_rows(
     shutil.rmtree(trained / "knn")
     assert study.main(argv) == 0
     out = capsys.readouterr().out
-    assert out.count("skipped, results exist") == 5  # both pretrainings, 30's evaluations, 10's linear
+    assert out.count("skipped, results exist") == 5  # 2 pretrainings, 30: 2 evaluations, 10: linear
     assert (trained / CHECKPOINT).stat().st_mtime_ns == kept and (trained / "knn").is_dir()
