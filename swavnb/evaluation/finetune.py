@@ -131,8 +131,8 @@ def train_finetune(
             running["correct"] += (logits.argmax(1) == labels[index]).sum()
             running["seen"] += len(index)
             if step in evals:
-                logits = extract_features(model, test.images, device, amp=bf16)  # (N_test, 100)
-                accuracy = topk_accuracy(logits, test.fine)
+                test_logits = extract_features(model, test.images, device, amp=bf16)  # (N, 100)
+                accuracy = topk_accuracy(test_logits, test.fine)
                 curves.append(
                     {
                         "step": step,
@@ -148,7 +148,7 @@ def train_finetune(
                 break
         epoch += 1
     # the last evaluation is at the last step (_eval_points): its logits are the final model's
-    return logits, curves, n_steps * batch / len(train)
+    return test_logits, curves, n_steps * batch / len(train)
 
 
 def train_linear(
