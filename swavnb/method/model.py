@@ -10,6 +10,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from swavnb.method.small_map_conv import use_small_map_convs
+
 HEADS = ("linear", "mlp")
 BACKBONE_DIM = 512
 
@@ -18,13 +20,15 @@ def cifar_resnet18() -> nn.Module:
     """torchvision's ResNet-18 with the CIFAR stem; ``forward`` gives (B, 512) pooled features.
 
     A 3x3 stride-1 first conv and no max-pool keep 32 px inputs at 32x32 through the
-    stem; the ImageNet stem would shrink them to 8x8 before the first block.
+    stem; the ImageNet stem would shrink them to 8x8 before the first block. Its convolutions are
+    :class:`~swavnb.method.small_map_conv.SmallMapConv2d`: the same layers, whose float32 weight
+    gradient on a CPU is faster where the map is tiny.
     """
     net = torchvision.models.resnet18(weights=None)
     net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     net.fc = nn.Identity()
-    return net
+    return use_small_map_convs(net)
 
 
 def projection_head(kind: str, feat_dim: int, hidden_dim: int) -> nn.Module:
