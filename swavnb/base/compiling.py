@@ -3,7 +3,8 @@ compiler that ``auto`` asks first.
 
 ``torch.compile`` needs a working toolchain (a C++ compiler for Inductor's CPU kernels; Triton, a C
 compiler and Python's headers for its GPU launchers). Where it is missing, ``auto`` runs eager and
-says why in one line; ``true`` stops at the first step with the cause and the fix.
+says why in one line; ``true`` asks the same probe and stops before training (or, for what the probe
+cannot see, at the first step) with the cause and the fix.
 """
 
 from __future__ import annotations

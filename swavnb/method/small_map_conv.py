@@ -92,7 +92,7 @@ class SmallMapConv2d(nn.Conv2d):
     pixels, no bias, no dilation, one group."""
 
     def _batch_grad_pays(self, x: torch.Tensor) -> bool:
-        if not (_enabled and x.device.type == "cpu" and torch.is_grad_enabled()):
+        if not (_enabled and x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled()):
             return False
         if x.dtype != torch.float32 or self.weight.dtype != torch.float32:
             return False

@@ -19,7 +19,13 @@ from tqdm import tqdm
 
 from swavnb.base import distributed, run_guard
 from swavnb.base.checkpoint import load_checkpoint, save_checkpoint, write_json
-from swavnb.base.compiling import compiler_failure, one_line, resolve_compile
+from swavnb.base.compiling import (
+    check_compile,
+    compiler_failure,
+    compiler_problem,
+    one_line,
+    resolve_compile,
+)
 from swavnb.base.device import device_name, set_deterministic, shared_with_jobs
 from swavnb.base.errors import CompileError, NonFiniteLossError, in_notebook, setting
 from swavnb.base.layout import CHECKPOINT, METRICS, resolve, shown
@@ -88,9 +94,15 @@ def _compile_failure_names_the_fix() -> Iterator[None]:
         if cause is None:
             raise
         raise CompileError(
-            f"torch.compile could not build or launch the network ({one_line(cause)}); rerun with "
-            f"{setting('compile')} false: the same training, eager, without the compile speed-up"
+            _compile_fix(f"could not build or launch the network ({one_line(cause)})")
         ) from error
+
+
+def _compile_fix(what: str) -> str:
+    return (
+        f"torch.compile {what}; rerun with {setting('compile')} false: the same training, eager, "
+        "without the compile speed-up"
+    )
 
 
 def make_augmentation(config: PretrainConfig) -> Augmentation:
@@ -273,6 +285,13 @@ class Pretrainer:
         self.compiled, self.compile_fallback = resolve_compile(
             self.config.compile, self.device, runtime.distributed
         )
+        if self.compiled and check_compile(self.config.compile) == "true":
+            # `true` asks auto's probe too: a missing toolchain stops the run in seconds, before
+            # the network's own compile fails on it (the first step still names a failure that
+            # only the network's compile meets)
+            problem = compiler_problem(str(self.device))
+            if problem:
+                raise CompileError(_compile_fix(f"cannot build kernels here ({problem})"))
         if self.compile_fallback and runtime.is_main:
             print(
                 f"torch.compile is off ({self.compile_fallback}); the run trains eager: the same "

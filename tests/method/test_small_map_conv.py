@@ -60,6 +60,7 @@ def test_the_batch_product_is_taken_only_where_it_pays():
     tiny, larger = torch.randn(4, 8, 2, 2), torch.randn(4, 8, 4, 4)
     assert conv(tiny).grad_fn.name() == BATCH_PATH
     assert conv(larger).grad_fn.name() != BATCH_PATH  # 16 output pixels: torch's is as fast
+    assert conv(tiny[0]).grad_fn.name() != BATCH_PATH  # an unbatched image
     with torch.no_grad():
         assert conv(tiny).grad_fn is None
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16: oneDNN's own path

@@ -432,6 +432,15 @@ def test_compile_failure_names_the_fix(tmp_path):
             trainer.train_step(torch.arange(SMALL["batch_size"]), 0)
 
 
+def test_compile_true_without_a_working_compiler_stops_before_training(tmp_path, monkeypatch):
+    problem = "InvalidCxxCompiler: No working C++ compiler found in torch._inductor.config.cpp.cxx"
+    monkeypatch.setattr(swavnb.pretraining.train, "compiler_problem", lambda device: problem)
+    config = pretrain_config("smoke", aug="flip", **SMALL, compile=True)
+    with pytest.raises(CompileError, match=r"cannot build kernels here \(InvalidCxxCompiler: "):
+        Pretrainer(config, tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()  # stopped before the first step
+
+
 def test_learning_rate_warmup_then_cosine():
     config = pretrain_config(
         "smoke", lr=1.0, epochs=10, warmup_epochs=2, schedule="cosine", final_lr_ratio=0.0
