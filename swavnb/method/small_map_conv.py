@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# at most this many output pixels per image: measured crossover on the Zen 3 (2x2 and below 1.5-16x
-# faster as one product, 4x4 even, 8x8 and above slower: docs/performance.md)
+# at most this many output pixels per image: the crossover measured on the Zen 3 (2x2 and 1x1
+# outputs 1.5-11x faster as one product, 4x4 not: docs/performance.md)
 MAX_OUTPUT_PIXELS = 4
 _enabled = True
 
