@@ -20,7 +20,6 @@ from tqdm import tqdm
 from swavnb.base import distributed, run_guard
 from swavnb.base.checkpoint import load_checkpoint, save_checkpoint, write_json
 from swavnb.base.compiling import (
-    check_compile,
     compiler_failure,
     compiler_problem,
     one_line,
@@ -285,7 +284,7 @@ class Pretrainer:
         self.compiled, self.compile_fallback = resolve_compile(
             self.config.compile, self.device, runtime.distributed
         )
-        if self.compiled and check_compile(self.config.compile) == "true":
+        if self.config.compile == "true":  # normalised by PretrainConfig
             # `true` asks auto's probe too: a missing toolchain stops the run in seconds, before
             # the network's own compile fails on it (the first step still names a failure that
             # only the network's compile meets)
