@@ -59,6 +59,12 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_job(jobs: int) -> int:
+    """Torch threads each of ``jobs`` steps side by side gets: its share of the cores (one job keeps
+    the process's own)."""
+    return torch.get_num_threads() if jobs <= 1 else max(1, available_cores() // jobs)
+
+
 # the study's --jobs, passed to each step it starts: their throughput is time-shared
 JOBS_ENV = "SWAVNB_SHARED_WITH_JOBS"
 # cuBLAS's deterministic workspace (CUDA >= 10.2); it must precede the process's first matmul

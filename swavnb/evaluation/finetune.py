@@ -42,8 +42,18 @@ def planned_steps(config: FinetuneConfig, fraction: float) -> tuple[int, int]:
     return n_labelled, _n_steps(config, n_labelled, config.epochs)[0]
 
 
-def seconds_per_step(config: FinetuneConfig, steps: int = 5) -> float:
-    """Time of one fine-tuning step here, measured on random images at the preset's size."""
+def seconds_per_step(config: FinetuneConfig, steps: int = 5, threads: int = 0) -> float:
+    """Time of one fine-tuning step here, measured on random images at the preset's size, on
+    ``threads`` torch threads (0: the process's own)."""
+    held = torch.get_num_threads()
+    torch.set_num_threads(threads or held)
+    try:
+        return _time_steps(config, steps)
+    finally:
+        torch.set_num_threads(held)
+
+
+def _time_steps(config: FinetuneConfig, steps: int) -> float:
     from swavnb.method.model import cifar_resnet18
 
     device = pick_device(config.device)

@@ -26,7 +26,7 @@ from pathlib import Path
 from swavnb.base import run_guard
 from swavnb.base.checkpoint import CheckpointError, load_checkpoint
 from swavnb.base.compiling import check_compile
-from swavnb.base.device import hardware
+from swavnb.base.device import hardware, pick_device, threads_per_job
 from swavnb.base.errors import DamagedExportError, DiskFullError, RunFolderBusy, RunFolderError
 from swavnb.base.layout import (
     CHECKPOINT,
@@ -104,11 +104,16 @@ def _to_go(step: Step) -> bool:
 
 
 def finetune_cost(
-    steps: Sequence[Step], preset: str, measure_above: int = 1500, force: bool = False
+    steps: Sequence[Step],
+    preset: str,
+    measure_above: int = 1500,
+    force: bool = False,
+    jobs: int = 1,
 ) -> str:
     """What the fine-tuning still to run costs, said before it runs: runs, steps per label count,
-    and above ``measure_above`` steps the time, from one step timed here. Finished runs (kept
-    unless ``force``) cost nothing and are counted apart."""
+    and above ``measure_above`` steps the time, from one step timed here on the threads each of
+    ``jobs`` steps side by side gets. Finished runs (kept unless ``force``) cost nothing and are
+    counted apart."""
     from swavnb.evaluation.finetune import planned_steps, seconds_per_step
 
     planned = [s for s in steps if s.notebook == "finetune"]
@@ -123,8 +128,17 @@ def finetune_cost(
     runs_to_go = f"{len(runs)} run{'s' if len(runs) > 1 else ''} to go"
     line = f"fine-tuning: {runs_to_go}{done}, {total:,} steps ({counts} each)"
     if total > measure_above:
-        seconds = seconds_per_step(config)
-        line += f", about {total * seconds / 60:.0f} min here ({seconds:.2f} s per step)"
+        # timed on a job's threads, not the study process's: a job's steps are what the runs take
+        threads = threads_per_job(jobs)
+        seconds = seconds_per_step(config, threads=threads)
+        minutes = total * seconds / 60
+        side_by_side = f", {minutes / jobs:.0f} min with {jobs} at a time" if jobs > 1 else ""
+        on_cpu = pick_device(config.device).type == "cpu"
+        where = f" on {threads} thread{'s' if threads > 1 else ''}" if on_cpu else ""
+        line += (
+            f", about {minutes:.0f} min of runs here{side_by_side} ({seconds:.2f} s per step"
+            f"{where}, timed alone)"
+        )
     return line
 
 
@@ -595,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         f"on {hardware()}; runs in {shown(resolve(args.runs_dir) / args.preset)}",
         flush=True,
     )
-    if cost := finetune_cost(steps, args.preset, force=args.force):
+    if cost := finetune_cost(steps, args.preset, force=args.force, jobs=args.jobs):
         print(cost, flush=True)
     try:
         # one study per runs folder: a second one would train the same runs side by side

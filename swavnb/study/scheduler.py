@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from swavnb.base.device import JOBS_ENV, available_cores
+from swavnb.base.device import JOBS_ENV, threads_per_job
 from swavnb.base.layout import notebooks_folder, project_root, shown
 
 KERNEL = "python3"
@@ -89,7 +89,7 @@ def job_environment(jobs: int) -> dict[str, str]:
     pretraining records because its throughput is then time-shared. Nothing for one job."""
     if jobs <= 1:
         return {}
-    threads = str(max(1, available_cores() // jobs))
+    threads = str(threads_per_job(jobs))
     return {
         "OMP_NUM_THREADS": threads,
         "TORCHINDUCTOR_COMPILE_THREADS": threads,

@@ -271,3 +271,18 @@ def test_resolution_must_match_the_checkpoint(tmp_path, checkpoint):
         finetune(
             str(checkpoint), 0.5, "linear", tmp_path, finetune_config("smoke", **TINY, image_size=8)
         )
+
+
+def test_a_step_is_timed_on_the_threads_asked_and_the_process_keeps_its_own(monkeypatch):
+    from swavnb.evaluation import finetune as module
+
+    held = torch.get_num_threads()
+    seen = []
+    monkeypatch.setattr(
+        module, "_time_steps", lambda config, steps: seen.append(torch.get_num_threads()) or 0.5
+    )
+    config = finetune_config("smoke")
+    assert module.seconds_per_step(config, threads=1) == 0.5
+    assert module.seconds_per_step(config) == 0.5
+    assert seen == [1, held]
+    assert torch.get_num_threads() == held

@@ -8,9 +8,12 @@ import subprocess
 import nbformat
 import pandas as pd
 import pytest
+import torch
 from papermill.translators import PythonTranslator
 
+from swavnb.base import device
 from swavnb.base.layout import notebooks_folder
+from swavnb.evaluation import finetune as finetune_module
 from swavnb.study import plan as study
 from swavnb.study.plan import finetune_cost, main, plan
 
@@ -293,3 +296,24 @@ def test_the_fine_tuning_cost_counts_only_the_runs_still_to_go(tmp_path):
     )
     finetunes[3].done = lambda: True
     assert finetune_cost(steps, "quick") == "fine-tuning: all 4 runs done"
+
+
+def test_the_fine_tuning_cost_is_timed_on_the_threads_a_job_gets(tmp_path, monkeypatch):
+    steps = plan("quick", ["flip"], runs_dir=tmp_path / "runs")  # 4 runs, 1,200 steps
+    timed_on = []
+    timer = lambda config, threads=0: timed_on.append(threads) or 1.5  # noqa: E731
+    monkeypatch.setattr(finetune_module, "seconds_per_step", timer)
+    monkeypatch.setattr(device, "available_cores", lambda: 4)
+    monkeypatch.setattr(study, "pick_device", lambda name: torch.device("cpu"))  # names threads
+    line = finetune_cost(steps, "quick", measure_above=0, jobs=2)
+    assert timed_on == [2]  # a job's share of 4 cores, not the study process's threads
+    assert line.endswith(
+        ", about 30 min of runs here, 15 min with 2 at a time"
+        " (1.50 s per step on 2 threads, timed alone)"
+    )
+    line = finetune_cost(steps, "quick", measure_above=0, jobs=1)
+    assert timed_on[1] == torch.get_num_threads()  # one job keeps the process's threads
+    assert line.endswith(
+        f"about 30 min of runs here (1.50 s per step on {timed_on[1]} thread"
+        f"{'s' if timed_on[1] > 1 else ''}, timed alone)"
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from swavnb.base import device
 from swavnb.study import scheduler
 from swavnb.study.scheduler import Step, StepFailed, run
 
@@ -197,7 +198,7 @@ def test_each_job_gets_its_share_of_the_cores_for_threads_and_compile_workers(
     import os
     import subprocess
 
-    monkeypatch.setattr(scheduler, "available_cores", lambda: 16)
+    monkeypatch.setattr(device, "available_cores", lambda: 16)  # threads_per_job reads it
     assert scheduler.job_environment(1) == {}
     shared = {
         "OMP_NUM_THREADS": "4",
