@@ -26,7 +26,7 @@ from pathlib import Path
 from swavnb.base import run_guard
 from swavnb.base.checkpoint import CheckpointError, load_checkpoint
 from swavnb.base.compiling import check_compile
-from swavnb.base.device import hardware, pick_device, threads_per_job
+from swavnb.base.device import available_cores, hardware, pick_device, threads_per_job
 from swavnb.base.errors import DamagedExportError, DiskFullError, RunFolderBusy, RunFolderError
 from swavnb.base.layout import (
     CHECKPOINT,
@@ -132,14 +132,20 @@ def finetune_cost(
         threads = threads_per_job(jobs)
         seconds = seconds_per_step(config, threads=threads)
         minutes = total * seconds / 60
-        side_by_side = f", {minutes / jobs:.0f} min with {jobs} at a time" if jobs > 1 else ""
         on_cpu = pick_device(config.device).type == "cpu"
+        # runs overlap only as far as there are runs and cores for them; one GPU is time-shared
+        parallel = min(jobs, len(runs), available_cores()) if on_cpu else 1
         where = f" on {threads} thread{'s' if threads > 1 else ''}" if on_cpu else ""
+        side_by_side = f", {_minutes(minutes / parallel)} with {parallel} side by side"
         line += (
-            f", about {minutes:.0f} min of runs here{side_by_side} ({seconds:.2f} s per step"
-            f"{where}, timed alone)"
+            f", about {_minutes(minutes)} of runs one after another"
+            f"{side_by_side if parallel > 1 else ''} ({seconds:.2f} s per step{where}, timed alone)"
         )
     return line
+
+
+def _minutes(minutes: float) -> str:
+    return f"{minutes:.1f} min" if minutes < 10 else f"{minutes:.0f} min"
 
 
 def _view_pixels(preset: str, aug: str) -> int:

@@ -276,13 +276,25 @@ def test_resolution_must_match_the_checkpoint(tmp_path, checkpoint):
 def test_a_step_is_timed_on_the_threads_asked_and_the_process_keeps_its_own(monkeypatch):
     from swavnb.evaluation import finetune as module
 
-    held = torch.get_num_threads()
     seen = []
-    monkeypatch.setattr(
-        module, "_time_steps", lambda config, steps: seen.append(torch.get_num_threads()) or 0.5
-    )
+
+    def timed(config, steps):
+        seen.append(torch.get_num_threads())
+        if len(seen) == 3:
+            raise RuntimeError("the step failed")
+        return 0.5
+
+    monkeypatch.setattr(module, "_time_steps", timed)
     config = finetune_config("smoke")
-    assert module.seconds_per_step(config, threads=1) == 0.5
-    assert module.seconds_per_step(config) == 0.5
-    assert seen == [1, held]
-    assert torch.get_num_threads() == held
+    held = torch.get_num_threads()
+    torch.set_num_threads(3)  # neither 1 nor the suite's one thread per worker
+    try:
+        assert module.seconds_per_step(config, threads=1) == 0.5
+        assert torch.get_num_threads() == 3
+        assert module.seconds_per_step(config) == 0.5
+        with pytest.raises(RuntimeError, match="the step failed"):
+            module.seconds_per_step(config, threads=2)
+        assert seen == [1, 3, 2]
+        assert torch.get_num_threads() == 3  # restored after a failed step too
+    finally:
+        torch.set_num_threads(held)

@@ -301,19 +301,46 @@ def test_the_fine_tuning_cost_counts_only_the_runs_still_to_go(tmp_path):
 def test_the_fine_tuning_cost_is_timed_on_the_threads_a_job_gets(tmp_path, monkeypatch):
     steps = plan("quick", ["flip"], runs_dir=tmp_path / "runs")  # 4 runs, 1,200 steps
     timed_on = []
-    timer = lambda config, threads=0: timed_on.append(threads) or 1.5  # noqa: E731
+    per_step = {"seconds": 1.5}
+    timer = lambda config, threads=0: timed_on.append(threads) or per_step["seconds"]  # noqa: E731
     monkeypatch.setattr(finetune_module, "seconds_per_step", timer)
-    monkeypatch.setattr(device, "available_cores", lambda: 4)
-    monkeypatch.setattr(study, "pick_device", lambda name: torch.device("cpu"))  # names threads
-    line = finetune_cost(steps, "quick", measure_above=0, jobs=2)
-    assert timed_on == [2]  # a job's share of 4 cores, not the study process's threads
-    assert line.endswith(
-        ", about 30 min of runs here, 15 min with 2 at a time"
-        " (1.50 s per step on 2 threads, timed alone)"
-    )
-    line = finetune_cost(steps, "quick", measure_above=0, jobs=1)
-    assert timed_on[1] == torch.get_num_threads()  # one job keeps the process's threads
-    assert line.endswith(
-        f"about 30 min of runs here (1.50 s per step on {timed_on[1]} thread"
-        f"{'s' if timed_on[1] > 1 else ''}, timed alone)"
-    )
+    monkeypatch.setattr(study, "pick_device", lambda name: torch.device("cpu"))
+    cores = {"n": 4}
+    monkeypatch.setattr(device, "available_cores", lambda: cores["n"])  # threads_per_job's
+    monkeypatch.setattr(study, "available_cores", lambda: cores["n"])  # the plan's overlap
+    held = torch.get_num_threads()
+    torch.set_num_threads(3)  # not a job's share of any core count below
+    try:
+        line = finetune_cost(steps, "quick", measure_above=0, jobs=2)
+        assert timed_on == [2]  # a job's share of 4 cores, not the study process's 3 threads
+        assert line.endswith(
+            ", about 30 min of runs one after another, 15 min with 2 side by side"
+            " (1.50 s per step on 2 threads, timed alone)"
+        )
+        line = finetune_cost(steps, "quick", measure_above=0, jobs=1)
+        assert timed_on[1] == 3  # one job keeps the process's threads
+        assert line.endswith(
+            "about 30 min of runs one after another (1.50 s per step on 3 threads, timed alone)"
+        )
+        cores["n"] = 2  # 4 jobs on 2 cores: one thread each, and only 2 runs overlap
+        line = finetune_cost(steps, "quick", measure_above=0, jobs=4)
+        assert line.endswith(
+            "15 min with 2 side by side (1.50 s per step on 1 thread, timed alone)"
+        )
+        cores["n"] = 4  # 4 jobs, 4 cores, but only 2 runs left: 2 overlap
+        steps_left = [
+            s for s in steps if s.notebook != "finetune" or s.parameters["fraction"] > 0.05
+        ]
+        line = finetune_cost(steps_left, "quick", measure_above=0, jobs=4)  # 2 runs of 400 steps
+        assert line.endswith(
+            "about 20 min of runs one after another, 10 min with 2 side by side"
+            " (1.50 s per step on 1 thread, timed alone)"
+        )
+        monkeypatch.setattr(study, "pick_device", lambda name: torch.device("cuda"))
+        per_step["seconds"] = 0.25  # one GPU is time-shared: no overlap, no threads; 5 minutes
+        line = finetune_cost(steps, "quick", measure_above=0, jobs=2)
+        assert line.endswith(
+            "about 5.0 min of runs one after another (0.25 s per step, timed alone)"
+        )
+    finally:
+        torch.set_num_threads(held)
