@@ -58,3 +58,8 @@ def setting(flag: str) -> str:
     if in_notebook():
         return f"the `{_NOTEBOOK_NAMES.get(flag, flag)}` parameter"
     return f"--{flag}"
+
+
+class StudyRowsError(ValueError):
+    """The study's result rows cannot be averaged as they are: two rows for one run, or a cell
+    whose seeds were evaluated differently."""

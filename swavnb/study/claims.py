@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from swavnb.evaluation.intervals import Estimate, paired_difference
+from swavnb.study.rows import check_rows
 
 PRETRAINED = ("jitter", "flip", "swav")
 SCRATCH = "scratch"
@@ -70,6 +71,7 @@ def comparisons(rows: pd.DataFrame) -> pd.DataFrame:
     Args:
         rows: ``results.csv`` rows (aug, mode, n_labels, seed, top1, top1_se).
     """
+    check_rows(rows)
     lines = []
     for mode in sorted(rows["mode"].unique()):
         for claim, comparison, labels, effect in _comparisons(rows[rows["mode"] == mode]):

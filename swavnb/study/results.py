@@ -21,6 +21,7 @@ from swavnb.evaluation.clusters import METHODS, SCORES
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval
 from swavnb.pretraining.config import BN_STATS
 from swavnb.study.claims import claims_markdown
+from swavnb.study.rows import check_rows
 from swavnb.study.sweeps import collect_sweep, sweep_claims, sweep_fields
 
 # The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
@@ -266,6 +267,7 @@ def seed_labels(aug: str) -> dict[int, tuple[float, float]]:
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per (aug, mode, number of labels): top-1 and top-5 as means over seeds with their
     95 % intervals (:func:`swavnb.evaluation.intervals.mean_interval`)."""
+    check_rows(rows)
     lines = []
     for (aug, mode, labels), runs in rows.groupby(["aug", "mode", "n_labels"], sort=False):
         top1 = mean_interval(list(runs["top1"]), list(runs["top1_se"]))
@@ -499,6 +501,7 @@ def write_results(
     run_dir, out = resolve(runs_dir or "runs") / preset, results_folder(preset, results_dir)
     rows, knn, clusters = collect_results(run_dir), collect_knn(run_dir), collect_clusters(run_dir)
     metrics = collect_metrics(run_dir)
+    check_rows(rows)  # before anything is written: the old tables stay until the rows are sound
     if not len(rows) and not len(knn) and not len(clusters) and not metrics:
         raise NoRunsError(
             f"no runs of preset {preset!r} under '{run_dir}'; fill it with `python -m swavnb.study "
