@@ -234,17 +234,15 @@ def label_subset(labels: torch.Tensor, fraction: float, seed: int = 0) -> torch.
     return torch.sort(torch.cat(kept)).values
 
 
-def epoch_permutation(
-    n: int, seed: int, epoch: int, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """The sample order of one epoch, a function of (seed, epoch) only.
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of one epoch, a function of (seed, epoch) only, on the CPU.
 
     Drawing it from a fresh generator per epoch lets a resumed run rebuild the exact
-    order of an interrupted epoch and skip the steps already done.
+    order of an interrupted epoch and skip the steps already done; drawing it on the CPU keeps
+    that order when a run resumes on another device (a CUDA generator draws another one).
     """
-    device = torch.device(device)
-    generator = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=generator, device=device)
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator)
 
 
 def batch_indices(
@@ -259,7 +257,7 @@ def batch_indices(
     """Yield the shuffled index batches of one epoch, starting at ``start_step``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = epoch_permutation(n, seed, epoch, device)
+    order = epoch_permutation(n, seed, epoch).to(device)
     stop = n - n % batch_size if drop_last else n
     for begin in range(start_step * batch_size, stop, batch_size):
         yield order[begin : begin + batch_size]

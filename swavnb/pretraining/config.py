@@ -302,7 +302,14 @@ def validate_pretrain(config: PretrainConfig) -> None:
         raise ValueError(
             f"local_size must be in [1, image_size={config.image_size}], got {config.local_size}"
         )
-    for name in ("epochs", "batch_size", "n_prototypes", "feat_dim", "sinkhorn_iters"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "n_prototypes",
+        "feat_dim",
+        "sinkhorn_iters",
+        "log_every_steps",
+    ):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.lr <= 0 or config.epsilon <= 0 or config.temperature <= 0:
@@ -318,6 +325,20 @@ def validate_pretrain(config: PretrainConfig) -> None:
             f"queue_length {config.queue_length} must hold at least one batch "
             f"({config.batch_size}); use 0 for no queue"
         )
+
+
+def validate_world(config: PretrainConfig, world_size: int) -> None:
+    """Fail unless the global batch and queue split evenly over ``world_size`` processes: uneven
+    shards would weight samples unequally (DDP averages each rank's mean) and overflow a rank's
+    queue."""
+    for name in ("batch_size", "queue_length"):
+        value = getattr(config, name)
+        if value % world_size:
+            raise ValueError(
+                f"{name} {value} does not split evenly over {world_size} processes; choose a "
+                f"multiple of {world_size} (--{name}) or launch a number of processes that "
+                "divides it"
+            )
 
 
 def as_dict(config: Any) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from swavnb.method.augment import Augmentation, MultiCrop, view_seed
 from swavnb.method.loss import swav_loss
 from swavnb.method.model import SwAVModel
 from swavnb.method.usage import prototype_usage, usage_summary
-from swavnb.pretraining.config import PretrainConfig, as_dict, validate_pretrain
+from swavnb.pretraining.config import PretrainConfig, as_dict, validate_pretrain, validate_world
 
 # where the data lives, the device, its precision (bf16 or float32: the same training within bf16
 # noise), compiling, the choice of deterministic kernels and how often a run logs or saves do not
@@ -185,6 +185,7 @@ class Pretrainer:
         self.config, self.out, self.progress = config, resolve(out_dir), progress
         self.ckpt_path = self.out / CHECKPOINT
         self.runtime = distributed.setup(config.device)
+        validate_world(config, self.runtime.world_size)
         device = self.device = self.runtime.device
         self.bf16 = use_bf16(config.amp, device)
         # before anything runs on the device: cuBLAS reads its workspace setting once

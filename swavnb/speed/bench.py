@@ -146,7 +146,7 @@ def cycling_steps(trainer: Pretrainer) -> Callable[..., None]:
     """One ``train_step`` per call (``phase_done`` passed on), over epoch 0's batches again and
     again."""
     batch = trainer.config.batch_size
-    order = epoch_permutation(len(trainer.images), trainer.config.seed, 0, trainer.device)
+    order = epoch_permutation(len(trainer.images), trainer.config.seed, 0).to(trainer.device)
     counter = iter(range(10**9))
 
     def step(phase_done: Callable[[str], None] = lambda phase: None) -> None:

@@ -11,6 +11,7 @@ from swavnb.pretraining.config import (
     PretrainConfig,
     finetune_config,
     pretrain_config,
+    validate_world,
 )
 
 
@@ -84,6 +85,7 @@ def test_string_overrides_are_typed():
         (dict(compile="maybe"), "unknown compile 'maybe'; choose one of auto, true, false"),
         (dict(channels_last="maybe"), "cannot read 'maybe' as bool"),
         (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(log_every_steps=0), "log_every_steps must be >= 1"),
         (dict(image_size=24), "image_size must be 32, 16 or 8"),
         (dict(image_size=16, local_size=24), r"local_size must be in \[1, image_size=16\]"),
         (dict(colour=1), "unknown PretrainConfig field"),
@@ -123,3 +125,21 @@ def test_unknown_preset_and_option():
         parse_overrides(["--colour", "red"], FinetuneConfig)
     with pytest.raises(ValueError, match="--epochs needs a value"):
         parse_overrides(["--epochs"], PretrainConfig)
+
+
+@pytest.mark.parametrize(
+    "fields, world, message",
+    [
+        (dict(batch_size=16), 3, "batch_size 16 does not split evenly over 3 processes"),
+        (dict(batch_size=16, queue_length=30), 4, "queue_length 30 does not split evenly over 4"),
+    ],
+)
+def test_a_batch_or_queue_that_ranks_cannot_share_evenly_is_refused(fields, world, message):
+    with pytest.raises(ValueError, match=message):
+        validate_world(pretrain_config("smoke", **fields), world)
+
+
+def test_a_batch_and_queue_that_split_evenly_are_accepted():
+    config = pretrain_config("smoke", batch_size=16, queue_length=32)
+    for world in (1, 2, 4, 8):
+        validate_world(config, world)
