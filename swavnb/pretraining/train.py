@@ -324,6 +324,18 @@ class Pretrainer:
                 )
             self.metrics, self.epoch = state["metrics"], state["epoch"]
             return
+        # each rank's shard, views and queue rows depend on the number of processes; checkpoints
+        # from before it was saved cannot tell and resume as they did
+        saved_world, world = (
+            state.get("world_size", self.runtime.world_size),
+            self.runtime.world_size,
+        )
+        if saved_world != world:
+            raise ValueError(
+                f"'{self.ckpt_path}' was written by {saved_world} process(es), and this run has "
+                f"{world}: resume it with as many (torchrun --nproc_per_node {saved_world}, or one "
+                "process for 1), or choose another folder to start over"
+            )
         # an "rng" entry (checkpoints before per-step view seeds) is ignored: nothing needs it,
         # and a CUDA generator's state would not load into a CPU one
         self.optimizer.load_state_dict(state["optimizer"])
@@ -356,6 +368,7 @@ class Pretrainer:
                 "metrics": self.metrics,
                 "finished": self.finished,
                 "tally": tally,
+                "world_size": self.runtime.world_size,
             },
             self.ckpt_path,
         )

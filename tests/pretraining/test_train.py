@@ -154,6 +154,30 @@ def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, monkeypatch):
     assert untimed(resumed["epochs"]) == untimed(straight["epochs"])
 
 
+def test_a_run_resumes_only_with_as_many_processes_as_it_ran_with(tmp_path, monkeypatch):
+    train_step = Pretrainer.train_step
+
+    def stop_at_step_3(self, index, global_step, *args, **kwargs):
+        if global_step == 3:
+            raise KeyboardInterrupt
+        return train_step(self, index, global_step, *args, **kwargs)
+
+    monkeypatch.setattr(Pretrainer, "train_step", stop_at_step_3)
+    config = pretrain_config("smoke", aug="flip", **SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config, tmp_path, progress=False)
+    monkeypatch.setattr(Pretrainer, "train_step", train_step)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (state["step"], state["world_size"]) == (2, 1)
+    state["world_size"] = 2  # as a 2-rank torchrun run writes it
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"written by 2 process\(es\), and this run has 1"):
+        pretrain(config, tmp_path, progress=False)
+    del state["world_size"]  # a checkpoint from before it was saved resumes as it did
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert len(pretrain(config, tmp_path, progress=False)["epochs"]) == SMALL["epochs"]
+
+
 def _steps(trainer: Pretrainer, epoch: int, n: int) -> None:
     """The first ``n`` steps of ``epoch`` through :meth:`Pretrainer.scheduled_step` (one
     process)."""
