@@ -391,9 +391,19 @@ def markdown_tables(
         f"Each cell is the mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}) ± the half "
         "width of its 95 % interval (Student's t over the seeds)"
         if len(seeds) > 1
-        else "Each cell is one run (seed 0) ± 1.96 × its test-set standard error (binomial): the "
-        "interval of the test measurement alone, not of a new pretraining"
+        else f"Each cell is one run (seed {', '.join(map(str, seeds)) or '–'}) ± 1.96 × its "
+        "test-set standard error (binomial): the interval of the test measurement alone, not of a "
+        "new pretraining"
     )
+    if len(seeds) > 1:  # a study still running, or a seed whose evaluation failed
+        counts = rows.groupby(["aug", "mode", "n_labels"], sort=False)["seed"].nunique()
+        fewer = [
+            f"{aug} {mode} at {int(labels):,} labels ({n} seed{'s' if n > 1 else ''})"
+            for (aug, mode, labels), n in counts.items()
+            if n < len(seeds)
+        ]
+        if fewer:
+            intervals += f"; cells over fewer seeds: {', '.join(fewer)}"
     parts = [
         f"# Results of preset `{preset}`",
         "Accuracies in percent on the CIFAR-100 test set"

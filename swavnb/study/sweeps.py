@@ -143,7 +143,8 @@ def collect_sweep(runs_dir: str | os.PathLike, preset: str, field: str) -> pd.Da
 
 
 def summarise(rows: pd.DataFrame, metric: str) -> dict[Any, Estimate]:
-    """{value: mean of ``metric`` over seeds with its 95 % interval} (the loss: seeds only)."""
+    """{value: mean of ``metric`` over seeds with its 95 % interval} (the loss: seeds only), of one
+    encoder's rows."""
     out = {}
     for value, runs in rows.dropna(subset=[metric]).groupby("value"):
         ses = list(runs[f"{metric}_se"]) if f"{metric}_se" in runs else [0.0] * len(runs)
@@ -152,7 +153,7 @@ def summarise(rows: pd.DataFrame, metric: str) -> dict[Any, Estimate]:
 
 
 def verdict(rows: pd.DataFrame, field: str, metric: str = "linear_top1") -> tuple[str, str, str]:
-    """(statement, verdict, effects) on the seed's choice for ``field``, from the rows.
+    """(statement, verdict, effects) on the seed's choice for ``field``, from one encoder's rows.
 
     The choice *holds* when it beats every other swept value beyond the interval of the paired
     difference, *does not hold* when some value beats it so, and otherwise *cannot tell*.
@@ -160,6 +161,10 @@ def verdict(rows: pd.DataFrame, field: str, metric: str = "linear_top1") -> tupl
     if field not in SEED_CHOICES:
         return f"the seed makes no claim about {field}", "–", "–"
     choice, statement = SEED_CHOICES[field]
+    if field != "aug" and rows["aug"].nunique() > 1:  # pairing by seed would mix the encoders
+        raise ValueError(
+            f"the {field} verdict takes one encoder's rows, got {', '.join(rows['aug'].unique())}"
+        )
     rows = rows.dropna(subset=[metric])
     by_value = {
         v: {
@@ -201,8 +206,13 @@ def sweep_claims(runs_dir: str | os.PathLike, preset: str) -> list[str]:
         "|:--|:--|:--|:--|",
     ]
     for field in fields:
-        statement, outcome, effects = verdict(collect_sweep(runs_dir, preset, field), field)
-        lines.append(f"| {field} | {statement} | **{outcome}** | {effects} |")
+        rows = collect_sweep(runs_dir, preset, field)
+        # each encoder's sweep is its own comparison (in a sweep of aug the values are the augs)
+        groups = [(None, rows)] if field == "aug" else list(rows.groupby("aug", sort=False))
+        for aug, mine in groups:
+            statement, outcome, effects = verdict(mine, field)
+            named = field if aug is None or len(groups) == 1 else f"{field} ({aug})"
+            lines.append(f"| {named} | {statement} | **{outcome}** | {effects} |")
     return lines
 
 

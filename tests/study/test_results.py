@@ -126,6 +126,18 @@ def test_several_seeds_give_a_mean_and_a_t_interval_and_claims_md(tmp_path):
     )
 
 
+def test_tables_name_the_seed_of_a_one_seed_study_and_the_cells_short_of_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    _result(runs / "smoke", "flip", "finetune", 0.1, 10.0, seed=1)
+    assert "one run (seed 1)" in write_results("smoke", runs, tmp_path / "results").tables
+    for seed in (0, 2):
+        _result(runs / "smoke", "flip", "finetune", 0.1, 11.0 + seed, seed)
+    _result(runs / "smoke", "scratch", "finetune", 0.1, 3.0, seed=0)
+    tables = write_results("smoke", runs, tmp_path / "results").tables
+    assert "mean over 3 seeds (0, 1, 2)" in tables
+    assert "cells over fewer seeds: scratch finetune at 500 labels (1 seed)." in tables
+
+
 def test_tables_put_ours_beside_every_seed_number_and_the_scratch_baseline(tmp_path):
     runs = _study(tmp_path)
     write_results("smoke", runs, tmp_path / "results")

@@ -12,6 +12,7 @@ import pytest
 
 from swavnb.base.layout import CHECKPOINT, run_folder, sweep_folder
 from swavnb.study import plan as study
+from swavnb.study import sweeps
 from swavnb.study.sweeps import (
     collect_sweep,
     parse_sweep,
@@ -65,6 +66,10 @@ def test_the_verdict_on_the_seeds_choice_comes_from_the_rows():
     assert verdict(noisy, "n_prototypes")[1] == "cannot tell at this scale"
     assert verdict(rows({30: [1.0], 300: [2.0]}), "n_prototypes")[1].startswith("cannot tell:")
     assert verdict(best, "lr")[1] == "–"  # the seed claims nothing about the learning rate
+    # two encoders' sweeps are two verdicts: one table would pair flip's seed 0 with swav's
+    both = pd.concat([best, worse.assign(aug="flip")])
+    with pytest.raises(ValueError, match="one encoder's rows, got swav, flip"):
+        verdict(both, "n_prototypes")
 
 
 def test_a_sweep_before_the_study_links_the_presets_value_to_the_studys_future_run(tmp_path):
@@ -138,3 +143,20 @@ def test_a_smoke_sweep_trains_each_value_once_resumes_and_gathers_its_rows(
     out = capsys.readouterr().out
     assert out.count("skipped, results exist") == 5  # 2 pretrainings, 30: 2 evaluations, 10: linear
     assert (trained / CHECKPOINT).stat().st_mtime_ns == kept and (trained / "knn").is_dir()
+
+
+def test_a_sweep_of_two_encoders_gets_a_verdict_each(monkeypatch):
+    rows = pd.DataFrame(
+        [
+            {"value": v, "aug": aug, "seed": s, "linear_top1": a + s / 10, "linear_top1_se": 0.3}
+            for aug, better in (("swav", 3000), ("flip", 300))
+            for v in (300, 3000)
+            for s, a in enumerate([8.0, 8.0, 8.0] if v != better else [10.0, 10.0, 10.0])
+        ]
+    )
+    monkeypatch.setattr(sweeps, "sweep_fields", lambda runs_dir, preset: ["n_prototypes"])
+    monkeypatch.setattr(sweeps, "collect_sweep", lambda runs_dir, preset, field: rows)
+    lines = [line for line in sweeps.sweep_claims("runs", "smoke") if "n_prototypes (" in line]
+    assert len(lines) == 2
+    assert lines[0].startswith("| n_prototypes (swav) |") and "**holds**" in lines[0]
+    assert lines[1].startswith("| n_prototypes (flip) |") and "**does not hold**" in lines[1]
