@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from swavnb.base.errors import DiskFullError
-from swavnb.base.layout import resolve, shown
+from swavnb.base.layout import CHECKPOINT, resolve, shown
 
 FORMAT = "swavnb-checkpoint-v1"
 
@@ -88,6 +88,17 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_save({"format": FORMAT, **state}, path)
 
 
+def _how_to_create(path: Path) -> str:
+    """The command that writes ``path``: the study's layout names its preset, aug and seed."""
+    preset, aug, seed = path.parts[-4:-1] if len(path.parts) >= 4 else ("", "", "")
+    if path.name == CHECKPOINT and seed.startswith("seed-") and seed[5:].isdigit():
+        return (
+            f"run `python -m swavnb.pretrain --preset {preset} --aug {aug} --seed {seed[5:]}` "
+            "to create it"
+        )
+    return "run `python -m swavnb.pretrain` to create it"
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
@@ -97,17 +108,18 @@ def load_checkpoint(
         CheckpointError: the file is missing, truncated/corrupt, or not a swavnb checkpoint.
     """
     path = resolve(path)
+    if path.is_dir():
+        raise CheckpointError(f"'{path}' is a folder; pass the checkpoint.pt inside it")
     if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint '{path}' does not exist; run `python -m swavnb.pretrain` to create it"
-        )
+        raise CheckpointError(f"checkpoint '{path}' does not exist; {_how_to_create(path)}")
     try:
         # weights_only is safe to use: ours hold tensors, numbers, strings and dicts only
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         raise CheckpointError(
             f"checkpoint '{path}' is corrupt or unreadable ({type(error).__name__}); "
-            "delete it and rerun pretraining (a run resumes from its last good checkpoint)"
+            "delete it and rerun pretraining to start that run over (a run keeps one checkpoint, "
+            "so its progress is lost)"
         ) from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(

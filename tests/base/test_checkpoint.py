@@ -78,6 +78,11 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
 def test_missing_corrupt_and_foreign_files_are_clear_errors(tmp_path, trained):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing.pt")
+    study_run = tmp_path / "runs" / "quick" / "flip" / "seed-0" / "checkpoint.pt"
+    with pytest.raises(CheckpointError, match="--preset quick --aug flip --seed 0` to create it"):
+        load_checkpoint(study_run)
+    with pytest.raises(CheckpointError, match="is a folder; pass the checkpoint.pt inside it"):
+        load_checkpoint(tmp_path)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(trained.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt"):
