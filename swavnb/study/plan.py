@@ -27,7 +27,13 @@ from swavnb.base import run_guard
 from swavnb.base.checkpoint import CheckpointError, load_checkpoint
 from swavnb.base.compiling import check_compile
 from swavnb.base.device import available_cores, hardware, pick_device, threads_per_job
-from swavnb.base.errors import DamagedExportError, DiskFullError, RunFolderBusy, RunFolderError
+from swavnb.base.errors import (
+    DamagedExportError,
+    DiskFullError,
+    RunFolderBusy,
+    RunFolderError,
+    StudyRowsError,
+)
 from swavnb.base.layout import (
     CHECKPOINT,
     SCRATCH,
@@ -656,7 +662,8 @@ def _run_study(args: argparse.Namespace, steps: list[Step]) -> int:
             on_done=_exporter(args) if args.export else lambda step: None,
             keep_going=args.keep_going,
         )
-    except (RunFolderError, DamagedExportError) as error:  # rerunning cannot help: the fix can
+    # rerunning cannot help: the fix (a folder moved or deleted) can
+    except (RunFolderError, DamagedExportError, CheckpointError, StudyRowsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (StepFailed, FileNotFoundError, ValueError, subprocess.SubprocessError) as error:

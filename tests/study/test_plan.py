@@ -344,3 +344,15 @@ def test_the_fine_tuning_cost_is_timed_on_the_threads_a_job_gets(tmp_path, monke
         )
     finally:
         torch.set_num_threads(held)
+
+
+def test_a_corrupt_checkpoint_in_the_study_is_one_line_naming_it(tmp_path, capsys):
+    checkpoint = tmp_path / "runs" / "smoke" / "flip" / "seed-0" / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"not a checkpoint")
+    argv = ["--preset", "smoke", "--augs", "flip", "--modes", "linear", "--headless"]
+    argv += ["--runs_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "results")]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(checkpoint) in lines[0]
+    assert "corrupt" in lines[0] and "start that run over" in lines[0]
