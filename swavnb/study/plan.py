@@ -516,7 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data_root", default="", help="folder holding cifar-100-python/ (default $SWAVNB_DATA)"
     )
-    parser.add_argument("--force", action="store_true", help="redo steps whose results exist")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="redo every step whose results exist, pretrainings included (their checkpoints are "
+        "deleted first)",
+    )
     parser.add_argument(
         "--keep_going",
         action="store_true",
