@@ -114,20 +114,26 @@ INTERRUPTED = dict(KILLED_RUN, epochs=1, queue_start_epoch=0, freeze_prototypes_
 TIMING = {"seconds", "img_per_s"}
 
 
+def _interrupt_at(step: int, monkeypatch) -> Callable:
+    """Make the run stop (as Ctrl-C does) when it reaches global ``step``; returns the real step."""
+    train_step = Pretrainer.train_step
+
+    def stop(self, index, global_step, *args, **kwargs):
+        if global_step == step:
+            raise KeyboardInterrupt
+        return train_step(self, index, global_step, *args, **kwargs)
+
+    monkeypatch.setattr(Pretrainer, "train_step", stop)
+    return train_step
+
+
 def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, monkeypatch):
     """A run stopped mid-epoch, with the queue in use and the prototypes frozen, resumes from its
     checkpoint alone to bit-identical weights and the same metrics; a checkpoint's rng entry from an
     older version on a GPU (a CUDA generator's 16-byte state) does not stop it. (test_distributed
     SIGKILLs a 2-rank run through the command line: one process here saves a start-up.)"""
     broken = tmp_path / "broken"
-    train_step = Pretrainer.train_step
-
-    def stop_at_step_4(self, index, global_step, *args, **kwargs):
-        if global_step == 4:
-            raise KeyboardInterrupt
-        return train_step(self, index, global_step, *args, **kwargs)
-
-    monkeypatch.setattr(Pretrainer, "train_step", stop_at_step_4)
+    train_step = _interrupt_at(4, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         pretrain(pretrain_config("smoke", aug="flip", **INTERRUPTED), broken, progress=False)
     monkeypatch.setattr(Pretrainer, "train_step", train_step)
@@ -155,14 +161,7 @@ def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_a_run_resumes_only_with_as_many_processes_as_it_ran_with(tmp_path, monkeypatch):
-    train_step = Pretrainer.train_step
-
-    def stop_at_step_3(self, index, global_step, *args, **kwargs):
-        if global_step == 3:
-            raise KeyboardInterrupt
-        return train_step(self, index, global_step, *args, **kwargs)
-
-    monkeypatch.setattr(Pretrainer, "train_step", stop_at_step_3)
+    train_step = _interrupt_at(3, monkeypatch)
     config = pretrain_config("smoke", aug="flip", **SMALL)
     with pytest.raises(KeyboardInterrupt):
         pretrain(config, tmp_path, progress=False)

@@ -36,7 +36,8 @@ SMOKE_PARAMETERS = {
         "preset": "smoke",
         "seed": 0,
         "checkpoint": "runs/smoke/flip/seed-0/checkpoint.pt",
-        "fraction": 0.2,
+        # a label count of its own: 0.2 of smoke's pool is the 100 labels (one per class) of 0.1
+        "fraction": 0.8,
     },
     "probes": {"preset": "smoke", "aug": "scratch", "seed": 1},  # a new encoder: a new folder
     "results": {"preset": "smoke"},
@@ -113,8 +114,8 @@ def test_notebooks_pass_nbval_at_smoke_size(smoke_study, tmp_path):
     new = sorted(set(after) - set(before))
     assert new == sorted(
         [
-            "smoke/flip/seed-0/finetune-0.2/result.json",
-            "smoke/flip/seed-0/finetune-0.2/run.json",
+            "smoke/flip/seed-0/finetune-0.8/result.json",
+            "smoke/flip/seed-0/finetune-0.8/run.json",
             "smoke/scratch/seed-1/probes/clusters.json",
             "smoke/scratch/seed-1/probes/knn.json",
             "smoke/scratch/seed-1/probes/run.json",
