@@ -8,7 +8,7 @@ from __future__ import annotations
 from swavnb.base import cli
 from swavnb.base.distributed import teardown
 from swavnb.base.layout import CHECKPOINT, run_folder, shown
-from swavnb.pretraining.config import PRESETS, PretrainConfig, pretrain_config
+from swavnb.pretraining.config import PRESETS, PretrainConfig, preset_changes, pretrain_config
 from swavnb.pretraining.train import pretrain
 
 
@@ -23,12 +23,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--out",
         default="",
         help="run folder for checkpoint.pt and metrics.json (default: the study's, "
-        "runs/<preset>/<aug>/seed-<seed>)",
+        "runs/<preset>/<aug>/seed-<seed>; with fields set otherwise than the preset, "
+        "runs/<preset>/custom/<field>-<value>__.../<aug>/seed-<seed>)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     args, extra = parser.parse_known_args(argv)
     config = pretrain_config(args.preset, **cli.parse_overrides(extra, PretrainConfig))
-    out = args.out or run_folder(config.preset, config.aug, config.seed)
+    changes = preset_changes(config)  # set otherwise than the preset: a folder of its own
+    out = args.out or run_folder(config.preset, config.aug, config.seed, changes=changes)
     try:
         metrics = pretrain(config, out, progress=not args.no_progress)
     finally:

@@ -11,6 +11,7 @@ working directory.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT_ENV = "SWAVNB_ROOT"
@@ -23,6 +24,7 @@ MANIFEST = "run.json"  # what a run folder holds (swavnb.base.run_guard)
 LOCK = ".lock"  # held by the process writing a run folder (swavnb.base.run_guard)
 SCRATCH = "scratch"  # the aug name of the random-init encoder, as in results.csv
 NO_CHECKPOINT = "none"  # what a notebook or CLI takes for "random init"
+CUSTOM = "custom"  # <runs>/<preset>/custom/: runs set otherwise than the preset, not the study's
 _SOURCE_CHECKOUT = Path(__file__).resolve().parents[2]  # swavnb/base/layout.py
 
 
@@ -54,10 +56,30 @@ def is_random_init(checkpoint: str | os.PathLike | None) -> bool:
     return checkpoint in (None, "", NO_CHECKPOINT)
 
 
-def run_folder(preset: str, aug: str, seed: int = 0, runs_dir: str | os.PathLike = "runs") -> Path:
+def run_folder(
+    preset: str,
+    aug: str,
+    seed: int = 0,
+    runs_dir: str | os.PathLike = "runs",
+    changes: Mapping[str, object] | None = None,
+) -> Path:
     """``<runs_dir>/<preset>/<aug>/seed-<seed>``: one encoder's pretraining run (or random init's
-    folder) and its evaluations; ``runs_dir`` '' (a notebook's default) is ``runs``."""
-    return resolve(runs_dir or "runs") / preset / aug / f"seed-{seed}"
+    folder) and its evaluations; ``runs_dir`` '' (a notebook's default) is ``runs``.
+
+    With ``changes`` (fields set otherwise than the preset), ``<runs_dir>/<preset>/custom/
+    <field>-<value>__.../<aug>/seed-<seed>``: such a run never takes the study's folder.
+    """
+    root = resolve(runs_dir or "runs") / preset
+    if changes:
+        root = root / CUSTOM / "__".join(f"{k}-{v}" for k, v in sorted(changes.items()))
+    return root / aug / f"seed-{seed}"
+
+
+def is_study_run(relative: str | os.PathLike) -> bool:
+    """Whether a path relative to ``<runs_dir>/<preset>`` is inside the study's own encoders, not a
+    sweep's (``sweep-<field>/``) or a custom run's (``custom/``)."""
+    top = Path(relative).parts[0] if Path(relative).parts else ""
+    return not (top.startswith("sweep-") or top == CUSTOM)
 
 
 def sweep_folder(

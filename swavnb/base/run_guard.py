@@ -113,6 +113,7 @@ def claim(
     identity: Mapping[str, Any],
     version: str,
     replaces: Sequence[str] = (),
+    source: str | None = None,
 ) -> bool:
     """Mark ``folder`` as holding the run ``identity`` of ``version`` (the encoder's run id), before
     the run writes there.
@@ -120,22 +121,33 @@ def claim(
     Args:
         replaces: the run's result files: deleted when the folder held the same run of another
             version, so stale results never pass for the new run's, even if it is interrupted.
+        source: the checkpoint the run evaluates, as rows show it. Another version from the same
+            checkpoint is a redone pretraining (stale results); from another checkpoint it is
+            another encoder of the same aug and seed, whose results are refused, not replaced.
 
     Returns:
         True when the folder held the same run of another version (an earlier pretraining's).
 
     Raises:
-        RunFolderError: the folder holds another run (:func:`check_identity`).
+        RunFolderError: the folder holds another run (:func:`check_identity`), or the same run of
+            another checkpoint.
         RunFolderBusy: another process holds the folder's lock.
     """
     folder = resolve(folder)
     with locked(folder):
         held = check_identity(folder, identity)
         stale = held is not None and held.get("version") != version
+        if stale and None not in (source, held.get("source")) and held["source"] != source:
+            raise RunFolderError(
+                f"'{shown(folder)}' holds {describe(held['identity'])} of '{held['source']}', not "
+                f"of '{source}': choose another folder with {setting('out')}, or delete that "
+                "folder to evaluate the new checkpoint there"
+            )
         for name in replaces if stale else ():
             (folder / name).unlink(missing_ok=True)
         if held is None or stale:
-            write_json(folder / MANIFEST, {"identity": _plain(dict(identity)), "version": version})
+            manifest = {"identity": _plain(dict(identity)), "version": version}
+            write_json(folder / MANIFEST, manifest | ({} if source is None else {"source": source}))
     return stale
 
 

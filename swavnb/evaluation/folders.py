@@ -82,7 +82,7 @@ def open_evaluation(
     )
     out = resolve(out_dir or derived_folder(encoder, kind, config.seed, fraction))
     identity = evaluation_identity(encoder, kind, config, fraction)
-    run_guard.claim(out, identity, encoder.run_id, replaces=_RESULTS[kind])
+    run_guard.claim(out, identity, encoder.run_id, _RESULTS[kind], encoder.checkpoint)
     return backbone, encoder, out
 
 

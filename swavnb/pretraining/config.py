@@ -29,6 +29,22 @@ def check_bn_stats(bn_stats: str) -> str:
     return bn_stats
 
 
+# where the data lives, the device, its precision (bf16 or float32: the same training within bf16
+# noise), compiling, the choice of deterministic kernels and how often a run logs or saves do not
+# change what it trains: a run may resume with other values (another machine)
+RESUMABLE_CHANGES = frozenset(
+    {
+        "data_root",
+        "device",
+        "compile",
+        "deterministic",
+        "amp",
+        "log_every_steps",
+        "checkpoint_every_steps",
+    }
+)
+
+
 @dataclass
 class PretrainConfig:
     """Everything that defines a SwAV pretraining run (saved inside its checkpoint)."""
@@ -271,6 +287,16 @@ def pretrain_config(preset: str = "quick", **overrides: Any) -> PretrainConfig:
     config = _build(PretrainConfig, _PRETRAIN_PRESETS, preset, overrides)
     validate_pretrain(config)
     return config
+
+
+def preset_changes(config: PretrainConfig) -> dict[str, Any]:
+    """The fields in which ``config`` trains otherwise than the study's run of its preset, aug and
+    seed (those a run may resume with changed left out); a run with any has a folder of its own.
+    """
+    study = as_dict(pretrain_config(config.preset, aug=config.aug, seed=config.seed))
+    return {
+        k: v for k, v in as_dict(config).items() if k not in RESUMABLE_CHANGES and study[k] != v
+    }
 
 
 def finetune_config(preset: str = "quick", **overrides: Any) -> FinetuneConfig:

@@ -40,21 +40,12 @@ from swavnb.method.augment import Augmentation, MultiCrop, view_seed
 from swavnb.method.loss import swav_loss
 from swavnb.method.model import SwAVModel
 from swavnb.method.usage import prototype_usage, usage_summary
-from swavnb.pretraining.config import PretrainConfig, as_dict, validate_pretrain, validate_world
-
-# where the data lives, the device, its precision (bf16 or float32: the same training within bf16
-# noise), compiling, the choice of deterministic kernels and how often a run logs or saves do not
-# change what it trains: a run may resume with other values (another machine)
-RESUMABLE_CHANGES = frozenset(
-    {
-        "data_root",
-        "device",
-        "compile",
-        "deterministic",
-        "amp",
-        "log_every_steps",
-        "checkpoint_every_steps",
-    }
+from swavnb.pretraining.config import (
+    RESUMABLE_CHANGES,
+    PretrainConfig,
+    as_dict,
+    validate_pretrain,
+    validate_world,
 )
 
 

@@ -27,7 +27,12 @@ from swavnb.evaluation.features import evaluation_data, frozen_features, knn_by_
 from swavnb.evaluation.finetune import finetune
 from swavnb.evaluation.folders import is_done, open_evaluation
 from swavnb.method.model import SwAVModel
-from swavnb.pretraining.config import FinetuneConfig, finetune_config, pretrain_config
+from swavnb.pretraining.config import (
+    FinetuneConfig,
+    finetune_config,
+    preset_changes,
+    pretrain_config,
+)
 from swavnb.pretraining.train import pretrain
 from swavnb.study.results import NoRunsError, save_clusters, save_knn, write_results
 from swavnb.study.sweeps import KNN_K, collect_sweep, write_sweep
@@ -58,7 +63,9 @@ def run_pretrain(p: Mapping[str, Any]) -> None:
         compile=p.get("compile") or None,  # '' or absent: the preset's
         **p.get("overrides", {}),  # a sweep's value
     )
-    out = p.get("out_dir") or run_folder(config.preset, config.aug, config.seed, _runs_dir(p))
+    out = p.get("out_dir") or run_folder(
+        config.preset, config.aug, config.seed, _runs_dir(p), preset_changes(config)
+    )
     pretrain(config, out, progress=False)
 
 

@@ -15,7 +15,15 @@ from typing import Any
 import pandas as pd
 
 from swavnb.base.checkpoint import write_json
-from swavnb.base.layout import CLUSTERS, KNN, METRICS, RESULT, resolve, results_folder
+from swavnb.base.layout import (
+    CLUSTERS,
+    KNN,
+    METRICS,
+    RESULT,
+    is_study_run,
+    resolve,
+    results_folder,
+)
 from swavnb.evaluation.clusters import COLUMNS as CLUSTER_COLUMNS
 from swavnb.evaluation.clusters import METHODS, SCORES
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval
@@ -82,14 +90,10 @@ def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 def _study_files(run_dir: str | os.PathLike, name: str) -> list[Path]:
-    """Every ``name`` under ``run_dir`` but in a sweep's folders (``sweep-<field>/``): a sweep's
-    runs are not the study's encoders."""
+    """Every ``name`` under ``run_dir`` but in a sweep's or a custom run's folders: those are not
+    the study's encoders."""
     root = Path(run_dir)
-    return [
-        path
-        for path in sorted(root.rglob(name))
-        if not path.relative_to(root).parts[0].startswith("sweep-")
-    ]
+    return [path for path in sorted(root.rglob(name)) if is_study_run(path.relative_to(root))]
 
 
 def _with_uncertainty(row: dict[str, Any]) -> dict[str, Any]:

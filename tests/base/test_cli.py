@@ -108,3 +108,17 @@ def test_missing_dataset_names_the_fix(tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "CIFAR-100 not found" in result.stderr and "SWAVNB_DATA" in result.stderr
+
+
+def test_a_pretraining_set_otherwise_than_the_preset_trains_in_a_folder_of_its_own(
+    tmp_path, monkeypatch
+):
+    # the study's folder of this encoder stays untouched: its own run is still to come there
+    monkeypatch.setenv("SWAVNB_ROOT", str(tmp_path))
+    tiny = ["--train_images", "32", "--batch_size", "16", "--epochs", "1", "--image_size", "8"]
+    tiny += ["--local_size", "4", "--n_prototypes", "12", "--feat_dim", "8"]
+    pretrain.main(["--preset", "smoke", "--aug", "flip", "--seed", "2", "--no-progress", *tiny])
+    runs = tmp_path.resolve() / "runs" / "smoke"
+    name = "batch_size-16__epochs-1__feat_dim-8__image_size-8__local_size-4__n_prototypes-12"
+    custom = runs / "custom" / f"{name}__train_images-32" / "flip" / "seed-2"
+    assert (custom / "checkpoint.pt").is_file() and not (runs / "flip").exists()

@@ -12,6 +12,7 @@ from swavnb.base.layout import (
     encoder_folder,
     evaluation_folder,
     figures_folder,
+    is_study_run,
     probes_folder,
     project_root,
     resolve,
@@ -44,6 +45,17 @@ def test_the_root_can_be_overridden(tmp_path, monkeypatch):
     assert project_root() == tmp_path.resolve()
     assert run_folder("quick", "swav") == tmp_path.resolve() / "runs" / "quick" / "swav" / "seed-0"
     assert shown(tmp_path / "runs" / "x") == "runs/x" and shown("/elsewhere/y") == "/elsewhere/y"
+
+
+def test_a_run_set_otherwise_than_the_preset_has_a_folder_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv(layout.ROOT_ENV, str(tmp_path))
+    runs = tmp_path.resolve() / "runs" / "quick"
+    assert run_folder("quick", "swav", 1, "", {}) == runs / "swav" / "seed-1"
+    custom = run_folder("quick", "swav", 1, "", {"lr": 0.01, "epochs": 2})
+    assert custom == runs / "custom" / "epochs-2__lr-0.01" / "swav" / "seed-1"  # fields sorted
+    assert is_study_run("swav/seed-1/finetune-0.1/result.json")
+    assert not is_study_run(custom.relative_to(runs) / "finetune-0.1" / "result.json")
+    assert not is_study_run("sweep-lr/0.01/swav/seed-0/finetune-0.1/result.json")
 
 
 def test_the_run_folder_rule(tmp_path, monkeypatch):

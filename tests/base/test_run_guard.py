@@ -73,6 +73,29 @@ def test_a_pretraining_command_on_a_folder_in_use_is_one_line_and_exit_2(
     assert not (tmp_path / MANIFEST).exists()  # refused before anything was written
 
 
+def test_an_evaluation_of_another_checkpoint_is_refused_and_a_redone_one_replaces_its_results(
+    tmp_path,
+):
+    evaluation = {"kind": "evaluation", "preset": "smoke", "seed": 0, "encoder": {"aug": "flip"}}
+    first = "runs/mine/a/checkpoint.pt"
+    assert run_guard.claim(tmp_path, evaluation, "run-1", ("result.json",), first) is False
+    (tmp_path / "result.json").write_text("{}")
+    # the same checkpoint pretrained again: its old results are stale and go
+    assert run_guard.claim(tmp_path, evaluation, "run-2", ("result.json",), first) is True
+    assert not (tmp_path / "result.json").exists()
+    (tmp_path / "result.json").write_text("{}")
+    # another checkpoint of the same aug and seed, sent to the same --out: refused, results kept
+    other = "runs/mine/b/checkpoint.pt"
+    with pytest.raises(RunFolderError) as refused:
+        run_guard.claim(tmp_path, evaluation, "run-3", ("result.json",), other)
+    message = str(refused.value)
+    assert first in message and other in message
+    assert "choose another folder" in message and (tmp_path / "result.json").exists()
+    # a manifest written before manifests named their checkpoint: replaced as before
+    write_json(tmp_path / MANIFEST, {"identity": evaluation, "version": "run-2"})
+    assert run_guard.claim(tmp_path, evaluation, "run-4", ("result.json",), first) is True
+
+
 Usage = namedtuple("Usage", "total used free")
 
 

@@ -79,3 +79,14 @@ def test_a_study_folder_holding_another_encoders_run_is_not_done_but_refused(tmp
     _pretrain(runs, "swav")
     with pytest.raises(RunFolderError, match=r"holds probes of flip \(seed 0\)"):
         is_done(swav, "probes", config, runs)
+
+
+def test_two_checkpoints_of_one_aug_and_seed_never_share_an_explicit_folder(tmp_path):
+    first, second = _pretrain(tmp_path / "a"), _pretrain(tmp_path / "b")  # both flip, seed 0
+    config = finetune_config("smoke", linear_epochs=2, **TINY)
+    mine = tmp_path / "mine"
+    finetune(first, 0.5, "linear", mine, config)
+    before = (mine / RESULT).read_bytes()
+    with pytest.raises(RunFolderError, match=r"of '.*a/smoke/flip/seed-0/checkpoint.pt', not of"):
+        finetune(second, 0.5, "linear", mine, config)
+    assert (mine / RESULT).read_bytes() == before  # the first checkpoint's row is kept

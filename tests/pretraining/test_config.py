@@ -10,6 +10,7 @@ from swavnb.pretraining.config import (
     FinetuneConfig,
     PretrainConfig,
     finetune_config,
+    preset_changes,
     pretrain_config,
     validate_world,
 )
@@ -64,6 +65,17 @@ def test_every_preset_is_a_runnable_study(preset):
     # k-NN's neighbours and t-SNE's sample fit in the labelled pool and the test images
     assert max(evaluation.knn_k) <= (evaluation.train_images or 50_000)
     assert evaluation.tsne_images <= (evaluation.test_images or 10_000)
+
+
+def test_preset_changes_are_the_fields_that_train_otherwise_than_the_study():
+    # another aug's or seed's own recipe is the study's run of that encoder: no change
+    assert preset_changes(pretrain_config("quick", aug="swav", seed=3)) == {}
+    assert preset_changes(pretrain_config("quick", aug="flip")) == {}
+    # device, precision or compiling change how a run computes, not what it trains
+    same = pretrain_config("quick", aug="flip", device="cpu", amp="false", compile="false")
+    assert preset_changes(same) == {}
+    other = pretrain_config("quick", aug="flip", epochs=2, lr=0.01, amp="false")
+    assert preset_changes(other) == {"epochs": 2, "lr": 0.01}
 
 
 def test_string_overrides_are_typed():

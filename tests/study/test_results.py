@@ -111,6 +111,15 @@ def test_results_csv_has_the_study_columns_first_and_one_row_per_run(tmp_path):
     assert scratch["top1_se"].item() == pytest.approx(100 * math.sqrt(0.03 * 0.97 / 100), abs=1e-4)
 
 
+def test_sweep_and_custom_runs_stay_out_of_the_study_rows(tmp_path):
+    runs = _study(tmp_path)
+    # the same encoder, seed and cell trained otherwise: rows of their own, not the study's
+    _result(runs / "smoke" / "custom" / "epochs-2", "flip", "finetune", 0.1, 99.0)
+    _result(runs / "smoke" / "sweep-lr" / "0.01", "flip", "finetune", 0.1, 98.0)
+    rows = collect_results(runs / "smoke")
+    assert len(rows) == 5 and rows["top1"].max() == 40.0
+
+
 def test_several_seeds_give_a_mean_and_a_t_interval_and_claims_md(tmp_path):
     runs = tmp_path / "runs"
     for seed, (flip, scratch) in enumerate([(10.0, 3.0), (12.0, 4.0), (14.0, 5.0)]):
