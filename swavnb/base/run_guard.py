@@ -201,6 +201,15 @@ def locked(folder: str | os.PathLike, what: str = "run folder") -> Iterator[None
     if folder in _HELD:
         yield
         return
+    _HELD[folder] = _acquire(folder, what)
+    try:
+        yield
+    finally:
+        _HELD.pop(folder).close()  # releases the flock
+
+
+def _acquire(folder: Path, what: str) -> Any:
+    """Take ``folder``'s flock and write the holder into it; returns the open lock file."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     handle = open(path, "a+")  # kept open while the lock is held
@@ -217,9 +226,16 @@ def locked(folder: str | os.PathLike, what: str = "run folder") -> Iterator[None
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     handle.write(json.dumps({**info, "command": _command()}))
     handle.flush()
-    _HELD[folder] = handle
-    try:
-        yield
-    finally:
-        del _HELD[folder]
-        handle.close()  # releases the flock
+    return handle
+
+
+def hold(folder: str | os.PathLike, what: str = "run folder") -> None:
+    """Take ``folder``'s lock (:func:`locked`) until this process ends: for a notebook, whose
+    writes come cells after its folder was claimed, and a kernel may be restarted any time.
+
+    Raises:
+        RunFolderBusy: another live process holds it; the message names that process.
+    """
+    folder = resolve(folder)
+    if folder not in _HELD:
+        _HELD[folder] = _acquire(folder, what)  # never closed here: the process's end releases it

@@ -61,6 +61,7 @@ def open_evaluation(
     out_dir: str | os.PathLike | None = None,
     runs_dir: str | os.PathLike = "runs",
     fraction: float | None = None,
+    hold: bool = False,
 ) -> tuple[nn.Module, Encoder, Path]:
     """Load the encoder and claim the run's folder before any work.
 
@@ -68,6 +69,7 @@ def open_evaluation(
         checkpoint: a pretraining ``checkpoint.pt``, or None / ``"none"`` for random init.
         kind: finetune | linear (at ``fraction``) | probes.
         out_dir: None or '' derives it (:func:`derived_folder`).
+        hold: keep the folder's lock until the process ends (a notebook, writing cells later).
 
     Returns:
         The backbone, the :class:`Encoder` it is, and the run's folder (absolute).
@@ -83,6 +85,8 @@ def open_evaluation(
     out = resolve(out_dir or derived_folder(encoder, kind, config.seed, fraction))
     identity = evaluation_identity(encoder, kind, config, fraction)
     run_guard.claim(out, identity, encoder.run_id, _RESULTS[kind], encoder.checkpoint)
+    if hold:  # after the claim, so a refused folder is never left locked
+        run_guard.hold(out, f"{kind} folder")
     return backbone, encoder, out
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from swavnb.base.errors import RunFolderError
+from swavnb.base.errors import RunFolderBusy, RunFolderError
 from swavnb.base.layout import CHECKPOINT, RESULT, run_folder
 from swavnb.evaluation import features
 from swavnb.evaluation.finetune import finetune
@@ -14,6 +17,7 @@ from swavnb.evaluation.folders import is_done, open_evaluation
 from swavnb.pretraining.config import finetune_config, pretrain_config
 from swavnb.pretraining.train import pretrain
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(train_images=200, test_images=100, epochs=1, min_steps=2, batch_size=50)
 TINY_PRETRAIN = dict(train_images=32, batch_size=16, epochs=1, n_prototypes=10, feat_dim=8)
 
@@ -90,3 +94,35 @@ def test_two_checkpoints_of_one_aug_and_seed_never_share_an_explicit_folder(tmp_
     with pytest.raises(RunFolderError, match=r"of '.*a/smoke/flip/seed-0/checkpoint.pt', not of"):
         finetune(second, 0.5, "linear", mine, config)
     assert (mine / RESULT).read_bytes() == before  # the first checkpoint's row is kept
+
+
+def test_a_notebook_holds_its_probes_folder_until_its_kernel_ends_and_never_a_refused_one(
+    tmp_path, lock_holder
+):
+    out = tmp_path / "probes"
+    code = (
+        "import sys, time\n"
+        "from swavnb.evaluation.folders import open_evaluation\n"
+        "from swavnb.pretraining.config import finetune_config\n"
+        f"config = finetune_config('smoke', **{TINY!r})\n"
+        "open_evaluation('none', 'probes', config, sys.argv[1], hold=True)\n"
+        "print('held', flush=True); time.sleep(120)\n"
+    )
+    kernel = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert kernel.stdout.readline().strip() == "held"
+        config = finetune_config("smoke", **TINY)
+        # the claim is over, the results are cells away: a second process is still kept out
+        with pytest.raises(RunFolderBusy, match=f"process {kernel.pid}"):
+            open_evaluation("none", "probes", config, out)
+    finally:
+        kernel.kill()
+        kernel.wait()
+    open_evaluation("none", "probes", config, out)  # the kernel gone, the folder is free
+    flip = tmp_path / "flip-probes"
+    open_evaluation(_pretrain(tmp_path / "runs"), "probes", config, flip)
+    with pytest.raises(RunFolderError):
+        open_evaluation("none", "probes", config, flip, hold=True)  # flip's folder: refused ...
+    lock_holder(flip)  # ... and not left locked by this process

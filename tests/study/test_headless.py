@@ -171,7 +171,8 @@ def test_import_into_fresh_folders_runs_only_the_notebooks_that_draw(exported, t
     ]  # never retrained
     assert out.count("skipped, results exist") == 5  # the pretraining and the four evaluations
     figures = {p.name for p in (tmp_path / "figures" / "smoke").iterdir()}
-    assert {"tsne-flip-seed0.png", "prototypes-flip-seed0.svg", "knn.png", "accuracy-finetune.svg"} <= figures
+    drawn = {"tsne-flip-seed0.png", "prototypes-flip-seed0.svg", "knn.png", "accuracy-finetune.svg"}
+    assert drawn <= figures
     imported = pd.read_csv(tmp_path / "results" / "smoke" / "results.csv")
     original = pd.read_csv(exported / "results" / "smoke" / "results.csv")
     pd.testing.assert_frame_equal(imported, original)
