@@ -13,7 +13,7 @@ export SWAVNB_DATA
 # kind's figures never overwrite another's; expanded when used, after setup
 KIND = $(shell $(BIN)/python -c 'from swavnb.base.device import device_kind; print(device_kind())')
 
-.PHONY: setup study demo test lint bench bench-curve clean
+.PHONY: setup study demo lab test lint bench bench-curve clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ study: setup  ## the whole study (pretrain, fine-tune, probes, results) at PRESE
 
 demo: setup  ## a one-minute smoke pretraining that prints the loss falling
 	$(BIN)/python -m swavnb.pretrain --preset smoke --aug flip --out runs/demo --epochs 4
+
+lab: setup  ## JupyterLab on notebooks/, its kernels reading the data root the study reads
+	$(BIN)/jupyter lab notebooks
 
 # two pytest workers, one thread each; tests sharing a built study stay on one worker (conftest.py)
 TEST_WORKERS ?= 2
