@@ -69,8 +69,10 @@ def execute(step: Step) -> None:
             kernel_name=KERNEL,
             cwd=str(project_root()),
             progress_bar=False,
-            # the kernel's start-up warnings (plain-TCP sockets) would bury the progress lines
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            # the kernel's own log would bury the progress lines: start-up warnings (plain-TCP
+            # sockets) and the "KeyboardInterrupt caught" that jupyter_client's interrupt before
+            # every shutdown makes now and then; a cell's error reaches us through papermill
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except PapermillExecutionError as error:
         lines = [line.strip() for line in error.source.splitlines() if line.strip()]
