@@ -340,6 +340,7 @@ class Pretrainer:
         )
 
     def _save(self, tally: dict[str, Any] | None = None) -> None:
+        self._check_finite_weights()
         # every rank takes part (the queue and tally are per rank), rank 0 writes
         queue = None if self.queue is None else self._global_queue()
         tally = None if tally is None else self._global_tally(tally)
@@ -407,6 +408,18 @@ class Pretrainer:
                 "it."
             )
         self.pending.clear()
+
+    def _check_finite_weights(self) -> None:
+        """Raise before a save when a weight is NaN/inf: an update from a finite loss (an overflowing
+        gradient) can break the weights, and the checkpoint it would replace is the last good one."""
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise NonFiniteLossError(
+                    f"weight '{name}' is NaN or inf after {self.epoch} epochs and {self.start_step} "
+                    f"steps though the loss was finite (an overflowing gradient); lower {setting('lr')}, "
+                    f"add warm-up (--warmup_epochs), or try {setting('amp')} false. The last "
+                    f"checkpoint '{shown(self.ckpt_path)}' is intact: rerunning resumes from it."
+                )
 
     def make_views(self, index: torch.Tensor) -> list[torch.Tensor]:
         """Augmented views of the images ``index``, made on the device."""

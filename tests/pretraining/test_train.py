@@ -377,6 +377,29 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
 
+def test_weights_broken_by_a_finite_loss_are_not_saved(tmp_path, monkeypatch):
+    # the loss stays finite while the update breaks a weight: the checkpoint must keep epoch 1's
+    train_step = Pretrainer.train_step
+
+    def break_a_weight_late_in_epoch_2(self, index, global_step, *args, **kwargs):
+        result = train_step(self, index, global_step, *args, **kwargs)
+        if global_step == 2 * self.per_epoch - 1:
+            with torch.no_grad():
+                weight = next(self.model.parameters())
+                weight[(0,) * weight.dim()] = float("inf")
+        return result
+
+    monkeypatch.setattr(Pretrainer, "train_step", break_a_weight_late_in_epoch_2)
+    config = pretrain_config("smoke", aug="flip", **TINY)
+    with pytest.raises(
+        NonFiniteLossError, match=r"weight '.+' is NaN or inf after 2 epochs and 0 steps.*intact"
+    ):
+        pretrain(config, tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 1 and state["step"] == 0  # epoch 1's save, not the broken one
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
 def test_compiled_run_trains_like_the_eager_one_and_saves_plain_weights(tmp_path):
     """torch.compile (the ``paper`` and ``swav`` presets' default) changes the speed, not the
     training.
