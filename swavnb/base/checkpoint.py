@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,37 @@ def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _remove_stale_temporaries(path)
+
+
+def _writer_gone(tmp: Path, min_age_s: float = 60.0) -> bool:
+    """Whether the writer that named ``tmp`` (``.<name>.<pid>.<hex>.tmp``) is gone: its pid is not
+    alive here and the file is older than ``min_age_s`` (another host's writer keeps it fresh)."""
+    try:
+        pid = int(tmp.name.split(".")[-3])
+        age = time.time() - tmp.stat().st_mtime
+    except (ValueError, IndexError, OSError):
+        return False
+    if pid == os.getpid() or age < min_age_s:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporaries of ``path`` that a killed writer left (a SIGKILL mid-save skips every
+    clean-up), so repeated kills of a long run do not fill the disk with checkpoint-sized files."""
+    try:
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            if _writer_gone(tmp):
+                tmp.unlink(missing_ok=True)
+    except OSError:  # best effort: the save itself has succeeded
+        pass
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -46,6 +49,30 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     save_checkpoint({"x": torch.arange(5)}, path)
     assert torch.equal(load_checkpoint(path)["x"], torch.arange(5))
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_a_save_removes_the_temporaries_of_killed_writers_only(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid now names no process
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed = tmp_path / f".checkpoint.pt.{gone.pid}.00000000.tmp"
+        fresh = tmp_path / f".checkpoint.pt.{gone.pid}.11111111.tmp"  # may be another host's
+        writing = tmp_path / f".checkpoint.pt.{alive.pid}.22222222.tmp"
+        other = tmp_path / f".metrics.json.{gone.pid}.33333333.tmp"  # another file's
+        for tmp in (killed, fresh, writing, other):
+            tmp.write_bytes(b"partial")
+        old = time.time() - 3600
+        for tmp in (killed, writing, other):
+            os.utime(tmp, (old, old))
+        save_checkpoint({"x": torch.ones(2)}, path)
+        assert load_checkpoint(path)["x"].tolist() == [1.0, 1.0]
+        assert not killed.exists()
+        assert fresh.exists() and writing.exists() and other.exists()
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_saved_files_get_the_permissions_of_any_new_file(tmp_path):
