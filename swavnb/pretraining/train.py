@@ -221,6 +221,14 @@ class Pretrainer:
         ).to(device)
         if self.runtime.distributed and device.type == "cuda":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.batchnorm = _batchnorm_scope(self.runtime.distributed, device)
+        if self.runtime.distributed and device.type != "cuda" and self.runtime.is_main:
+            print(
+                "BatchNorm normalises each rank's shard alone (torch's SyncBatchNorm runs on GPUs "
+                "only), so this multi-process CPU run is not the one-process run",
+                file=sys.stderr,
+                flush=True,
+            )
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(config, self.model)
@@ -250,6 +258,7 @@ class Pretrainer:
             device=device_name(device),
             precision=precision_name(self.bf16),
             world_size=self.runtime.world_size,
+            batchnorm=self.batchnorm,
         )
         self.compiled, self.compile_fallback = False, ""
         if not self.finished:  # a finished run trains nothing: no compiler to probe
@@ -410,15 +419,16 @@ class Pretrainer:
         self.pending.clear()
 
     def _check_finite_weights(self) -> None:
-        """Raise before a save when a weight is NaN/inf: an update from a finite loss (an overflowing
-        gradient) can break the weights, and the checkpoint it would replace is the last good one."""
+        """Raise before a save on a NaN/inf weight: an overflowing gradient breaks the weights
+        under a finite loss, and the checkpoint the save would replace is the last good one."""
         for name, tensor in self.model.state_dict().items():
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise NonFiniteLossError(
-                    f"weight '{name}' is NaN or inf after {self.epoch} epochs and {self.start_step} "
-                    f"steps though the loss was finite (an overflowing gradient); lower {setting('lr')}, "
-                    f"add warm-up (--warmup_epochs), or try {setting('amp')} false. The last "
-                    f"checkpoint '{shown(self.ckpt_path)}' is intact: rerunning resumes from it."
+                    f"weight '{name}' is NaN or inf after {self.epoch} epochs and "
+                    f"{self.start_step} steps though the loss was finite (an overflowing "
+                    f"gradient); lower {setting('lr')}, add warm-up (--warmup_epochs), or try "
+                    f"{setting('amp')} false. The last checkpoint '{shown(self.ckpt_path)}' is "
+                    "intact: rerunning resumes from it."
                 )
 
     def make_views(self, index: torch.Tensor) -> list[torch.Tensor]:
@@ -598,6 +608,13 @@ class Pretrainer:
                     write_json(self.out / METRICS, self.metrics)
         distributed.barrier()
         return self.metrics
+
+
+def _batchnorm_scope(distributed: bool, device: torch.device) -> str:
+    """Which images BatchNorm's batch statistics cover, recorded in ``metrics.json``."""
+    if not distributed:
+        return "batch"
+    return "global batch (SyncBatchNorm)" if device.type == "cuda" else "each rank's shard"
 
 
 def pretrain(

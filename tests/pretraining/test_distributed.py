@@ -106,5 +106,8 @@ def test_two_ranks_train_like_one_process_and_resume_after_sigkill(tmp_path):
     two_ranks = load_checkpoint(tmp_path / "shards" / "checkpoint.pt")
     for name, weights in one.model.state_dict().items():
         torch.testing.assert_close(two_ranks["model"][name], weights, rtol=1e-4, atol=1e-5)
+    # on CPU (gloo) BatchNorm stays per rank, and the run says so
+    assert two_ranks["metrics"]["batchnorm"] == "each rank's shard"
+    assert metrics["batchnorm"] == "batch"
     loss = two_ranks["metrics"]["epochs"][0]["loss"]
     assert abs(loss - metrics["epochs"][0]["loss"]) < 1e-5 * loss
