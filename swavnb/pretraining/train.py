@@ -219,10 +219,10 @@ class Pretrainer:
         self.model = SwAVModel(
             config.feat_dim, config.n_prototypes, config.head, config.hidden_dim
         ).to(device)
-        if self.runtime.distributed and device.type == "cuda":
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.batchnorm = _batchnorm_scope(self.runtime.distributed, device)
-        if self.runtime.distributed and device.type != "cuda" and self.runtime.is_main:
+        if self.batchnorm == BN_SYNCED:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        elif self.batchnorm == BN_PER_RANK and self.runtime.is_main:
             print(
                 "BatchNorm normalises each rank's shard alone (torch's SyncBatchNorm runs on GPUs "
                 "only), so this multi-process CPU run is not the one-process run",
@@ -610,11 +610,16 @@ class Pretrainer:
         return self.metrics
 
 
+# which images BatchNorm's batch statistics cover, as metrics.json records it
+BN_BATCH, BN_SYNCED, BN_PER_RANK = "batch", "global batch (SyncBatchNorm)", "each rank's shard"
+
+
 def _batchnorm_scope(distributed: bool, device: torch.device) -> str:
-    """Which images BatchNorm's batch statistics cover, recorded in ``metrics.json``."""
+    """:data:`BN_SYNCED` under torchrun on CUDA, :data:`BN_PER_RANK` elsewhere under torchrun
+    (torch's SyncBatchNorm refuses CPU tensors), :data:`BN_BATCH` in one process."""
     if not distributed:
-        return "batch"
-    return "global batch (SyncBatchNorm)" if device.type == "cuda" else "each rank's shard"
+        return BN_BATCH
+    return BN_SYNCED if device.type == "cuda" else BN_PER_RANK
 
 
 def pretrain(
