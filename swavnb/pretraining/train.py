@@ -421,15 +421,18 @@ class Pretrainer:
     def _check_finite_weights(self) -> None:
         """Raise before a save on a NaN/inf weight: an overflowing gradient breaks the weights
         under a finite loss, and the checkpoint the save would replace is the last good one."""
-        for name, tensor in self.model.state_dict().items():
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise NonFiniteLossError(
-                    f"weight '{name}' is NaN or inf after {self.epoch} epochs and "
-                    f"{self.start_step} steps though the loss was finite (an overflowing "
-                    f"gradient); lower {setting('lr')}, add warm-up (--warmup_epochs), or try "
-                    f"{setting('amp')} false. The last checkpoint '{shown(self.ckpt_path)}' is "
-                    "intact: rerunning resumes from it."
-                )
+        weights = {n: t for n, t in self.model.state_dict().items() if t.is_floating_point()}
+        # one flag per tensor, reduced on the device: one host sync per save, not one per tensor
+        finite = torch.stack([torch.isfinite(t).all() for t in weights.values()])
+        if not bool(finite.all()):
+            name = list(weights)[int((~finite).nonzero()[0])]
+            raise NonFiniteLossError(
+                f"weight '{name}' is NaN or inf after {self.epoch} epochs and "
+                f"{self.start_step} steps though the loss was finite (an overflowing "
+                f"gradient); lower {setting('lr')}, add warm-up (--warmup_epochs), or try "
+                f"{setting('amp')} false. The last checkpoint '{shown(self.ckpt_path)}' is "
+                "intact: rerunning resumes from it."
+            )
 
     def make_views(self, index: torch.Tensor) -> list[torch.Tensor]:
         """Augmented views of the images ``index``, made on the device."""

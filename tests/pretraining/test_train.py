@@ -385,16 +385,19 @@ def test_weights_broken_by_a_finite_loss_are_not_saved(tmp_path, monkeypatch):
         result = train_step(self, index, global_step, *args, **kwargs)
         if global_step == 2 * self.per_epoch - 1:
             with torch.no_grad():
-                weight = next(self.model.parameters())
+                name, weight = list(self.model.named_parameters())[-2]
                 weight[(0,) * weight.dim()] = float("inf")
+                broken.append(name)
         return result
 
+    broken: list[str] = []
     monkeypatch.setattr(Pretrainer, "train_step", break_a_weight_late_in_epoch_2)
     config = pretrain_config("smoke", aug="flip", **TINY)
     with pytest.raises(
-        NonFiniteLossError, match=r"weight '.+' is NaN or inf after 2 epochs and 0 steps.*intact"
-    ):
+        NonFiniteLossError, match=r"weight '(.+)' is NaN or inf after 2 epochs and 0 steps.*intact"
+    ) as error:
         pretrain(config, tmp_path, progress=False)
+    assert f"weight '{broken[0]}'" in str(error.value)  # the broken tensor is named, not another
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["epoch"] == 1 and state["step"] == 0  # epoch 1's save, not the broken one
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
