@@ -238,4 +238,12 @@ def hold(folder: str | os.PathLike, what: str = "run folder") -> None:
     """
     folder = resolve(folder)
     if folder not in _HELD:
-        _HELD[folder] = _acquire(folder, what)  # never closed here: the process's end releases it
+        _HELD[folder] = _acquire(folder, what)  # closed by release() or the process's end
+
+
+def release(folder: str | os.PathLike) -> None:
+    """Give up a lock :func:`hold` took: a notebook whose writes are done, its kernel still alive,
+    no longer keeps a study out of the folder. Nothing happens where this process holds none."""
+    handle = _HELD.pop(resolve(folder), None)
+    if handle is not None:
+        handle.close()  # releases the flock

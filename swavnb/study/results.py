@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from swavnb.base import run_guard
 from swavnb.base.checkpoint import write_json
 from swavnb.base.layout import (
     CLUSTERS,
@@ -135,7 +136,9 @@ def save_knn(
         for bn_stats, by_k in knn.items()
         for k, acc in by_k.items()
     ]
-    write_json(resolve(out_dir) / KNN, rows)
+    # under the folder's lock, held already by a notebook until its last cell, or taken here
+    with run_guard.locked(out_dir, "probes folder"):
+        write_json(resolve(out_dir) / KNN, rows)
     return pd.DataFrame(rows, columns=list(KNN_COLUMNS))
 
 
@@ -157,7 +160,8 @@ def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
 def save_clusters(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> pd.DataFrame:
     """Write one encoder's cluster-quality rows (:func:`swavnb.evaluation.clusters.score_rows`) to
     ``out_dir/clusters.json``."""
-    write_json(resolve(out_dir) / CLUSTERS, rows)
+    with run_guard.locked(out_dir, "probes folder"):  # as save_knn
+        write_json(resolve(out_dir) / CLUSTERS, rows)
     return pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS))
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -59,6 +61,22 @@ def test_a_second_process_is_refused_naming_the_first_and_a_dead_ones_lock_is_ta
     assert (tmp_path / LOCK).exists()  # left behind by the killed process: stale, not held
     with run_guard.locked(tmp_path), run_guard.locked(tmp_path):  # taken over; re-entrant
         assert str(os.getpid()) in (tmp_path / LOCK).read_text()
+
+
+def _another_process_can_lock(folder: Path) -> bool:
+    code = "import sys; from swavnb.base import run_guard\nwith run_guard.locked(sys.argv[1]): pass"
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
+    assert done.returncode == 0 or "RunFolderBusy" in done.stderr, done.stderr
+    return done.returncode == 0
+
+
+def test_a_released_hold_lets_another_process_in_while_this_one_lives(tmp_path):
+    # a notebook's kernel holds its folder until its last cell, not until the kernel is stopped
+    run_guard.hold(tmp_path, "probes folder")
+    assert not _another_process_can_lock(tmp_path)
+    run_guard.release(tmp_path)
+    assert _another_process_can_lock(tmp_path)
+    run_guard.release(tmp_path)  # holding none: nothing happens
 
 
 def test_a_pretraining_command_on_a_folder_in_use_is_one_line_and_exit_2(

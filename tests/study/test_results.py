@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from swavnb.base.errors import RunFolderBusy
+from swavnb.base.layout import CLUSTERS, KNN
 from swavnb.study.results import (
     COLUMNS,
     SEED_RESULTS,
@@ -16,6 +18,7 @@ from swavnb.study.results import (
     collect_knn,
     collect_results,
     knn_table,
+    save_clusters,
     save_knn,
     write_results,
 )
@@ -197,6 +200,17 @@ def test_knn_rows_round_trip_through_knn_json(tmp_path):
         {**common, "bn_stats": "ema", "top1": 0.6667, "top5": 8.0},
         {**common, "bn_stats": "precise", "top1": 1.5, "top5": 7.0},
     ]  # rounded like results.csv
+
+
+def test_probe_rows_are_written_under_the_folders_lock(tmp_path, lock_holder):
+    # a notebook cell rerun after its kernel released the folder is refused while a study has it
+    probes = tmp_path / "flip" / "seed-0" / "probes"
+    holder = lock_holder(probes)
+    with pytest.raises(RunFolderBusy, match=f"probes folder .+ in use by process {holder.pid}"):
+        save_knn({"precise": {5: {"top1": 1.0, "top5": 5.0}}}, "smoke", "flip", probes)
+    with pytest.raises(RunFolderBusy, match=f"in use by process {holder.pid}"):
+        save_clusters([], probes)
+    assert not (probes / KNN).exists() and not (probes / CLUSTERS).exists()
 
 
 def test_knn_over_seeds_is_a_mean_with_its_interval(tmp_path):
