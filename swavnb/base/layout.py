@@ -20,6 +20,7 @@ METRICS = "metrics.json"  # a pretraining run's per-epoch loss, lr, speed and pr
 RESULT = "result.json"  # one label-fraction evaluation's row
 KNN = "knn.json"  # one encoder's k-NN rows
 CLUSTERS = "clusters.json"  # one encoder's cluster-quality rows
+FEATURES = "features-{key}.pt"  # an encoder's frozen features, cached beside its weights
 MANIFEST = "run.json"  # what a run folder holds (swavnb.base.run_guard)
 LOCK = ".lock"  # held by the process writing a run folder (swavnb.base.run_guard)
 SCRATCH = "scratch"  # the aug name of the random-init encoder, as in results.csv
@@ -131,6 +132,11 @@ def evaluation_folder(encoder: Path, mode: str, fraction: float, seed: int | Non
 def probes_folder(encoder: Path, seed: int | None = None) -> Path:
     """An encoder's probes: ``<encoder>/probes``, with ``-seed<seed>`` as for evaluations."""
     return encoder / ("probes" + ("" if seed is None else f"-seed{seed}"))
+
+
+def feature_caches(encoder: Path) -> list[Path]:
+    """The frozen features cached in an encoder's folder (:data:`FEATURES`), of any key."""
+    return sorted(encoder.glob(FEATURES.format(key="*")))
 
 
 def figures_folder(preset: str, figures_dir: str | os.PathLike = "figures") -> Path:

@@ -19,6 +19,7 @@ from torch import nn
 
 from swavnb.base.checkpoint import atomic_save, load_checkpoint
 from swavnb.base.layout import (
+    FEATURES,
     NO_CHECKPOINT,
     SCRATCH,
     encoder_folder,
@@ -169,7 +170,7 @@ def _cache_path(
         f"|{split.fine[:50].tolist()}|{precision}"
         f"|bn-{bn_stats}|pool-{len(pool)}-{pool.fine[:50].tolist()}"
     )
-    return cache / f"features-{hashlib.sha1(signature.encode()).hexdigest()[:12]}.pt"
+    return cache / FEATURES.format(key=hashlib.sha1(signature.encode()).hexdigest()[:12])
 
 
 def frozen_features(

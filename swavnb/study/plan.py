@@ -36,8 +36,11 @@ from swavnb.base.errors import (
 )
 from swavnb.base.layout import (
     CHECKPOINT,
+    RESULT,
     SCRATCH,
     encoder_checkpoint,
+    evaluation_folder,
+    feature_caches,
     probes_folder,
     project_root,
     resolve,
@@ -58,11 +61,18 @@ from swavnb.pretraining.config import (
 )
 from swavnb.pretraining.train import make_augmentation, pretrain_identity
 from swavnb.study.publish import publish
-from swavnb.study.scheduler import Step, StepFailed, run
+from swavnb.study.scheduler import FORCE_ALL, FORCE_SCOPES, Step, StepFailed, run
 from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, Sweep, parse_sweep, sweep_checkpoints
 
 STUDY_AUGS = ("jitter", "flip", "swav")  # the seed's two strategies, then SwAV's recipe
 STUDY_FIX = "move that folder away, or run the study with another --runs_dir"
+
+
+def _linear_stale(encoder: Path, fractions: Sequence[float]) -> list[Path]:
+    """What a forced linear step deletes first: its rows, as the batch skips finished fractions,
+    and the encoder's cached features, which the code being redone extracted."""
+    rows = [evaluation_folder(encoder, "linear", f) / RESULT for f in fractions]
+    return [*rows, *feature_caches(encoder)]
 
 
 def _finished(checkpoint: Path, planned: PretrainConfig) -> bool:
@@ -218,7 +228,7 @@ def plan(
                     executed / f"pretrain-{aug}-seed{seed}.ipynb",
                     lambda out=out, planned=planned: _finished(out / CHECKPOINT, planned),
                     # features cached beside the weights would outlive them
-                    [out / CHECKPOINT, *out.glob("features-*.pt")],
+                    [out / CHECKPOINT, *feature_caches(out)],
                 )
             )
         for aug in [*augs, SCRATCH]:
@@ -250,6 +260,7 @@ def plan(
                         {**defining, "fractions": list(linear), **folders},
                         executed / f"linear-{aug}-seed{seed}.ipynb",
                         lambda done=done, fs=linear: all(done("linear", f) for f in fs),
+                        _linear_stale(run_folder(preset, aug, seed, runs_dir), linear),
                         after=needs,
                         headless_only=True,
                     )
@@ -266,6 +277,7 @@ def plan(
                     lambda c=checkpoint, s=seed: is_done(
                         c, "probes", finetune_config(preset, seed=s), runs_dir, None, STUDY_FIX
                     ),
+                    feature_caches(out.parent),  # it reads them, as the linear step does
                     after=[] if aug == SCRATCH else [f"pretrain {aug} seed {seed}"],
                     draws=True,
                 )
@@ -337,7 +349,7 @@ def plan_sweep(
                 },
                 log.with_name(log.name + "-pretrain.ipynb"),
                 lambda c=checkpoint, planned=planned: _finished(c, planned),
-                [checkpoint, *checkpoint.parent.glob("features-*.pt")],
+                [checkpoint, *feature_caches(checkpoint.parent)],
                 headless_only=True,
             ),
             Step(
@@ -348,6 +360,7 @@ def plan_sweep(
                 lambda c=shown_checkpoint, e=evaluation: is_done(
                     c, "linear", e, runs_dir, LINEAR_FRACTION, STUDY_FIX
                 ),
+                _linear_stale(checkpoint.parent, [LINEAR_FRACTION]),
                 after=[f"pretrain {run_aug} {run}"],
                 headless_only=True,
             ),
@@ -518,9 +531,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--force",
-        action="store_true",
-        help="redo every step whose results exist, pretrainings included (their checkpoints are "
-        "deleted first)",
+        nargs="?",
+        const=FORCE_ALL,
+        default="",
+        choices=FORCE_SCOPES,
+        metavar="all|evaluations",
+        help="redo the steps whose results exist: all (alone, the default) pretrainings included, "
+        "their checkpoints deleted first; evaluations keeps the pretrained encoders and redoes "
+        "every evaluation, probe and the results, their cached features deleted first",
     )
     parser.add_argument(
         "--keep_going",
@@ -626,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         f"on {hardware()}; runs in {shown(resolve(args.runs_dir) / args.preset)}",
         flush=True,
     )
-    if cost := finetune_cost(steps, args.preset, force=args.force, jobs=args.jobs):
+    if cost := finetune_cost(steps, args.preset, force=bool(args.force), jobs=args.jobs):
         print(cost, flush=True)
     try:
         # one study per runs folder: a second one would train the same runs side by side
@@ -660,7 +678,7 @@ def _run_study(args: argparse.Namespace, steps: list[Step]) -> int:
                 _exporter(args)(Step("bench", "bench", {}, Path(), lambda: True))
         run(
             steps,
-            args.force,
+            args.force or False,
             log=lambda line: print(line, flush=True),
             jobs=args.jobs,
             headless=args.headless,

@@ -50,6 +50,26 @@ class Step:
         return self.output.with_suffix(".log")
 
 
+# what --force redoes: every step, or all but the pretrainings (the costly part, and the encoders
+# every evaluation reads), for evaluation code or settings that changed
+FORCE_ALL, FORCE_EVALUATIONS = "all", "evaluations"
+FORCE_SCOPES = (FORCE_ALL, FORCE_EVALUATIONS)
+
+
+def check_force(force: bool | str) -> None:
+    """Raise ValueError unless ``force`` is False, True (all) or one of :data:`FORCE_SCOPES`."""
+    if force not in (False, True, *FORCE_SCOPES):
+        raise ValueError(f"unknown force {force!r}; choose one of {', '.join(FORCE_SCOPES)}")
+
+
+def forced(step: Step, force: bool | str) -> bool:
+    """Whether ``force`` (False / True / one of :data:`FORCE_SCOPES`) redoes ``step``."""
+    check_force(force)
+    if force == FORCE_EVALUATIONS:
+        return step.notebook != "pretrain"
+    return bool(force)
+
+
 class StepFailed(RuntimeError):
     """A notebook raised: the message names the step, notebook, cell and error."""
 
@@ -130,14 +150,15 @@ def execute_headless(step: Step, environment: dict[str, str] | None = None) -> N
 
 def run(
     steps: Sequence[Step],
-    force: bool = False,
+    force: bool | str = False,
     log: Callable[[str], None] = print,
     jobs: int = 1,
     headless: bool = False,
     on_done: Callable[[Step], None] = lambda step: None,
     keep_going: bool = False,
 ) -> int:
-    """Execute the steps, skipping those already done (unless ``force``), up to ``jobs`` at a time.
+    """Execute the steps, skipping those already done (unless :func:`forced`), up to ``jobs`` at a
+    time.
 
     A step starts once the steps it comes ``after`` are finished, in plan order; a ``refresh``
     step (results) also reruns whenever an earlier one ran, so the tables are current. In notebook
@@ -150,6 +171,7 @@ def run(
     Returns:
         How many steps were executed.
     """
+    check_force(force)  # before any step starts
     start, executed, finished, failed = time.perf_counter(), 0, set(), set()
     elapsed = lambda: str(timedelta(seconds=round(time.perf_counter() - start)))
     environment = job_environment(jobs)
@@ -157,7 +179,7 @@ def run(
         execute_headless(step, environment) if headless or step.headless_only else execute(step)
     )
     numbered = {step.name: f"[{index}/{len(steps)}]" for index, step in enumerate(steps, 1)}
-    pending, running, failures = list(steps), {}, []
+    pending, running, failures, removed = list(steps), {}, [], set()
     stopped = lambda: bool(failures) and not keep_going
     # each step is a process of its own (kernel or worker); a kernel inherits this process's
     # environment, as papermill passes it none
@@ -178,15 +200,19 @@ def run(
                 pending.remove(step)
                 without_notebook = headless or step.headless_only
                 have = step.done() and (without_notebook or not step.draws or step.output.is_file())
-                if not force and not (step.refresh and executed) and have:
+                redo = forced(step, force)
+                if not redo and not (step.refresh and executed) and have:
                     log(f"{numbered[step.name]} {elapsed()} {step.name}: skipped, results exist")
                     finished.add(step.name)
                     continue
                 written = step.log_file if without_notebook else step.output
                 log(f"{numbered[step.name]} {elapsed()} {step.name} -> {shown(written)}")
-                if force:
-                    for path in step.stale:
+                if redo:
+                    # once per run: a later step listing the same file would delete what an
+                    # earlier forced step just rewrote
+                    for path in set(step.stale) - removed:
                         path.unlink(missing_ok=True)
+                        removed.add(path)
                 running[pool.submit(work, step)] = (step, time.perf_counter())
             if not running:
                 if pending and not stopped():

@@ -16,6 +16,7 @@ from swavnb.base.layout import notebooks_folder
 from swavnb.evaluation import finetune as finetune_module
 from swavnb.study import plan as study
 from swavnb.study.plan import finetune_cost, main, plan
+from swavnb.study.scheduler import forced
 
 NOTEBOOKS = notebooks_folder()
 
@@ -161,6 +162,20 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
     assert main(argv) == 0
     assert capsys.readouterr().out.count("skipped, results exist") == 8
 
+    # --force evaluations: a linear step deletes its rows (its batch skips finished ones) and the
+    # encoder's features first; no forced step lists a checkpoint
+    steps = plan("smoke", ["flip"], [0.1], runs_dir=runs, results_dir=smoke_study["results"])
+    flip = runs / "smoke" / "flip" / "seed-0"
+    linear = next(s for s in steps if s.name.startswith("linear flip"))
+    assert set(linear.stale) == {flip / "linear-0.1" / "result.json", *flip.glob("features-*.pt")}
+    assert len(linear.stale) == 5 and all(path.is_file() for path in linear.stale)
+    redone = [s for s in steps if forced(s, "evaluations")]
+    assert [s.notebook for s in steps if s not in redone] == ["pretrain"]
+    assert not [p for s in redone for p in s.stale if p.name == "checkpoint.pt"]
+    with pytest.raises(SystemExit):
+        main([*argv, "--force", "pretrainings"])
+    assert "--force: invalid choice: 'pretrainings'" in capsys.readouterr().err
+
     # a new fraction with an unreadable data folder fails inside the finetune notebook's training
     # cell
     monkeypatch.setenv("SWAVNB_OFFLINE", "1")
@@ -183,6 +198,17 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
     assert "finetune-flip-seed0-finetune-0.3.ipynb" in err
     # finished results are kept
     assert (runs / "smoke" / "flip" / "seed-0" / "finetune-0.1" / "result.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("flags", "scope"),
+    [([], False), (["--force"], "all"), (["--force", "evaluations"], "evaluations")],
+)
+def test_force_reaches_the_scheduler_as_its_scope(tmp_path, monkeypatch, flags, scope):
+    scopes = []
+    monkeypatch.setattr(study, "run", lambda steps, force, **kwargs: scopes.append(force))
+    assert main(["--preset", "smoke", "--runs_dir", str(tmp_path), *flags]) == 0
+    assert scopes == [scope]
 
 
 def test_a_failed_benchmark_is_reported_the_study_goes_on_and_the_exit_says_so(

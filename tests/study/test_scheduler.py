@@ -53,6 +53,32 @@ def test_force_redoes_every_step_and_removes_its_stale_files(tmp_path, monkeypat
     assert not (tmp_path / "old-features.pt").exists()
 
 
+def test_force_evaluations_keeps_the_pretrainings_and_redoes_the_rest(tmp_path, monkeypatch):
+    executed: list[str] = []
+    steps = _fake_study(tmp_path, executed, monkeypatch)
+    evaluation_cache = tmp_path / "features.pt"
+    steps[1].stale = [evaluation_cache]
+    steps[2].stale = [evaluation_cache]  # listed twice: deleted once, before the first reader
+    run(steps, log=lambda line: None)
+    evaluation_cache.write_text("extracted before")
+    deleted_before = {}
+    original = scheduler.execute
+
+    def note_the_cache(step: Step) -> None:
+        deleted_before[step.name] = not evaluation_cache.exists()
+        original(step)
+        evaluation_cache.write_text(f"extracted by {step.name}")
+
+    monkeypatch.setattr(scheduler, "execute", note_the_cache)
+    assert run(steps, force="evaluations", log=lambda line: None) == 2
+    assert executed == ["a", "b", "c", "b", "c"]
+    assert (tmp_path / "old-features.pt").is_file()  # the pretraining's stale files stay
+    assert deleted_before == {"b": True, "c": False}  # c reads what b wrote, not a gap
+    assert evaluation_cache.read_text() == "extracted by c"
+    with pytest.raises(ValueError, match="unknown force 'pretrainings'; choose one of all, eval"):
+        run(steps, force="pretrainings", log=lambda line: None)
+
+
 def test_jobs_run_independent_steps_side_by_side_and_respect_what_each_reads(tmp_path, monkeypatch):
     import threading
 
