@@ -205,7 +205,7 @@ def locked(folder: str | os.PathLike, what: str = "run folder") -> Iterator[None
     try:
         yield
     finally:
-        _HELD.pop(folder).close()  # releases the flock
+        release(folder)
 
 
 def _acquire(folder: Path, what: str) -> Any:
@@ -242,8 +242,9 @@ def hold(folder: str | os.PathLike, what: str = "run folder") -> None:
 
 
 def release(folder: str | os.PathLike) -> None:
-    """Give up a lock :func:`hold` took: a notebook whose writes are done, its kernel still alive,
-    no longer keeps a study out of the folder. Nothing happens where this process holds none."""
+    """Give up this process's lock on ``folder`` (:func:`hold`, or :func:`locked` at its end): a
+    notebook whose writes are done, its kernel still alive, no longer keeps a study out of the
+    folder. Nothing happens where this process holds none."""
     handle = _HELD.pop(resolve(folder), None)
     if handle is not None:
         handle.close()  # releases the flock

@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         "--force",
         nargs="?",
         const=FORCE_ALL,
-        default="",
+        default=False,
         choices=FORCE_SCOPES,
         metavar="all|evaluations",
         help="redo the steps whose results exist: all (alone, the default) pretrainings included, "
@@ -678,7 +678,7 @@ def _run_study(args: argparse.Namespace, steps: list[Step]) -> int:
                 _exporter(args)(Step("bench", "bench", {}, Path(), lambda: True))
         run(
             steps,
-            args.force or False,
+            args.force,
             log=lambda line: print(line, flush=True),
             jobs=args.jobs,
             headless=args.headless,

@@ -56,15 +56,11 @@ FORCE_ALL, FORCE_EVALUATIONS = "all", "evaluations"
 FORCE_SCOPES = (FORCE_ALL, FORCE_EVALUATIONS)
 
 
-def check_force(force: bool | str) -> None:
-    """Raise ValueError unless ``force`` is False, True (all) or one of :data:`FORCE_SCOPES`."""
+def forced(step: Step, force: bool | str) -> bool:
+    """Whether ``force`` (False / True / one of :data:`FORCE_SCOPES`) redoes ``step``; raises
+    ValueError for any other ``force``."""
     if force not in (False, True, *FORCE_SCOPES):
         raise ValueError(f"unknown force {force!r}; choose one of {', '.join(FORCE_SCOPES)}")
-
-
-def forced(step: Step, force: bool | str) -> bool:
-    """Whether ``force`` (False / True / one of :data:`FORCE_SCOPES`) redoes ``step``."""
-    check_force(force)
     if force == FORCE_EVALUATIONS:
         return step.notebook != "pretrain"
     return bool(force)
@@ -171,7 +167,6 @@ def run(
     Returns:
         How many steps were executed.
     """
-    check_force(force)  # before any step starts
     start, executed, finished, failed = time.perf_counter(), 0, set(), set()
     elapsed = lambda: str(timedelta(seconds=round(time.perf_counter() - start)))
     environment = job_environment(jobs)
