@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from swavnb.method.small_map_conv import use_small_map_convs
@@ -24,7 +23,11 @@ def cifar_resnet18() -> nn.Module:
     :class:`~swavnb.method.small_map_conv.SmallMapConv2d`: the same layers, whose float32 weight
     gradient on a CPU is faster where the map is tiny.
     """
-    net = torchvision.models.resnet18(weights=None)
+    # imported here: torchvision pulls in torch._dynamo (~2 s), which a process that never builds a
+    # network (the study's driver, the results step, --help) should not pay for
+    from torchvision.models import resnet18
+
+    net = resnet18(weights=None)
     net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     net.fc = nn.Identity()

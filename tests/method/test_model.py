@@ -148,3 +148,21 @@ def test_tests_sharing_an_expensive_fixture_stay_on_one_worker(model, request):
     if not getattr(request.config.option, "loadgroup", False):  # set on a loadgroup worker only
         pytest.skip("checks make test's pytest -n N --dist loadgroup run")
     assert request.node.nodeid.endswith("@tests/method/test_model.py::model")
+
+
+def test_only_building_a_network_imports_torchvision():
+    # torchvision brings torch._dynamo (~2 s a process): the study's driver and a results step
+    # build no network and must start without it
+    import subprocess
+    import sys
+
+    check = (
+        "import sys, swavnb.study.plan, swavnb.study.headless, swavnb.pretrain, swavnb.finetune\n"
+        "print('torchvision' in sys.modules)\n"
+        "from swavnb.method.model import cifar_resnet18\n"
+        "cifar_resnet18()\n"
+        "print('torchvision' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
