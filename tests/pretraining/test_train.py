@@ -475,11 +475,11 @@ def test_compile_failure_names_the_fix(tmp_path):
     trainer = Pretrainer(
         pretrain_config("smoke", aug="flip", **SMALL, compile=True), tmp_path, progress=False
     )
-    # a one-op stand-in for the network: the failure is the backend's, whatever graph it is given,
-    # and tracing ResNet-18 twice would cost seconds
-    scores = lambda views: ([v.flatten(1) for v in views], [v.flatten(1).sum(1) for v in views])
+    # a stand-in for the network (embeddings, scores): the failure is the backend's, whatever graph
+    # it is given, and tracing ResNet-18 twice would cost seconds
+    network = lambda views: ([v.flatten(1) for v in views], [v.flatten(1).sum(1) for v in views])
     for backend, cause in ((no_compiler, r"no working C\+\+ compiler"), (no_launcher, "CC env")):
-        trainer.net = torch.compile(scores, backend=backend)  # what such a machine does
+        trainer.net = torch.compile(network, backend=backend)  # what such a machine does
         with pytest.raises(CompileError, match=rf"{cause}.*\); rerun with --compile false"):
             trainer.train_step(torch.arange(SMALL["batch_size"]), 0)
 
