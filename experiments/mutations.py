@@ -206,7 +206,7 @@ def run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[int, float, str, str]
     lines = (done.stdout + done.stderr).strip().splitlines()
     at = next((i for i, line in enumerate(lines) if line.startswith("E ")), None)
     source = [line.strip() for line in lines[:at] if line.strip().strip("^")]  # no caret lines
-    failure = "" if at is None else f"{source[-1]}  ->  {lines[at][1:].strip()}"
+    failure = "" if at is None else f"{source[-1] if source else ''}  ->  {lines[at][1:].strip()}"
     return done.returncode, time.perf_counter() - tic, lines[-1] if lines else "", failure
 
 
