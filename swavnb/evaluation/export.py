@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from swavnb.base.checkpoint import CheckpointError, load_checkpoint, write_bytes, write_json
-from swavnb.base.errors import EncoderFileError, ExportFolderError, setting
+from swavnb.base.errors import EncoderFileError, ExportFolderError, in_notebook
 from swavnb.base.layout import CARD, CARD_JSON, ENCODER, resolve, shown
 from swavnb.evaluation.features import read_encoder
 from swavnb.evaluation.model_card import card_markdown, model_card
@@ -112,7 +112,8 @@ def check_export_folder(out: Path, digest: str, force: bool = False) -> bool:
         )
     if not names:
         return False
-    fix = f"choose another folder, or pass {setting('force')} to replace it"
+    force_it = "force=True" if in_notebook() else "--force"  # a notebook calls the function
+    fix = f"choose another folder, or pass {force_it} to replace it"
     if ENCODER not in names:
         if force:
             return True

@@ -35,7 +35,10 @@ _BATCHNORM = {"batch": "each batch", None: "not recorded"}  # metrics.json's wor
 
 
 def _interval(value: float, se: float | None) -> list[float] | None:
-    return None if se is None else [round(value - Z95 * se, 2), round(value + Z95 * se, 2)]
+    """``value`` ± 1.96 ``se``, inside [0, 100] (an accuracy in percent)."""
+    if se is None:
+        return None
+    return [round(max(value - Z95 * se, 0.0), 2), round(min(value + Z95 * se, 100.0), 2)]
 
 
 def _with_intervals(row: dict[str, Any], source: Mapping[str, Any]) -> dict[str, Any]:
@@ -379,8 +382,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         lines += [
             f"Every row in the run folder `{Path(source['checkpoint']).parent}` for this "
             "checkpoint (evaluations written elsewhere with `--out` are not found). The interval "
-            "is each row's test-set binomial error (± 1.96 SE): it leaves out seed-to-seed "
-            "variation.",
+            "is each row's test-set binomial error (± 1.96 SE, within [0, 100]): it leaves out "
+            "seed-to-seed variation.",
             "",
             *_evaluation_table(card["evaluations"]),
         ]

@@ -39,6 +39,7 @@ from swavnb.evaluation.features import evaluation_data, knn_by_bn_stats
 from swavnb.evaluation.finetune import finetune
 from swavnb.evaluation.folders import open_evaluation
 from swavnb.evaluation.intervals import Z95
+from swavnb.evaluation.model_card import plain_torchvision_lines
 from swavnb.method.augment import CIFAR100_MEAN, CIFAR100_STD
 from swavnb.method.model import SwAVModel
 from swavnb.pretraining.config import finetune_config, pretrain_config
@@ -93,16 +94,26 @@ def evaluated(checkpoint, tmp_path_factory) -> Path:
         backbone, pool, test, pick_device("cpu"), config, folder, encoder.tag, (config.bn_stats,)
     )
     save_knn(knn, config.preset, encoder.aug, out, config.seed, len(test))
-    # what a deleted and redone pretraining leaves: a folder whose manifest names the old run
-    stale = folder / "linear-0.3"
-    shutil.copytree(folder / "linear-0.5", stale)
-    manifest = json.loads((stale / MANIFEST).read_text())
-    manifest["version"] = "0123456789abcdef"
-    manifest["identity"]["fraction"] = 0.3
-    (stale / MANIFEST).write_text(json.dumps(manifest))
-    row = json.loads((stale / RESULT).read_text())
-    row.update(run_id="0123456789abcdef", fraction=0.3, top1=99.0)
-    (stale / RESULT).write_text(json.dumps(row))
+    # what a deleted and redone pretraining leaves: folders whose manifest names the old run (a
+    # result row names it too; k-NN rows do not)
+    for name, fresh, change in (
+        ("linear-0.3", "linear-0.5", {"fraction": 0.3}),
+        ("knn-seed3", "knn", {"seed": 3}),
+    ):
+        stale = folder / name
+        shutil.copytree(folder / fresh, stale)
+        manifest = json.loads((stale / MANIFEST).read_text())
+        manifest["version"] = "0123456789abcdef"
+        manifest["identity"].update(change)
+        (stale / MANIFEST).write_text(json.dumps(manifest))
+        for rows in stale.glob("*.json"):
+            if rows.name != MANIFEST:
+                data = json.loads(rows.read_text())
+                for row in data if isinstance(data, list) else [data]:
+                    row.update(change, top1=99.0)
+                    if "run_id" in row:
+                        row["run_id"] = "0123456789abcdef"
+                rows.write_text(json.dumps(data))
     return copy
 
 
@@ -119,10 +130,15 @@ def test_the_export_loads_into_plain_torchvision_and_gives_swavnbs_features(chec
     result = net.load_state_dict(load_file(exported["encoder"]), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     ours = SwAVModel.from_checkpoint(checkpoint).backbone.eval()
+    # the card's five lines of plain torchvision, as a user pastes them
+    pasted: dict = {}
+    exec("\n".join(plain_torchvision_lines(str(exported["encoder"]))), pasted)
     images = torch.randn(6, 3, 8, 8)  # the resolution it trained at
     with torch.no_grad():
         torch.testing.assert_close(net.eval()(images), ours(images))
+        torch.testing.assert_close(pasted["net"](images), ours(images))
         torch.testing.assert_close(swavnb.load_encoder(tmp_path / "out")(images), ours(images))
+    assert "\n".join(plain_torchvision_lines()) in (tmp_path / "out" / CARD).read_text()
     with safe_open(str(exported["encoder"]), framework="pt") as file:
         metadata = file.metadata()
     assert metadata["architecture"] == "torchvision.models.resnet18"
@@ -177,17 +193,23 @@ def test_the_card_lists_every_row_of_its_checkpoint_with_intervals_and_no_stale_
     for metric in ("top1", "top5"):
         value, se = result[metric], result[f"{metric}_se"]
         assert linear[metric] == round(value, 4) and linear[f"{metric}_se"] == se
-        assert linear[f"{metric}_ci95"] == [round(value - Z95 * se, 2), round(value + Z95 * se, 2)]
+        low, high = max(value - Z95 * se, 0), min(value + Z95 * se, 100)  # a percentage
+        assert linear[f"{metric}_ci95"] == [round(low, 2), round(high, 2)]
     (saved,) = json.loads((evaluated.parent / "knn" / KNN).read_text())
     assert (knn["k"], knn["top1"], knn["test_images"]) == (5, round(saved["top1"], 4), 100)
     assert knn["top1_ci95"][0] < knn["top1"] < knn["top1_ci95"][1]
     # the earlier pretraining's row is left out, and said to be
-    assert card["stale_evaluations"] == ["linear-0.3"] and 99.0 not in [r["top1"] for r in rows]
+    assert card["stale_evaluations"] == ["knn-seed3", "linear-0.3"]
+    assert 99.0 not in [row["top1"] for row in rows]
     text = (tmp_path / CARD).read_text()
     low, high = linear["top1_ci95"]
     assert f"| linear | 50 % ({result['n_labels']:,}) |" in text
     assert f"{linear['top1']:.2f} [{low:.2f}, {high:.2f}]" in text
-    assert "| k-NN |" in text and "Left out: `linear-0.3`" in text and "Not evaluated" not in text
+    assert (
+        "| k-NN |" in text
+        and "Left out: `knn-seed3`, `linear-0.3`" in text
+        and "Not evaluated" not in text
+    )
 
 
 def test_the_same_checkpoint_exports_again_and_another_needs_force(checkpoint, tmp_path):
