@@ -28,23 +28,25 @@ from swavnb.base.layout import (
     CARD,
     CARD_JSON,
     CHECKPOINT,
+    CLUSTERS,
     ENCODER,
     KNN,
     MANIFEST,
     RESULT,
     run_folder,
 )
+from swavnb.evaluation.clusters import cluster_assignments, prototype_scores, score_rows
 from swavnb.evaluation.export import export_encoder
-from swavnb.evaluation.features import evaluation_data, knn_by_bn_stats
+from swavnb.evaluation.features import evaluation_data, frozen_features, knn_by_bn_stats
 from swavnb.evaluation.finetune import finetune
 from swavnb.evaluation.folders import open_evaluation
-from swavnb.evaluation.intervals import Z95
+from swavnb.evaluation.intervals import Z95, accuracy_se
 from swavnb.evaluation.model_card import plain_torchvision_lines
 from swavnb.method.augment import CIFAR100_MEAN, CIFAR100_STD
 from swavnb.method.model import SwAVModel
 from swavnb.pretraining.config import finetune_config, pretrain_config
 from swavnb.pretraining.train import pretrain
-from swavnb.study.results import save_knn
+from swavnb.study.results import save_clusters, save_knn
 
 ROOT = Path(__file__).resolve().parents[2]
 # 8 px and 32 images: what an export reads (weights, config, metrics, rows) needs no resolution
@@ -81,24 +83,29 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def evaluated(checkpoint, tmp_path_factory) -> Path:
     """The same pretraining copied to another runs folder, then evaluated there (linear at 50 % of
-    the labels, k-NN), beside the rows an earlier pretraining of that encoder left."""
+    the labels, the probes' k-NN and cluster scores, as the study's probes step computes them),
+    beside the rows an earlier pretraining of that encoder left."""
     runs = tmp_path_factory.mktemp("evaluated") / "runs"
     folder = run_folder("smoke", "flip", 0, runs)
     shutil.copytree(checkpoint.parent, folder)
     copy = folder / CHECKPOINT
     config = finetune_config("smoke", **TINY_EVAL)
     finetune(copy, 0.5, "linear", None, config, runs_dir=runs)
-    backbone, encoder, out = open_evaluation(copy, "knn", config, runs_dir=runs)
+    backbone, encoder, out = open_evaluation(copy, "probes", config, runs_dir=runs)
     pool, test = evaluation_data(config)
-    knn = knn_by_bn_stats(
-        backbone, pool, test, pick_device("cpu"), config, folder, encoder.tag, (config.bn_stats,)
-    )
+    cpu = pick_device("cpu")
+    _, features = frozen_features(backbone, pool, test, cpu, config, folder, encoder.tag)
+    knn = knn_by_bn_stats(backbone, pool, test, cpu, config, folder, encoder.tag)
     save_knn(knn, config.preset, encoder.aug, out, config.seed, len(test))
+    scores = prototype_scores(SwAVModel.from_checkpoint(copy), test.images)
+    clusters = cluster_assignments(features, scores, scores.shape[1], config.seed)
+    rows = score_rows(clusters, {"fine": test.fine}, config.preset, encoder.aug, scores.shape[1])
+    save_clusters(rows, out)
     # what a deleted and redone pretraining leaves: folders whose manifest names the old run (a
     # result row names it too; k-NN rows do not)
     for name, fresh, change in (
         ("linear-0.3", "linear-0.5", {"fraction": 0.3}),
-        ("knn-seed3", "knn", {"seed": 3}),
+        ("probes-seed3", "probes", {"seed": 3}),
     ):
         stale = folder / name
         shutil.copytree(folder / fresh, stale)
@@ -186,8 +193,8 @@ def test_the_card_lists_every_row_of_its_checkpoint_with_intervals_and_no_stale_
 ):
     card = export_encoder(evaluated, tmp_path)["facts"]
     rows = card["evaluations"]
-    assert [row["evaluation"] for row in rows] == ["linear", "knn"]
-    linear, knn = rows
+    assert [row["evaluation"] for row in rows] == ["linear", "knn", "knn"]
+    linear, knn = rows[0], {row["bn_stats"]: row for row in rows[1:]}
     result = json.loads((evaluated.parent / "linear-0.5" / RESULT).read_text())
     assert linear["fraction"] == 0.5 and linear["n_labels"] == result["n_labels"]
     for metric in ("top1", "top5"):
@@ -195,11 +202,17 @@ def test_the_card_lists_every_row_of_its_checkpoint_with_intervals_and_no_stale_
         assert linear[metric] == round(value, 4) and linear[f"{metric}_se"] == se
         low, high = max(value - Z95 * se, 0), min(value + Z95 * se, 100)  # a percentage
         assert linear[f"{metric}_ci95"] == [round(low, 2), round(high, 2)]
-    (saved,) = json.loads((evaluated.parent / "knn" / KNN).read_text())
-    assert (knn["k"], knn["top1"], knn["test_images"]) == (5, round(saved["top1"], 4), 100)
-    assert knn["top1_ci95"][0] < knn["top1"] < knn["top1_ci95"][1]
+    saved = json.loads((evaluated.parent / "probes" / KNN).read_text())
+    assert sorted(knn) == sorted(row["bn_stats"] for row in saved) == ["ema", "precise"]
+    for row in saved:  # the test set's binomial error: no standard error in a k-NN row
+        mine, se = knn[row["bn_stats"]], accuracy_se(row["top1"], 100)
+        assert (mine["k"], mine["top1"], mine["test_images"]) == (5, round(row["top1"], 4), 100)
+        low, high = max(row["top1"] - Z95 * se, 0), min(row["top1"] + Z95 * se, 100)
+        assert mine["top1_ci95"] == [round(low, 2), round(high, 2)]
+    clusters = json.loads((evaluated.parent / "probes" / CLUSTERS).read_text())
+    assert card["clusters"] == [{**row, "folder": "probes"} for row in clusters]
     # the earlier pretraining's row is left out, and said to be
-    assert card["stale_evaluations"] == ["knn-seed3", "linear-0.3"]
+    assert card["stale_evaluations"] == ["linear-0.3", "probes-seed3"]
     assert 99.0 not in [row["top1"] for row in rows]
     text = (tmp_path / CARD).read_text()
     low, high = linear["top1_ci95"]
@@ -207,7 +220,8 @@ def test_the_card_lists_every_row_of_its_checkpoint_with_intervals_and_no_stale_
     assert f"{linear['top1']:.2f} [{low:.2f}, {high:.2f}]" in text
     assert (
         "| k-NN |" in text
-        and "Left out: `knn-seed3`, `linear-0.3`" in text
+        and "Left out: `linear-0.3`, `probes-seed3`" in text
+        and "| kmeans | fine | 10 | nmi |" in text
         and "Not evaluated" not in text
     )
 
