@@ -99,6 +99,28 @@ def _sort_key(row: Mapping[str, Any]) -> tuple:
     )
 
 
+def _folder_rows(child: Path, identity: Mapping[str, Any], run_id: str) -> tuple[list, list] | None:
+    """One evaluation folder's accuracy and cluster rows, or None when they are not this run's
+    (a result row names another run id) or cannot be read."""
+    kind, preset = identity.get("kind"), identity.get("preset")
+    accuracy, clusters = [], []
+    try:
+        if kind == "evaluation" and (child / RESULT).is_file():
+            result = json.loads((child / RESULT).read_text())
+            if result.get("run_id", run_id) != run_id:
+                return None
+            accuracy.append(_result_row(child, result, preset))
+        if (child / KNN).is_file():
+            knn = json.loads((child / KNN).read_text())
+            accuracy += [_knn_row(child, row, preset) for row in knn]
+        if (child / CLUSTERS).is_file():
+            scores = json.loads((child / CLUSTERS).read_text())
+            clusters += [{**row, "folder": child.name} for row in scores]
+    except (OSError, ValueError, KeyError, TypeError):  # edited by hand, or not ours
+        return None
+    return accuracy, clusters
+
+
 def encoder_rows(folder: Path, run_id: str) -> dict[str, list]:
     """Every evaluation row under an encoder's run ``folder`` that belongs to pretraining
     ``run_id``.
@@ -111,7 +133,7 @@ def encoder_rows(folder: Path, run_id: str) -> dict[str, list]:
     Returns:
         ``{"accuracy": [...], "clusters": [...], "stale": [...]}``: fine-tune / linear / k-NN rows
         with intervals, cluster-quality rows, and the folders left out (another pretraining's rows,
-        or a manifest that cannot be read).
+        or files that cannot be read).
     """
     accuracy, clusters, stale = [], [], []
     for child in sorted(p for p in folder.iterdir() if p.is_dir()):
@@ -124,30 +146,18 @@ def encoder_rows(folder: Path, run_id: str) -> dict[str, list]:
         kind = identity.get("kind")
         if kind not in ("evaluation", "probes", "knn"):
             continue  # not an evaluation (a feature cache, an export folder)
-        if manifest.get("version") != run_id:
-            if any((child / name).is_file() for name in (RESULT, KNN, CLUSTERS)):
-                stale.append(child.name)
+        has_rows = any((child / name).is_file() for name in (RESULT, KNN, CLUSTERS))
+        rows = _folder_rows(child, identity, run_id) if manifest.get("version") == run_id else None
+        if rows is None:
+            stale += [child.name] if has_rows else []
             continue
-        preset = identity.get("preset")
-        if kind == "evaluation" and (child / RESULT).is_file():
-            result = json.loads((child / RESULT).read_text())
-            if result.get("run_id", run_id) != run_id:
-                stale.append(child.name)
-                continue
-            accuracy.append(_result_row(child, result, preset))
-        if (child / KNN).is_file():
-            accuracy += [
-                _knn_row(child, row, preset) for row in json.loads((child / KNN).read_text())
-            ]
-        if (child / CLUSTERS).is_file():
-            clusters += [
-                {**row, "folder": child.name} for row in json.loads((child / CLUSTERS).read_text())
-            ]
+        accuracy += rows[0]
+        clusters += rows[1]
     return {"accuracy": sorted(accuracy, key=_sort_key), "clusters": clusters, "stale": stale}
 
 
 def _precision(metrics: Mapping[str, Any]) -> str:
-    """The precision the epochs trained in: ``float32 (all 4 epochs)``, or each one's count."""
+    """The precision the epochs trained in: ``float32 (every epoch)``, or each one's epochs."""
     epochs = [e.get("precision", metrics.get("precision")) for e in metrics.get("epochs", [])]
     counts = {name: epochs.count(name) for name in dict.fromkeys(epochs)}
     if len(counts) == 1:
@@ -400,7 +410,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         lines += [
             "",
             f"Left out: {stale}, the evaluations of an earlier pretraining in the same folder (or "
-            "with an unreadable manifest).",
+            "files that cannot be read).",
         ]
     exported = card["exported"]
     lines += [

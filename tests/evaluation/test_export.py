@@ -121,6 +121,9 @@ def evaluated(checkpoint, tmp_path_factory) -> Path:
                     if "run_id" in row:
                         row["run_id"] = "0123456789abcdef"
                 rows.write_text(json.dumps(data))
+    # and a row of this run that cannot be read (edited by hand): left out, not a crash
+    shutil.copytree(folder / "linear-0.5", folder / "linear-1")
+    (folder / "linear-1" / RESULT).write_text("{")
     return copy
 
 
@@ -212,7 +215,7 @@ def test_the_card_lists_every_row_of_its_checkpoint_with_intervals_and_no_stale_
     clusters = json.loads((evaluated.parent / "probes" / CLUSTERS).read_text())
     assert card["clusters"] == [{**row, "folder": "probes"} for row in clusters]
     # the earlier pretraining's row is left out, and said to be
-    assert card["stale_evaluations"] == ["linear-0.3", "probes-seed3"]
+    assert card["stale_evaluations"] == ["linear-0.3", "linear-1", "probes-seed3"]
     assert 99.0 not in [row["top1"] for row in rows]
     text = (tmp_path / CARD).read_text()
     low, high = linear["top1_ci95"]
@@ -220,7 +223,7 @@ def test_the_card_lists_every_row_of_its_checkpoint_with_intervals_and_no_stale_
     assert f"{linear['top1']:.2f} [{low:.2f}, {high:.2f}]" in text
     assert (
         "| k-NN |" in text
-        and "Left out: `linear-0.3`, `probes-seed3`" in text
+        and "Left out: `linear-0.3`, `linear-1`, `probes-seed3`" in text
         and "| kmeans | fine | 10 | nmi |" in text
         and "Not evaluated" not in text
     )
