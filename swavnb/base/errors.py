@@ -31,6 +31,14 @@ class DamagedExportError(ValueError):
     """An ``--import`` folder's archive or model parts cannot be read back."""
 
 
+class EncoderFileError(ValueError):
+    """An exported encoder (``encoder.safetensors``) is damaged, truncated or not one of ours."""
+
+
+class ExportFolderError(ValueError):
+    """An export folder holds something other than this checkpoint's exported encoder."""
+
+
 class DiskFullError(OSError):
     """No space left for a file; the previous version of the file is intact."""
 

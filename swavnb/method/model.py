@@ -15,13 +15,12 @@ HEADS = ("linear", "mlp")
 BACKBONE_DIM = 512
 
 
-def cifar_resnet18() -> nn.Module:
-    """torchvision's ResNet-18 with the CIFAR stem; ``forward`` gives (B, 512) pooled features.
+def torchvision_cifar_resnet18() -> nn.Module:
+    """Plain torchvision ResNet-18 with the CIFAR stem (torchvision's layers only); ``forward``
+    gives (B, 512) pooled features.
 
     A 3x3 stride-1 first conv and no max-pool keep 32 px inputs at 32x32 through the
-    stem; the ImageNet stem would shrink them to 8x8 before the first block. Its convolutions are
-    :class:`~swavnb.method.small_map_conv.SmallMapConv2d`: the same layers, whose float32 weight
-    gradient on a CPU is faster where the map is tiny.
+    stem; the ImageNet stem would shrink them to 8x8 before the first block. ``fc`` is removed.
     """
     # imported here: torchvision pulls in torch._dynamo (~2 s), which a process that never builds a
     # network (the study's driver, the results step, --help) should not pay for
@@ -31,7 +30,15 @@ def cifar_resnet18() -> nn.Module:
     net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     net.fc = nn.Identity()
-    return use_small_map_convs(net)
+    return net
+
+
+def cifar_resnet18() -> nn.Module:
+    """:func:`torchvision_cifar_resnet18` whose convolutions are
+    :class:`~swavnb.method.small_map_conv.SmallMapConv2d`: the same layers, whose float32 weight
+    gradient on a CPU is faster where the map is tiny; ``forward`` gives (B, 512) pooled features.
+    """
+    return use_small_map_convs(torchvision_cifar_resnet18())
 
 
 def projection_head(kind: str, feat_dim: int, hidden_dim: int) -> nn.Module:

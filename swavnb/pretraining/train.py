@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from swavnb.base import distributed, run_guard
 from swavnb.base.checkpoint import load_checkpoint, save_checkpoint, write_json
+from swavnb.base.commit import source_commit
 from swavnb.base.compiling import (
     compiler_failure,
     compiler_problem,
@@ -259,6 +260,7 @@ class Pretrainer:
             precision=precision_name(self.bf16),
             world_size=self.runtime.world_size,
             batchnorm=self.batchnorm,
+            commit=source_commit(),  # the code's git commit, for the exported model card
         )
         self.compiled, self.compile_fallback = False, ""
         if not self.finished:  # a finished run trains nothing: no compiler to probe
