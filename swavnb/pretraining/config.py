@@ -422,8 +422,9 @@ def validate_finetune(config: FinetuneConfig) -> None:
     for epochs in ("epochs", "linear_epochs"):
         if getattr(config, epochs) == 0 and config.min_steps == 0:
             problems.append(f"{epochs} and min_steps are both 0: set either to 1 or more")
-    problems += _finite(config, ("lr_head", "lr_backbone", "linear_lr", "knn_temperature"))
-    problems += _finite(config, ("weight_decay",), positive=False)
+    problems += _finite(config, ("lr_head", "linear_lr", "knn_temperature"))
+    # lr_backbone 0 fine-tunes the head on a frozen (pretrained) backbone
+    problems += _finite(config, ("lr_backbone", "weight_decay"), positive=False)
     problems += _image_count(config, "train_images", TRAIN_POOL)
     problems += _image_count(config, "test_images", TEST_POOL)
     if not config.knn_k or min(config.knn_k) < 1:

@@ -162,7 +162,7 @@ def test_a_batch_and_queue_that_split_evenly_are_accepted():
     [
         # an inf or NaN rate trains on a NaN loss and would save a chance-level row as valid
         (dict(lr_head="inf"), "lr_head must be a finite number > 0, got inf"),
-        (dict(lr_backbone="nan"), "lr_backbone must be a finite number > 0, got nan"),
+        (dict(lr_backbone="nan"), "lr_backbone must be a finite number >= 0, got nan"),
         (dict(linear_lr=0), "linear_lr must be a finite number > 0, got 0"),
         (dict(knn_temperature=-1), "knn_temperature must be a finite number > 0"),
         (dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0"),
