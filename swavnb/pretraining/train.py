@@ -402,6 +402,14 @@ class Pretrainer:
                 torch.distributed.all_reduce(summed[key])
         return {k: v.cpu() if torch.is_tensor(v) else v for k, v in summed.items()}
 
+    def _last_save(self) -> str:
+        """What a stopped run leaves to resume from, as its error says it: a checkpoint only where
+        one was saved."""
+        if self.ckpt_path.is_file():
+            saved = shown(self.ckpt_path)
+            return f"The last checkpoint '{saved}' is intact: rerunning resumes from it."
+        return "No checkpoint was saved yet: a rerun starts from the beginning."
+
     def _check_finite(self, lr: float) -> None:
         """Raise on the first NaN/inf loss since the last check, before anything is saved."""
         if not self.pending:
@@ -413,8 +421,7 @@ class Pretrainer:
             raise NonFiniteLossError(
                 f"loss is {value} at epoch {self.epoch} step {step} (lr {lr:.3g}); lower "
                 f"{setting('lr')}, add warm-up (--warmup_epochs), or try {setting('amp')} false. "
-                f"The last checkpoint '{shown(self.ckpt_path)}' is intact: rerunning resumes from "
-                "it."
+                f"{self._last_save()}"
             )
         self.pending.clear()
 
@@ -430,8 +437,7 @@ class Pretrainer:
                 f"weight '{name}' is NaN or inf after {self.epoch} epochs and "
                 f"{self.start_step} steps though the loss was finite (an overflowing "
                 f"gradient); lower {setting('lr')}, add warm-up (--warmup_epochs), or try "
-                f"{setting('amp')} false. The last checkpoint '{shown(self.ckpt_path)}' is "
-                "intact: rerunning resumes from it."
+                f"{setting('amp')} false. {self._last_save()}"
             )
 
     def make_views(self, index: torch.Tensor) -> list[torch.Tensor]:

@@ -377,6 +377,22 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
 
+def test_a_nan_loss_before_the_first_save_promises_no_checkpoint(tmp_path):
+    # the same blow-up in epoch 1 with no mid-epoch saves: nothing to resume from
+    config = pretrain_config(
+        "smoke",
+        aug="flip",
+        **{**SMALL, "log_every_steps": 1, "optimizer": "sgd", "lr": 1e30},
+    )
+    with pytest.raises(NonFiniteLossError) as error:
+        pretrain(config, tmp_path, progress=False)
+    message = str(error.value)
+    assert "\n" not in message and "at epoch 0 step" in message
+    assert "intact" not in message and "resumes" not in message
+    assert "No checkpoint was saved yet: a rerun starts from the beginning" in message
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_weights_broken_by_a_finite_loss_are_not_saved(tmp_path, monkeypatch):
     # the loss stays finite while the update breaks a weight: the checkpoint must keep epoch 1's
     train_step = Pretrainer.train_step
