@@ -307,8 +307,10 @@ def finetune(
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     tic = time.perf_counter()
     device = pick_device(config.device)
-    backbone, encoder, out = open_evaluation(checkpoint, mode, config, out_dir, runs_dir, fraction)
-    with run_guard.locked(out, "evaluation folder"):
+    backbone, encoder, out = open_evaluation(
+        checkpoint, mode, config, out_dir, runs_dir, fraction, hold=True
+    )
+    try:  # held from the claim to the row: no other run takes the folder over in between
         pool, test = evaluation_data(config)
         chosen = label_subset(pool.fine, fraction, config.seed)
         labelled = pool.subset(chosen)
@@ -356,4 +358,6 @@ def finetune(
             ),
         }
         write_json(out / RESULT, row)
+    finally:
+        run_guard.release(out)
     return row

@@ -26,9 +26,16 @@ from swavnb.base.compiling import (
     resolve_compile,
 )
 from swavnb.base.device import device_name, set_deterministic, shared_with_jobs
-from swavnb.base.errors import CompileError, NonFiniteLossError, in_notebook, setting
+from swavnb.base.errors import (
+    CompileError,
+    NonFiniteLossError,
+    another_folder,
+    in_notebook,
+    setting,
+)
 from swavnb.base.layout import CHECKPOINT, METRICS, resolve, shown
 from swavnb.base.precision import autocast, precision_name, use_bf16
+from swavnb.base.unfinished import take_over
 from swavnb.data.cifar import (
     CifarSplit,
     batch_indices,
@@ -47,6 +54,9 @@ from swavnb.pretraining.config import (
     validate_pretrain,
     validate_world,
 )
+
+# what a pretraining leaves from its first save on: a folder without either holds nothing to lose
+PRETRAINING_RESULTS = (CHECKPOINT, METRICS)
 
 
 def pretrain_identity(config: PretrainConfig) -> dict[str, Any]:
@@ -642,6 +652,9 @@ def pretrain(
     interruption continues from the last checkpoint and ends with the same weights
     as an uninterrupted run (same seed, same device).
 
+    A folder whose manifest names another run that stopped before its first save is taken over
+    (:mod:`swavnb.base.unfinished`).
+
     Raises:
         RunFolderError: ``out_dir`` holds another run (:mod:`swavnb.base.run_guard`).
         RunFolderBusy: another process is writing ``out_dir``.
@@ -654,5 +667,7 @@ def pretrain(
     out = resolve(out_dir)
     # claimed before anything loads, so a second process is refused at once, not after the data
     with run_guard.locked(out, "pretraining run folder"):
-        run_guard.check_identity(out, pretrain_identity(config))
+        identity = pretrain_identity(config)
+        take_over(out, identity, PRETRAINING_RESULTS)  # a run that stopped before its first save
+        run_guard.check_identity(out, identity, another_folder())
         return Pretrainer(config, out, progress).fit()

@@ -47,6 +47,7 @@ from swavnb.base.layout import (
     run_folder,
     shown,
 )
+from swavnb.base.unfinished import left_unfinished
 from swavnb.data.cifar import check_fraction
 from swavnb.evaluation.folders import is_done
 from swavnb.method.augment import AUGMENTATIONS
@@ -59,7 +60,7 @@ from swavnb.pretraining.config import (
     finetune_config,
     pretrain_config,
 )
-from swavnb.pretraining.train import make_augmentation, pretrain_identity
+from swavnb.pretraining.train import PRETRAINING_RESULTS, make_augmentation, pretrain_identity
 from swavnb.study.publish import publish
 from swavnb.study.scheduler import FORCE_ALL, FORCE_SCOPES, Step, StepFailed, run
 from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, Sweep, parse_sweep, sweep_checkpoints
@@ -84,6 +85,8 @@ def _finished(checkpoint: Path, planned: PretrainConfig) -> bool:
     """
     folder = checkpoint.parent
     identity = pretrain_identity(planned)
+    if left_unfinished(folder, identity, PRETRAINING_RESULTS) is not None:
+        return False  # another run stopped before its first save: the step takes the folder over
     run_guard.check_identity(folder, identity, STUDY_FIX)
     if not checkpoint.is_file():
         return False

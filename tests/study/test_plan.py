@@ -12,6 +12,7 @@ import torch
 from papermill.translators import PythonTranslator
 
 from swavnb.base import device
+from swavnb.base.errors import RunFolderError
 from swavnb.base.layout import notebooks_folder
 from swavnb.evaluation import finetune as finetune_module
 from swavnb.study import plan as study
@@ -382,3 +383,20 @@ def test_a_corrupt_checkpoint_in_the_study_is_one_line_naming_it(tmp_path, capsy
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(checkpoint) in lines[0]
     assert "corrupt" in lines[0] and "start that run over" in lines[0]
+
+
+def test_a_pretraining_that_stopped_before_its_first_save_is_to_do_not_refused(tmp_path):
+    from swavnb.base import run_guard
+    from swavnb.base.layout import run_folder
+    from swavnb.pretraining.config import pretrain_config
+    from swavnb.pretraining.train import pretrain_identity
+
+    # e.g. the notebook run with -p lr 1e30 into the study's folder, stopped by its NaN loss
+    folder = run_folder("smoke", "flip", 0, tmp_path)
+    stopped = pretrain_identity(pretrain_config("smoke", aug="flip", lr=1e30))
+    run_guard.claim(folder, stopped, "stopped-run")
+    step = plan("smoke", ["flip"], [0.1], runs_dir=tmp_path)[0]
+    assert step.name == "pretrain flip seed 0" and step.done() is False
+    (folder / "metrics.json").write_text("{}")  # a run that wrote results is never taken over
+    with pytest.raises(RunFolderError, match=r"holds flip pretraining .*lr: 1e\+30 -> 0\.001"):
+        step.done()
