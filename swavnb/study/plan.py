@@ -106,13 +106,66 @@ DEFAULT_FRACTIONS: dict[str, dict[str, tuple[float, ...]]] = {
 }
 
 
+def _asked(
+    preset: str, modes: Sequence[str], fractions: Sequence[float] | None
+) -> dict[str, tuple[float, ...]]:
+    defaults = DEFAULT_FRACTIONS.get(preset, {})
+    return {m: tuple(fractions or defaults.get(m, FRACTIONS)) for m in modes}
+
+
+def _by_labels(preset: str, fractions: Sequence[float]) -> dict[int, list[float]]:
+    """The fractions, grouped by the number of labels each takes from the preset's pool."""
+    from swavnb.evaluation.finetune import planned_steps
+
+    config = finetune_config(preset)
+    groups: dict[int, list[float]] = {}
+    for fraction in fractions:
+        groups.setdefault(planned_steps(config, fraction)[0], []).append(fraction)
+    return groups
+
+
 def study_fractions(
     preset: str, modes: Sequence[str], fractions: Sequence[float] | None = None
 ) -> dict[str, tuple[float, ...]]:
     """{mode: label fractions} the study evaluates: ``fractions`` in every mode when given, else
-    the preset's (:data:`DEFAULT_FRACTIONS`)."""
-    defaults = DEFAULT_FRACTIONS.get(preset, {})
-    return {m: tuple(fractions or defaults.get(m, FRACTIONS)) for m in modes}
+    the preset's (:data:`DEFAULT_FRACTIONS`).
+
+    Fractions that take the same number of labels from the pool take the same labelled images
+    (a class-stratified, nested subset): each count is evaluated once, as its smallest fraction
+    (smoke's 2 images per class give 1 a class at 1, 10, 30 and 40 %; :func:`same_labels` says
+    which); the results keep that fraction's row too (:mod:`swavnb.study.results`).
+    """
+    kept = {}
+    for mode, asked in _asked(preset, modes, fractions).items():
+        smallest = {f: min(group) for group in _by_labels(preset, asked).values() for f in group}
+        kept[mode] = tuple(dict.fromkeys(smallest[f] for f in asked))
+    return kept
+
+
+def _listed(fractions: Sequence[float]) -> str:
+    return ", ".join(f"{f:g}" for f in fractions)
+
+
+def same_labels(preset: str, modes: Sequence[str], fractions: Sequence[float] | None = None) -> str:
+    """One line naming the fractions :func:`study_fractions` evaluates once though asked more than
+    once or giving the same number of labels as another; '' when there are none."""
+    asked = list(
+        fractions or dict.fromkeys(f for fs in _asked(preset, modes, None).values() for f in fs)
+    )
+    parts = []
+    if twice := sorted({f for f in asked if asked.count(f) > 1}):
+        parts.append(f"{_listed(twice)} asked more than once")
+    for labels, group in sorted(_by_labels(preset, asked).items()):
+        if others := sorted(set(group) - {min(group)}):
+            verb = "gives" if len(others) == 1 else "give"
+            parts.append(f"{_listed(others)} {verb} the same {labels:,} labels as {min(group):g}")
+    if not parts:
+        return ""
+    pool = finetune_config(preset).train_images or 50_000
+    return (
+        f"fractions: {'; '.join(parts)} (preset {preset}'s pool: {pool:,} images, {pool // 100:,} "
+        "per class); each number of labels is evaluated once, as its smallest fraction"
+    )
 
 
 def _to_go(step: Step) -> bool:
@@ -647,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
         f"on {hardware()}; runs in {shown(resolve(args.runs_dir) / args.preset)}",
         flush=True,
     )
+    if not args.sweep and (once := same_labels(args.preset, args.modes, args.fractions)):
+        print(once, flush=True)
     if cost := finetune_cost(steps, args.preset, force=bool(args.force), jobs=args.jobs):
         print(cost, flush=True)
     try:

@@ -187,16 +187,16 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
         "--augs",
         "flip",
         "--fractions",
-        "0.1,0.3",
+        "0.1,1",  # 0.3 would be the 100 labels of 0.1 on smoke's pool: the same run, done
         "--data_root",
         missing,
         *folders,
     ]
     assert main(bad) == 1
     err = capsys.readouterr().err
-    assert "finetune flip seed 0 30% labels failed in notebooks/finetune.ipynb, cell [" in err
+    assert "finetune flip seed 0 100% labels failed in notebooks/finetune.ipynb, cell [" in err
     assert "'row = finetune(checkpoint" in err and "DatasetNotFoundError" in err
-    assert "finetune-flip-seed0-finetune-0.3.ipynb" in err
+    assert "finetune-flip-seed0-finetune-1.ipynb" in err
     # finished results are kept
     assert (runs / "smoke" / "flip" / "seed-0" / "finetune-0.1" / "result.json").is_file()
 
@@ -248,12 +248,12 @@ def test_probes_can_be_left_out_and_results_then_wait_for_the_rest(tmp_path, mon
 
 
 def test_modes_can_leave_out_the_linear_evaluations():
-    steps = plan("smoke", ["flip"], [0.1, 0.4], modes=["finetune"])
+    steps = plan("smoke", ["flip"], [0.1, 1.0], modes=["finetune"])
     assert [s.name for s in steps if s.notebook == "finetune"] == [
         "finetune flip seed 0 10% labels",
-        "finetune flip seed 0 40% labels",
+        "finetune flip seed 0 100% labels",
         "finetune scratch seed 0 10% labels",
-        "finetune scratch seed 0 40% labels",
+        "finetune scratch seed 0 100% labels",
     ]
     assert all(
         s.after == ["pretrain flip seed 0"]
@@ -400,3 +400,34 @@ def test_a_pretraining_that_stopped_before_its_first_save_is_to_do_not_refused(t
     (folder / "metrics.json").write_text("{}")  # a run that wrote results is never taken over
     with pytest.raises(RunFolderError, match=r"holds flip pretraining .*lr: 1e\+30 -> 0\.001"):
         step.done()
+
+
+def test_fractions_that_take_the_same_labels_are_planned_once_and_said_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    # smoke's 200-image pool has 2 images per class: 1, 10, 30 and 40 % all take 1 a class, the
+    # same 100 labelled images, which the results would refuse as four rows of one cell
+    steps = plan("smoke", ["flip"], runs_dir=tmp_path)
+    assert [s.parameters["fraction"] for s in steps if s.notebook == "finetune"] == [0.01, 1.0] * 2
+    assert {tuple(s.parameters["fractions"]) for s in steps if s.notebook == "linear"} == {
+        (0.01, 1.0)
+    }
+    planned = []
+    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
+    assert main(["--preset", "smoke", "--augs", "flip", "--runs_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "fractions: 0.1, 0.3, 0.4 give the same 100 labels as 0.01 (preset smoke's pool: 200 "
+        in (out)
+    )
+    assert [s.name for s in planned[0]] == [s.name for s in steps]
+    # asked twice, or in another order: each count once, as its smallest fraction
+    argv = ["--preset", "smoke", "--augs", "flip", "--fractions", "0.4,1,0.3,1"]
+    assert main([*argv, "--modes", "finetune", "--runs_dir", str(tmp_path)]) == 0
+    assert "1 asked more than once; 0.4 gives the same 100 labels as 0.3" in capsys.readouterr().out
+    assert [s.parameters["fraction"] for s in planned[1] if s.notebook == "finetune"] == [
+        0.3,
+        1.0,
+    ] * 2
+    # quick's 50 images per class keep every default fraction apart: nothing said
+    assert study.same_labels("quick", ["finetune", "linear"]) == ""
