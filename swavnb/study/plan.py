@@ -261,6 +261,7 @@ def plan(
     }
     drawn = {"figures_dir": _default_or(figures_dir, "figures")}
     executed = resolve(runs_dir) / preset / "notebooks"
+    augs = list(dict.fromkeys(augs))  # one aug twice would run one step twice side by side
     by_mode = study_fractions(preset, modes, fractions)
     steps = []
     # seed by seed, so an interrupted multi-seed study has whole seeds; a later seed's
@@ -464,9 +465,15 @@ def _augs(text: str) -> list[str]:
 
 def _fractions(text: str) -> list[float]:
     try:
-        return [check_fraction(float(value)) for value in text.split(",") if value.strip()]
+        fractions = [check_fraction(float(value)) for value in text.split(",") if value.strip()]
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
+    if not fractions:  # '' would otherwise silently mean the preset's
+        raise argparse.ArgumentTypeError(
+            f"no fraction in {text!r}: give one or more, e.g. 0.1,1, or leave --fractions out for "
+            "the preset's"
+        )
+    return fractions
 
 
 def _modes(text: str) -> list[str]:
@@ -653,8 +660,16 @@ def main(argv: list[str] | None = None) -> int:
         "--figures_dir", default="figures", help="figures go to FIGURES_DIR/<preset>"
     )
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be >= 1")
+    cores = available_cores()
+    if not 1 <= args.jobs <= cores:
+        # a step side by side needs a core of its own, even one that feeds a GPU
+        parser.error(
+            f"--jobs must be 1 to {cores} (the cores this process may use), not {args.jobs}"
+        )
+    if len(set(args.augs)) < len(args.augs):
+        twice = sorted({aug for aug in args.augs if args.augs.count(aug) > 1})
+        print(f"augs: {', '.join(twice)} asked more than once; each is pretrained once", flush=True)
+        args.augs = list(dict.fromkeys(args.augs))
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
     if args.publish and args.skip_probes:

@@ -431,3 +431,41 @@ def test_fractions_that_take_the_same_labels_are_planned_once_and_said_in_one_li
     ] * 2
     # quick's 50 images per class keep every default fraction apart: nothing said
     assert study.same_labels("quick", ["finetune", "linear"]) == ""
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # '' silently meant the preset's fractions
+        (["--fractions", ""], "--fractions: no fraction in '': give one or more, e.g. 0.1,1"),
+        (["--fractions", " , "], "no fraction in ' , '"),
+        # 1000 notebooks side by side, each with CIFAR in memory, on 2 cores
+        (["--jobs", "1000"], "--jobs must be 1 to 2 (the cores this process may use), not 1000"),
+        (["--jobs", "0"], "--jobs must be 1 to 2"),
+    ],
+)
+def test_empty_fractions_and_more_jobs_than_cores_are_refused_in_one_line(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    monkeypatch.setattr(study, "available_cores", lambda: 2)
+    monkeypatch.setattr(study, "run", lambda *args, **kwargs: pytest.fail("a step ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--preset", "smoke", "--runs_dir", str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse's usage, then the error
+    assert last.startswith("python -m swavnb.study: error: ") and message in last
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_an_aug_asked_twice_is_pretrained_once_and_said(tmp_path, monkeypatch, capsys):
+    planned = []
+    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
+    argv = ["--preset", "smoke", "--augs", "flip,swav,flip", "--fractions", "0.1"]
+    assert main([*argv, "--skip_probes", "--runs_dir", str(tmp_path)]) == 0
+    assert "augs: flip asked more than once; each is pretrained once" in capsys.readouterr().out
+    names = [s.name for s in planned[0]]
+    assert len(names) == len(set(names))  # no step twice, side by side and refused "in use"
+    assert [n for n in names if n.startswith("pretrain")] == [
+        "pretrain swav seed 0",
+        "pretrain flip seed 0",
+    ]
