@@ -133,15 +133,17 @@ def is_done(
     """Whether the derived folder holds this run's results, of the encoder's present pretraining
     (the results of a deleted and redone one are stale: not done).
 
+    Args:
+        fix: what a refusal advises (default: :func:`swavnb.base.errors.another_folder`).
+
     Raises:
         RunFolderError: the folder holds another run (another encoder, seed or config).
     """
     encoder = read_encoder(checkpoint, config.seed, config.preset, runs_dir)
     folder = derived_folder(encoder, kind, config.seed, fraction)
+    identity, fix = evaluation_identity(encoder, kind, config, fraction), fix or another_folder()
     if not all((folder / name).is_file() for name in _RESULTS[kind]):
-        identity = evaluation_identity(encoder, kind, config, fraction)
         if left_unfinished(folder, identity, _RESULTS[kind], encoder.checkpoint) is None:
             run_guard.check_identity(folder, identity, fix)
         return False  # a run that stopped before its results: the step takes the folder over
-    identity = evaluation_identity(encoder, kind, config, fraction)
     return run_guard.is_current(folder, identity, encoder.run_id, fix)

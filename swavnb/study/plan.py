@@ -660,12 +660,17 @@ def main(argv: list[str] | None = None) -> int:
         "--figures_dir", default="figures", help="figures go to FIGURES_DIR/<preset>"
     )
     args = parser.parse_args(argv)
-    cores = available_cores()
-    if not 1 <= args.jobs <= cores:
-        # a step side by side needs a core of its own, even one that feeds a GPU
-        parser.error(
-            f"--jobs must be 1 to {cores} (the cores this process may use), not {args.jobs}"
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    if args.jobs > (cores := available_cores()):
+        # a step side by side needs a core of its own, even one that feeds a GPU; capped, not
+        # refused, so that `make study`'s --jobs 2 still runs on one core
+        print(
+            f"--jobs {args.jobs} is more than the {cores} core{'s' if cores > 1 else ''} this "
+            f"process may use: {cores} step{'s' if cores > 1 else ''} at a time",
+            flush=True,
         )
+        args.jobs = cores
     if len(set(args.augs)) < len(args.augs):
         twice = sorted({aug for aug in args.augs if args.augs.count(aug) > 1})
         print(f"augs: {', '.join(twice)} asked more than once; each is pretrained once", flush=True)

@@ -162,8 +162,13 @@ def test_a_run_that_stopped_before_its_result_does_not_block_the_corrected_comma
     before = (folder / RESULT).read_bytes()
     with pytest.raises(RunFolderError, match=r"lr_head: 0\.1 -> 0\.05") as refused:
         finetune("none", 0.5, "finetune", None, wrong, runs_dir=runs)
-    assert "leave it unset" not in str(refused.value)
-    assert str(refused.value).endswith("choose another folder with --out, or move that folder away")
+    with pytest.raises(RunFolderError) as asked:  # the headless linear batch asks it so
+        is_done("none", "finetune", wrong, runs, 0.5)
+    for error in (refused, asked):
+        assert "leave it unset" not in str(error.value)
+        assert str(error.value).endswith(
+            "choose another folder with --out, or move that folder away"
+        )
     assert (folder / RESULT).read_bytes() == before
 
 
