@@ -75,10 +75,9 @@ def open_evaluation(
             :func:`swavnb.base.run_guard.release`.
 
     Returns:
-        The backbone, the :class:`Encoder` it is, and the run's folder (absolute).
-
-    A folder whose manifest names another run that stopped before any result is taken over
-    (:mod:`swavnb.base.unfinished`).
+        The backbone, the :class:`Encoder` it is, and the run's folder (absolute): a folder whose
+        manifest names another run that stopped before any result is taken over
+        (:mod:`swavnb.base.unfinished`).
 
     Raises:
         RunFolderError: the folder holds another run; RunFolderBusy: another process writes it.
