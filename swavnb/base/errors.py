@@ -68,6 +68,12 @@ def setting(flag: str) -> str:
     return f"--{flag}"
 
 
+def another_folder() -> str:
+    """What a refusal of a folder that holds another run advises, true whether the folder was set
+    or derived (a derived one is where the run's folder always is: leaving it unset cannot help)."""
+    return f"choose another folder with {setting('out')}, or move that folder away"
+
+
 class StudyRowsError(ValueError):
     """The study's result rows cannot be averaged as they are: two rows for one run, or a cell
     whose seeds were evaluated differently."""

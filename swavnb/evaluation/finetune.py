@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 from swavnb.base import run_guard
 from swavnb.base.checkpoint import write_json
 from swavnb.base.device import device_name, pick_device
+from swavnb.base.errors import NonFiniteLossError, setting
 from swavnb.base.layout import RESULT, SCRATCH, resolve, shown
 from swavnb.base.precision import autocast, precision_name, use_bf16
 from swavnb.data.cifar import CifarSplit, batch_indices, check_fraction, label_subset
@@ -83,6 +85,46 @@ def _eval_points(n_steps: int, n_evals: int) -> set[int]:
     return {round(n_steps * (i + 1) / n_evals) for i in range(max(1, n_evals))}
 
 
+def _first_bad(first: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
+    """``first`` (the first step whose loss was NaN or inf, -1 while none) after ``step``, kept on
+    the device: a check per step would make the GPU wait for the host."""
+    return torch.where((first < 0) & ~torch.isfinite(loss.detach()), step, first)
+
+
+def _cosine(step: int, n_steps: int) -> float:
+    """The share of its base rate a cosine schedule gives ``step`` (0-based) of ``n_steps``."""
+    return 0.5 * (1 + math.cos(math.pi * step / n_steps))
+
+
+def _stop_if_not_finite(
+    first: torch.Tensor,
+    logits: torch.Tensor,
+    steps_done: int,
+    per_epoch: int,
+    lr_at: Callable[[int], str],
+    advice: str,
+) -> None:
+    """Raise NonFiniteLossError when a loss so far, or the test logits, are NaN or inf: such a
+    model scores at chance, and its row would pass for a result.
+
+    Args:
+        first: :func:`_first_bad`'s step (0-based), -1 when every loss was finite.
+        logits: the test logits after ``steps_done`` steps.
+        per_epoch: steps per epoch, to name the epoch.
+        lr_at: the learning rates at a step (0-based), as the message names them.
+        advice: which settings to lower.
+    """
+    step = int(first)
+    if step < 0 and bool(torch.isfinite(logits).all()):
+        return
+    what = "the loss was NaN or inf" if step >= 0 else "the test logits were NaN or inf"
+    step = step if step >= 0 else steps_done - 1
+    raise NonFiniteLossError(
+        f"{what} at epoch {step // per_epoch + 1} step {step + 1} ({lr_at(step)}); {advice}. "
+        "No result was written."
+    )
+
+
 def train_finetune(
     backbone: nn.Module,
     pretrained: bool,
@@ -122,6 +164,15 @@ def train_finetune(
     }
     curves, step, epoch, running = [], 0, 0, zero()
     bf16 = use_bf16(config.amp, device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    per_epoch = math.ceil(len(train) / batch)
+    advice = (
+        f"lower {setting('lr_head')} (and {setting('lr_backbone')}), or try {setting('amp')} false"
+    )
+    lr_at = lambda s: (
+        f"lr_head {config.lr_head * _cosine(s, n_steps):.3g}, "
+        f"lr_backbone {backbone_lr * _cosine(s, n_steps):.3g}"
+    )
     while step < n_steps:
         for index in batch_indices(len(train), batch, config.seed, epoch, device, drop_last=False):
             for group in optimizer.param_groups:
@@ -136,12 +187,14 @@ def train_finetune(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            first_bad = _first_bad(first_bad, loss, step)
             step += 1
             running["loss"] += loss.detach().double() * len(index)
             running["correct"] += (logits.argmax(1) == labels[index]).sum()
             running["seen"] += len(index)
             if step in evals:
                 test_logits = extract_features(model, test.images, device, amp=bf16)  # (N, 100)
+                _stop_if_not_finite(first_bad, test_logits, step, per_epoch, lr_at, advice)
                 accuracy = topk_accuracy(test_logits, test.fine)
                 curves.append(
                     {
@@ -183,6 +236,7 @@ def train_linear(
     evals = _eval_points(n_steps, config.n_evals)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, n_steps)
     curves, step, epoch = [], 0, 0
+    first_bad, per_epoch = torch.full((), -1, dtype=torch.int64), math.ceil(len(x_train) / batch)
     while step < n_steps:
         for index in batch_indices(len(x_train), batch, config.seed, epoch, drop_last=False):
             loss = F.cross_entropy(classifier(x_train[index]), train_labels[index])
@@ -190,10 +244,15 @@ def train_linear(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            first_bad = _first_bad(first_bad, loss, step)
             step += 1
             if step in evals:
                 with torch.no_grad():
-                    accuracy = topk_accuracy(classifier(x_test), test_labels)
+                    test_logits = classifier(x_test)
+                    lr_at = lambda s: f"linear_lr {config.linear_lr * _cosine(s, n_steps):.3g}"
+                    advice = f"lower {setting('linear_lr')}"
+                    _stop_if_not_finite(first_bad, test_logits, step, per_epoch, lr_at, advice)
+                    accuracy = topk_accuracy(test_logits, test_labels)
                     train_top1 = topk_accuracy(classifier(x_train), train_labels, ks=(1,))[1]
                 curves.append(
                     {
@@ -248,8 +307,10 @@ def finetune(
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     tic = time.perf_counter()
     device = pick_device(config.device)
-    backbone, encoder, out = open_evaluation(checkpoint, mode, config, out_dir, runs_dir, fraction)
-    with run_guard.locked(out, "evaluation folder"):
+    backbone, encoder, out = open_evaluation(
+        checkpoint, mode, config, out_dir, runs_dir, fraction, hold=True
+    )
+    try:  # held from the claim to the row: no other run takes the folder over in between
         pool, test = evaluation_data(config)
         chosen = label_subset(pool.fine, fraction, config.seed)
         labelled = pool.subset(chosen)
@@ -297,4 +358,6 @@ def finetune(
             ),
         }
         write_json(out / RESULT, row)
+    finally:
+        run_guard.release(out)
     return row

@@ -11,7 +11,9 @@ from typing import Any
 from torch import nn
 
 from swavnb.base import run_guard
-from swavnb.base.layout import CLUSTERS, KNN, RESULT, evaluation_folder, resolve
+from swavnb.base.errors import RunFolderError, another_folder, setting
+from swavnb.base.layout import CLUSTERS, KNN, RESULT, SCRATCH, evaluation_folder, resolve
+from swavnb.base.unfinished import left_unfinished, take_over
 from swavnb.evaluation.features import Encoder, load_encoder, read_encoder
 from swavnb.pretraining.config import FinetuneConfig, as_dict
 
@@ -69,25 +71,54 @@ def open_evaluation(
         checkpoint: a pretraining ``checkpoint.pt``, or None / ``"none"`` for random init.
         kind: finetune | linear (at ``fraction``) | probes.
         out_dir: None or '' derives it (:func:`derived_folder`).
-        hold: keep the folder's lock until the process ends (a notebook, writing cells later).
+        hold: keep the folder's lock until the process ends (a notebook, writing cells later) or
+            :func:`swavnb.base.run_guard.release`.
 
     Returns:
-        The backbone, the :class:`Encoder` it is, and the run's folder (absolute).
+        The backbone, the :class:`Encoder` it is, and the run's folder (absolute): a folder whose
+        manifest names another run that stopped before any result is taken over
+        (:mod:`swavnb.base.unfinished`).
 
     Raises:
         RunFolderError: the folder holds another run; RunFolderBusy: another process writes it.
+        ValueError: the encoder was pretrained with another preset (:func:`check_preset`).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown evaluation {kind!r}; choose one of {', '.join(KINDS)}")
     backbone, encoder = load_encoder(
         checkpoint, config.seed, config.image_size, config.preset, runs_dir
     )
+    check_preset(encoder, config)
     out = resolve(out_dir or derived_folder(encoder, kind, config.seed, fraction))
     identity = evaluation_identity(encoder, kind, config, fraction)
-    run_guard.claim(out, identity, encoder.run_id, _RESULTS[kind], encoder.checkpoint)
+    what = f"{kind} folder"
+    with run_guard.locked(out, what):
+        take_over(out, identity, _RESULTS[kind], encoder.checkpoint)
+        run_guard.check_identity(out, identity, another_folder())
+        run_guard.claim(out, identity, encoder.run_id, _RESULTS[kind], encoder.checkpoint)
     if hold:  # after the claim, so a refused folder is never left locked
-        run_guard.hold(out, f"{kind} folder")
+        run_guard.hold(out, what)
+        try:  # a run that took the folder over between the claim and the hold has it now
+            run_guard.check_identity(out, identity, another_folder())
+        except RunFolderError:
+            run_guard.release(out)
+            raise
     return backbone, encoder, out
+
+
+def check_preset(encoder: Encoder, config: FinetuneConfig) -> None:
+    """Refuse to evaluate an encoder under another preset than its pretraining's: the row would
+    enter that preset's tables (its folder's) with another preset's settings.
+
+    Raises:
+        ValueError: naming both presets and the setting to change.
+    """
+    if encoder.aug != SCRATCH and encoder.preset != config.preset:
+        raise ValueError(
+            f"'{encoder.checkpoint}' was pretrained with preset {encoder.preset}, but this "
+            f"evaluation's is {config.preset}: its row would enter the {encoder.preset} "
+            f"tables with {config.preset}'s settings; set {setting('preset')} {encoder.preset}"
+        )
 
 
 def is_done(
@@ -101,13 +132,17 @@ def is_done(
     """Whether the derived folder holds this run's results, of the encoder's present pretraining
     (the results of a deleted and redone one are stale: not done).
 
+    Args:
+        fix: what a refusal advises (default: :func:`swavnb.base.errors.another_folder`).
+
     Raises:
         RunFolderError: the folder holds another run (another encoder, seed or config).
     """
     encoder = read_encoder(checkpoint, config.seed, config.preset, runs_dir)
     folder = derived_folder(encoder, kind, config.seed, fraction)
+    identity, fix = evaluation_identity(encoder, kind, config, fraction), fix or another_folder()
     if not all((folder / name).is_file() for name in _RESULTS[kind]):
-        run_guard.check_identity(folder, evaluation_identity(encoder, kind, config, fraction), fix)
-        return False
-    identity = evaluation_identity(encoder, kind, config, fraction)
+        if left_unfinished(folder, identity, _RESULTS[kind], encoder.checkpoint) is None:
+            run_guard.check_identity(folder, identity, fix)
+        return False  # a run that stopped before its results: the step takes the folder over
     return run_guard.is_current(folder, identity, encoder.run_id, fix)

@@ -7,6 +7,7 @@ A preset is a set of field values; any field can be overridden on the command li
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
@@ -302,13 +303,53 @@ def preset_changes(config: PretrainConfig) -> dict[str, Any]:
 def finetune_config(preset: str = "quick", **overrides: Any) -> FinetuneConfig:
     """The preset's evaluation config with ``overrides`` applied (strings are parsed)."""
     config = _build(FinetuneConfig, _FINETUNE_PRESETS, preset, overrides)
-    check_image_size(config.image_size)
-    check_bn_stats(config.bn_stats)
+    validate_finetune(config)
     return config
 
 
+# the pools a run's image counts are taken from: CIFAR-100's training and test splits
+TRAIN_POOL, TEST_POOL = 50_000, 10_000
+
+
+def _at_least(config: Any, minimum: int, names: tuple[str, ...]) -> list[str]:
+    return [
+        f"{name} must be >= {minimum}, got {getattr(config, name)}"
+        for name in names
+        if getattr(config, name) < minimum
+    ]
+
+
+def _finite(config: Any, names: tuple[str, ...], positive: bool = True) -> list[str]:
+    """Each of ``names`` a finite number, > 0 (``positive``) or >= 0: an inf or NaN rate trains on
+    a NaN loss."""
+    bound = "> 0" if positive else ">= 0"
+    return [
+        f"{name} must be a finite number {bound}, got {value}"
+        for name in names
+        if not math.isfinite(value := getattr(config, name))
+        or (value <= 0 if positive else value < 0)
+    ]
+
+
+def _image_count(config: Any, name: str, pool: int) -> list[str]:
+    """``name`` 0 (the whole pool) or a class-stratified subset of at most ``pool`` images."""
+    count = getattr(config, name)
+    if 0 <= count <= pool:
+        return []
+    return [
+        f"{name} must be 0 (all {pool:,} images) or 1 to {pool:,} (a class-stratified subset, at "
+        f"least one image per class), got {count}"
+    ]
+
+
+def _refuse(problems: list[str]) -> None:
+    """One line naming every bad field."""
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def validate_pretrain(config: PretrainConfig) -> None:
-    """Fail before any work is done, naming the field and its valid values."""
+    """Fail before any work is done, naming every bad field and its valid values."""
     from swavnb.method.augment import AUGMENTATIONS
     from swavnb.method.model import HEADS
 
@@ -328,29 +369,67 @@ def validate_pretrain(config: PretrainConfig) -> None:
         raise ValueError(
             f"local_size must be in [1, image_size={config.image_size}], got {config.local_size}"
         )
-    for name in (
-        "epochs",
-        "batch_size",
-        "n_prototypes",
-        "feat_dim",
-        "sinkhorn_iters",
-        "log_every_steps",
-    ):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
-    if config.lr <= 0 or config.epsilon <= 0 or config.temperature <= 0:
-        raise ValueError("lr, epsilon and temperature must be > 0")
-    images = config.train_images or 50_000
+    problems = _at_least(
+        config,
+        1,
+        (
+            "epochs",
+            "batch_size",
+            "n_prototypes",
+            "feat_dim",
+            "hidden_dim",
+            "sinkhorn_iters",
+            "log_every_steps",
+        ),
+    )
+    problems += _at_least(
+        config, 0, ("queue_start_epoch", "n_local_crops", "checkpoint_every_steps")
+    )
+    problems += _finite(config, ("lr", "epsilon", "temperature"))
+    problems += _finite(
+        config,
+        ("weight_decay", "warmup_epochs", "freeze_prototypes_epochs", "final_lr_ratio"),
+        positive=False,
+    )
+    problems += _image_count(config, "train_images", TRAIN_POOL)
+    if config.queue_length < 0:
+        problems.append(
+            f"queue_length must be 0 (no queue) or at least batch_size ({config.batch_size}), "
+            f"got {config.queue_length}"
+        )
+    elif config.queue_length and config.queue_length < config.batch_size:
+        problems.append(
+            f"queue_length {config.queue_length} must hold at least one batch "
+            f"({config.batch_size}); use 0 for no queue"
+        )
+    _refuse(problems)
+    images = config.train_images or TRAIN_POOL
     if config.batch_size > images:
         raise ValueError(
             f"batch_size {config.batch_size} is larger than the {images:,} training images; "
             "choose a smaller batch_size or more train_images"
         )
-    if config.queue_length and config.queue_length < config.batch_size:
-        raise ValueError(
-            f"queue_length {config.queue_length} must hold at least one batch "
-            f"({config.batch_size}); use 0 for no queue"
-        )
+
+
+def validate_finetune(config: FinetuneConfig) -> None:
+    """Fail before any folder is claimed or any data is read, naming every bad field and its valid
+    values (as :func:`validate_pretrain`)."""
+    check_image_size(config.image_size)
+    check_bn_stats(config.bn_stats)
+    problems = _at_least(config, 1, ("batch_size", "n_evals", "tsne_images"))
+    problems += _at_least(config, 0, ("epochs", "min_steps", "linear_epochs"))
+    # steps = max(min_steps, epochs * batches per epoch): both 0 would train nothing
+    for epochs in ("epochs", "linear_epochs"):
+        if getattr(config, epochs) == 0 and config.min_steps == 0:
+            problems.append(f"{epochs} and min_steps are both 0: set either to 1 or more")
+    problems += _finite(config, ("lr_head", "linear_lr", "knn_temperature"))
+    # lr_backbone 0 fine-tunes the head on a frozen (pretrained) backbone
+    problems += _finite(config, ("lr_backbone", "weight_decay"), positive=False)
+    problems += _image_count(config, "train_images", TRAIN_POOL)
+    problems += _image_count(config, "test_images", TEST_POOL)
+    if not config.knn_k or min(config.knn_k) < 1:
+        problems.append(f"knn_k must be one or more neighbour counts >= 1, got {config.knn_k}")
+    _refuse(problems)
 
 
 def validate_world(config: PretrainConfig, world_size: int) -> None:
@@ -380,5 +459,6 @@ __all__ = [
     "pretrain_config",
     "finetune_config",
     "validate_pretrain",
+    "validate_finetune",
     "as_dict",
 ]

@@ -27,9 +27,16 @@ from swavnb.base.compiling import (
     resolve_compile,
 )
 from swavnb.base.device import device_name, set_deterministic, shared_with_jobs
-from swavnb.base.errors import CompileError, NonFiniteLossError, in_notebook, setting
+from swavnb.base.errors import (
+    CompileError,
+    NonFiniteLossError,
+    another_folder,
+    in_notebook,
+    setting,
+)
 from swavnb.base.layout import CHECKPOINT, METRICS, resolve, shown
 from swavnb.base.precision import autocast, precision_name, use_bf16
+from swavnb.base.unfinished import take_over
 from swavnb.data.cifar import (
     CifarSplit,
     batch_indices,
@@ -48,6 +55,9 @@ from swavnb.pretraining.config import (
     validate_pretrain,
     validate_world,
 )
+
+# what a pretraining leaves from its first save on: a folder without either holds nothing to lose
+PRETRAINING_RESULTS = (CHECKPOINT, METRICS)
 
 
 def pretrain_identity(config: PretrainConfig) -> dict[str, Any]:
@@ -404,6 +414,14 @@ class Pretrainer:
                 torch.distributed.all_reduce(summed[key])
         return {k: v.cpu() if torch.is_tensor(v) else v for k, v in summed.items()}
 
+    def _last_save(self) -> str:
+        """What a stopped run leaves to resume from, as its error says it: a checkpoint only where
+        one was saved."""
+        if self.ckpt_path.is_file():
+            saved = shown(self.ckpt_path)
+            return f"The last checkpoint '{saved}' is intact: rerunning resumes from it."
+        return "No checkpoint was saved yet: a rerun starts from the beginning."
+
     def _check_finite(self, lr: float) -> None:
         """Raise on the first NaN/inf loss since the last check, before anything is saved."""
         if not self.pending:
@@ -415,8 +433,7 @@ class Pretrainer:
             raise NonFiniteLossError(
                 f"loss is {value} at epoch {self.epoch} step {step} (lr {lr:.3g}); lower "
                 f"{setting('lr')}, add warm-up (--warmup_epochs), or try {setting('amp')} false. "
-                f"The last checkpoint '{shown(self.ckpt_path)}' is intact: rerunning resumes from "
-                "it."
+                f"{self._last_save()}"
             )
         self.pending.clear()
 
@@ -432,8 +449,7 @@ class Pretrainer:
                 f"weight '{name}' is NaN or inf after {self.epoch} epochs and "
                 f"{self.start_step} steps though the loss was finite (an overflowing "
                 f"gradient); lower {setting('lr')}, add warm-up (--warmup_epochs), or try "
-                f"{setting('amp')} false. The last checkpoint '{shown(self.ckpt_path)}' is "
-                "intact: rerunning resumes from it."
+                f"{setting('amp')} false. {self._last_save()}"
             )
 
     def make_views(self, index: torch.Tensor) -> list[torch.Tensor]:
@@ -638,6 +654,9 @@ def pretrain(
     interruption continues from the last checkpoint and ends with the same weights
     as an uninterrupted run (same seed, same device).
 
+    A folder whose manifest names another run that stopped before its first save is taken over
+    (:mod:`swavnb.base.unfinished`).
+
     Raises:
         RunFolderError: ``out_dir`` holds another run (:mod:`swavnb.base.run_guard`).
         RunFolderBusy: another process is writing ``out_dir``.
@@ -650,5 +669,7 @@ def pretrain(
     out = resolve(out_dir)
     # claimed before anything loads, so a second process is refused at once, not after the data
     with run_guard.locked(out, "pretraining run folder"):
-        run_guard.check_identity(out, pretrain_identity(config))
+        identity = pretrain_identity(config)
+        take_over(out, identity, PRETRAINING_RESULTS)  # a run that stopped before its first save
+        run_guard.check_identity(out, identity, another_folder())
         return Pretrainer(config, out, progress).fit()

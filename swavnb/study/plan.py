@@ -47,6 +47,7 @@ from swavnb.base.layout import (
     run_folder,
     shown,
 )
+from swavnb.base.unfinished import left_unfinished
 from swavnb.data.cifar import check_fraction
 from swavnb.evaluation.folders import is_done
 from swavnb.method.augment import AUGMENTATIONS
@@ -59,7 +60,7 @@ from swavnb.pretraining.config import (
     finetune_config,
     pretrain_config,
 )
-from swavnb.pretraining.train import make_augmentation, pretrain_identity
+from swavnb.pretraining.train import PRETRAINING_RESULTS, make_augmentation, pretrain_identity
 from swavnb.study.publish import publish
 from swavnb.study.scheduler import FORCE_ALL, FORCE_SCOPES, Step, StepFailed, run
 from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, Sweep, parse_sweep, sweep_checkpoints
@@ -84,6 +85,8 @@ def _finished(checkpoint: Path, planned: PretrainConfig) -> bool:
     """
     folder = checkpoint.parent
     identity = pretrain_identity(planned)
+    if left_unfinished(folder, identity, PRETRAINING_RESULTS) is not None:
+        return False  # another run stopped before its first save: the step takes the folder over
     run_guard.check_identity(folder, identity, STUDY_FIX)
     if not checkpoint.is_file():
         return False
@@ -103,13 +106,66 @@ DEFAULT_FRACTIONS: dict[str, dict[str, tuple[float, ...]]] = {
 }
 
 
+def _asked(
+    preset: str, modes: Sequence[str], fractions: Sequence[float] | None
+) -> dict[str, tuple[float, ...]]:
+    defaults = DEFAULT_FRACTIONS.get(preset, {})
+    return {m: tuple(fractions or defaults.get(m, FRACTIONS)) for m in modes}
+
+
+def _by_labels(preset: str, fractions: Sequence[float]) -> dict[int, list[float]]:
+    """The fractions, grouped by the number of labels each takes from the preset's pool."""
+    from swavnb.evaluation.finetune import planned_steps
+
+    config = finetune_config(preset)
+    groups: dict[int, list[float]] = {}
+    for fraction in fractions:
+        groups.setdefault(planned_steps(config, fraction)[0], []).append(fraction)
+    return groups
+
+
 def study_fractions(
     preset: str, modes: Sequence[str], fractions: Sequence[float] | None = None
 ) -> dict[str, tuple[float, ...]]:
     """{mode: label fractions} the study evaluates: ``fractions`` in every mode when given, else
-    the preset's (:data:`DEFAULT_FRACTIONS`)."""
-    defaults = DEFAULT_FRACTIONS.get(preset, {})
-    return {m: tuple(fractions or defaults.get(m, FRACTIONS)) for m in modes}
+    the preset's (:data:`DEFAULT_FRACTIONS`).
+
+    Fractions that take the same number of labels from the pool take the same labelled images
+    (a class-stratified, nested subset): each count is evaluated once, as its smallest fraction
+    (smoke's 2 images per class give 1 a class at 1, 10, 30 and 40 %; :func:`same_labels` says
+    which); the results keep that fraction's row too (:mod:`swavnb.study.results`).
+    """
+    kept = {}
+    for mode, asked in _asked(preset, modes, fractions).items():
+        smallest = {f: min(group) for group in _by_labels(preset, asked).values() for f in group}
+        kept[mode] = tuple(dict.fromkeys(smallest[f] for f in asked))
+    return kept
+
+
+def _listed(fractions: Sequence[float]) -> str:
+    return ", ".join(f"{f:g}" for f in fractions)
+
+
+def same_labels(preset: str, modes: Sequence[str], fractions: Sequence[float] | None = None) -> str:
+    """One line naming the fractions :func:`study_fractions` evaluates once though asked more than
+    once or giving the same number of labels as another; '' when there are none."""
+    asked = list(
+        fractions or dict.fromkeys(f for fs in _asked(preset, modes, None).values() for f in fs)
+    )
+    parts = []
+    if twice := sorted({f for f in asked if asked.count(f) > 1}):
+        parts.append(f"{_listed(twice)} asked more than once")
+    for labels, group in sorted(_by_labels(preset, asked).items()):
+        if others := sorted(set(group) - {min(group)}):
+            verb = "gives" if len(others) == 1 else "give"
+            parts.append(f"{_listed(others)} {verb} the same {labels:,} labels as {min(group):g}")
+    if not parts:
+        return ""
+    pool = finetune_config(preset).train_images or 50_000
+    return (
+        f"fractions: {'; '.join(parts)} (preset {preset}'s pool: {pool:,} images, {pool // 100:,} "
+        "per class); each number of labels is evaluated once, as its smallest fraction"
+    )
 
 
 def _to_go(step: Step) -> bool:
@@ -205,6 +261,7 @@ def plan(
     }
     drawn = {"figures_dir": _default_or(figures_dir, "figures")}
     executed = resolve(runs_dir) / preset / "notebooks"
+    augs = list(dict.fromkeys(augs))  # one aug twice would run one step twice side by side
     by_mode = study_fractions(preset, modes, fractions)
     steps = []
     # seed by seed, so an interrupted multi-seed study has whole seeds; a later seed's
@@ -408,9 +465,15 @@ def _augs(text: str) -> list[str]:
 
 def _fractions(text: str) -> list[float]:
     try:
-        return [check_fraction(float(value)) for value in text.split(",") if value.strip()]
+        fractions = [check_fraction(float(value)) for value in text.split(",") if value.strip()]
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
+    if not fractions:  # '' would otherwise silently mean the preset's
+        raise argparse.ArgumentTypeError(
+            f"no fraction in {text!r}: give one or more, e.g. 0.1,1, or leave --fractions out for "
+            "the preset's"
+        )
+    return fractions
 
 
 def _modes(text: str) -> list[str]:
@@ -599,6 +662,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    if args.jobs > (cores := available_cores()):
+        # a step side by side needs a core of its own, even one that feeds a GPU; capped, not
+        # refused, so that `make study`'s --jobs 2 still runs on one core
+        print(
+            f"--jobs {args.jobs} is more than the {cores} core{'s' if cores > 1 else ''} this "
+            f"process may use: {cores} step{'s' if cores > 1 else ''} at a time",
+            flush=True,
+        )
+        args.jobs = cores
+    if len(set(args.augs)) < len(args.augs):
+        twice = sorted({aug for aug in args.augs if args.augs.count(aug) > 1})
+        print(f"augs: {', '.join(twice)} asked more than once; each is pretrained once", flush=True)
+        args.augs = list(dict.fromkeys(args.augs))
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
     if args.publish and args.skip_probes:
@@ -644,6 +720,8 @@ def main(argv: list[str] | None = None) -> int:
         f"on {hardware()}; runs in {shown(resolve(args.runs_dir) / args.preset)}",
         flush=True,
     )
+    if not args.sweep and (once := same_labels(args.preset, args.modes, args.fractions)):
+        print(once, flush=True)
     if cost := finetune_cost(steps, args.preset, force=bool(args.force), jobs=args.jobs):
         print(cost, flush=True)
     try:

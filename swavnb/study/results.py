@@ -16,6 +16,7 @@ import pandas as pd
 
 from swavnb.base import run_guard
 from swavnb.base.checkpoint import write_json
+from swavnb.base.errors import RunFolderError
 from swavnb.base.layout import (
     CLUSTERS,
     KNN,
@@ -24,13 +25,14 @@ from swavnb.base.layout import (
     is_study_run,
     resolve,
     results_folder,
+    shown,
 )
 from swavnb.evaluation.clusters import COLUMNS as CLUSTER_COLUMNS
 from swavnb.evaluation.clusters import METHODS, SCORES
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval
 from swavnb.pretraining.config import BN_STATS
 from swavnb.study.claims import claims_markdown
-from swavnb.study.rows import check_rows
+from swavnb.study.rows import RUN, check_rows
 from swavnb.study.sweeps import collect_sweep, sweep_claims, sweep_fields
 
 # The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
@@ -78,16 +80,62 @@ def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
         The :data:`COLUMNS` first, in that order, then any other flat fields
         (n_labels, test_images, image_size, checkpoint); sorted by aug, mode and fraction.
     """
-    rows = [json.loads(path.read_text()) for path in _study_files(run_dir, RESULT)]
+    paths = _study_files(run_dir, RESULT)
+    rows = [json.loads(path.read_text()) for path in paths]
     rows = [_with_uncertainty({k: v for k, v in row.items() if k not in _NESTED}) for row in rows]
     # what every row has (an empty study too): the study's columns, then labels, seed and errors
     known = [*COLUMNS, "n_labels", "seed", "top1_se", "top5_se"]
     frame = pd.DataFrame(
         rows, columns=list(dict.fromkeys([*known, *(k for row in rows for k in row)]))
     )
+    frame = _one_row_per_evaluation(frame, [path.parent for path in paths])
     # float32 means carry noise digits (0.9999999776); a 10,000-image test set resolves 0.01 %
     # anyway
     return _sorted(frame.round({"top1": 4, "top5": 4}), ["aug", "mode", "fraction"])
+
+
+def _evaluation(folder: Path) -> str | None:
+    """The run ``folder`` holds as its manifest names it, its fraction left out (None without a
+    readable manifest): two rows of one key and number of labels are one evaluation, of the same
+    encoder with the same settings on the same labelled images."""
+    try:
+        manifest = run_guard.read_manifest(folder)
+    except RunFolderError:
+        return None
+    if manifest is None:
+        return None
+    identity = {k: v for k, v in (manifest.get("identity") or {}).items() if k != "fraction"}
+    return json.dumps([identity, manifest.get("version"), manifest.get("source")], sort_keys=True)
+
+
+def _one_row_per_evaluation(rows: pd.DataFrame, folders: list[Path]) -> pd.DataFrame:
+    """``rows`` (one per folder in ``folders``) with one row per evaluation.
+
+    Two fractions of one pool can take the same number of labels, so the same labelled images
+    (smoke's 2 images per class give 1 at 1, 10, 30 and 40 %): a one-off ``finetune --fraction
+    0.3`` beside the study's 0.01 then evaluated one cell twice. Where the manifests show that the
+    rows of one (aug, mode, labels, seed) are one evaluation but for the fraction, the row of the
+    smallest fraction is kept, as the study plans it (:func:`swavnb.study.plan.study_fractions`),
+    and one line names the others; rows not shown to be the same are left for
+    :func:`swavnb.study.rows.check_rows` to refuse.
+    """
+    if rows.empty or rows["n_labels"].isna().all():
+        return rows
+    runs = pd.Series([_evaluation(folder) for folder in folders], index=rows.index)
+    left_out = []
+    for (aug, mode, labels, seed), group in rows.groupby(list(RUN), sort=False):
+        keys = runs[group.index]
+        if len(group) < 2 or keys.isna().any() or keys.nunique() > 1:
+            continue
+        kept, *others = group.sort_values("fraction", kind="stable").index
+        left_out += others
+        print(
+            f"results: {', '.join(repr(shown(folders[i])) for i in others)} evaluated the same "
+            f"{int(labels):,} labels of {aug} {mode} (seed {int(seed)}) as "
+            f"'{shown(folders[kept])}', with the same settings: the tables take the latter",
+            flush=True,
+        )
+    return rows.drop(index=left_out)
 
 
 def _study_files(run_dir: str | os.PathLike, name: str) -> list[Path]:

@@ -298,3 +298,47 @@ def test_a_step_is_timed_on_the_threads_asked_and_the_process_keeps_its_own(monk
         assert torch.get_num_threads() == 3  # restored after a failed step too
     finally:
         torch.set_num_threads(held)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr_head", "inf"], "lr_head must be a finite number > 0, got inf"),
+        (["--batch_size", "0"], "batch_size must be >= 1, got 0"),
+        (["--epochs", "0", "--min_steps", "0"], "epochs and min_steps are both 0"),
+        (["--epochs", "-1"], "epochs must be >= 0, got -1"),
+    ],
+)
+def test_bad_settings_are_one_line_before_the_encoders_folder_is_touched(
+    checkpoint, capsys, flags, message
+):
+    from swavnb.base import cli
+    from swavnb.finetune import main
+
+    before = sorted(checkpoint.parent.iterdir())
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main, ["--checkpoint", str(checkpoint), "--fraction", "0.5", *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+    assert sorted(checkpoint.parent.iterdir()) == before  # no run.json, no folder
+
+
+@pytest.mark.parametrize(
+    "mode, rate", [("finetune", dict(lr_head=1e30)), ("linear", dict(linear_lr=1e20))]
+)
+def test_a_non_finite_loss_stops_the_run_in_one_line_and_writes_no_row(tmp_path, mode, rate):
+    from swavnb.base.errors import NonFiniteLossError
+
+    config = finetune_config("smoke", **{**TINY, "image_size": 8, **rate})
+    out = tmp_path / "out"
+    with pytest.raises(NonFiniteLossError) as error:
+        finetune("none", 0.5, mode, out, config, cache_dir=tmp_path / "cache")
+    message = str(error.value)
+    assert "\n" not in message and "No result was written" in message
+    assert (
+        " at epoch " in message
+        and " step " in message
+        and ("lr_head" if mode == "finetune" else "lr") in message
+    )
+    assert not (out / "result.json").exists()  # a chance-level row never passes for a result

@@ -12,6 +12,7 @@ import pytest
 from swavnb.base.errors import RunFolderBusy, RunFolderError
 from swavnb.base.layout import CHECKPOINT, RESULT, run_folder
 from swavnb.evaluation import features
+from swavnb.evaluation import finetune as finetune_module
 from swavnb.evaluation.finetune import finetune
 from swavnb.evaluation.folders import is_done, open_evaluation
 from swavnb.pretraining.config import finetune_config, pretrain_config
@@ -123,6 +124,60 @@ def test_a_notebook_holds_its_probes_folder_until_its_kernel_ends_and_never_a_re
     open_evaluation("none", "probes", config, out)  # the kernel gone, the folder is free
     flip = tmp_path / "flip-probes"
     open_evaluation(_pretrain(tmp_path / "runs"), "probes", config, flip)
+    for name in ("knn.json", "clusters.json"):  # flip's results: never taken over
+        (flip / name).write_text("[]")
     with pytest.raises(RunFolderError):
         open_evaluation("none", "probes", config, flip, hold=True)  # flip's folder: refused ...
     lock_holder(flip)  # ... and not left locked by this process
+
+
+def test_a_run_that_stopped_before_its_result_does_not_block_the_corrected_command(
+    tmp_path, monkeypatch, capsys, lock_holder
+):
+    runs = tmp_path / "runs"
+    config = finetune_config("smoke", **TINY, image_size=8)
+    wrong = finetune_config("smoke", **TINY, image_size=8, lr_head=0.05)
+    folder = run_folder("smoke", "scratch", 0, runs) / "finetune-0.5"
+
+    def killed(*args, **kwargs):  # the first command dies after its claim: a crash, Ctrl-C, kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_module, "evaluation_data", killed)
+    with pytest.raises(KeyboardInterrupt):
+        finetune("none", 0.5, "finetune", None, wrong, runs_dir=runs)
+    monkeypatch.undo()
+    assert (folder / "run.json").is_file() and not (folder / RESULT).exists()
+    assert not is_done("none", "finetune", config, runs, 0.5)  # the study: to do, not refused
+    holder = lock_holder(folder)  # a live run's folder is never taken
+    with pytest.raises(RunFolderBusy, match=f"process {holder.pid}"):
+        finetune("none", 0.5, "finetune", None, config, runs_dir=runs)
+    holder.kill()
+    holder.wait()
+    row = finetune("none", 0.5, "finetune", None, config, runs_dir=runs)
+    said = capsys.readouterr().out
+    assert "held finetune of scratch (seed 0) at 50% of the labels, preset smoke" in said
+    assert "before writing result.json: this run takes the folder over" in said
+    assert is_done("none", "finetune", config, runs, 0.5) and row["top1"] >= 0
+    # a finished run is never taken over; the advice holds for a folder derived from the run
+    before = (folder / RESULT).read_bytes()
+    with pytest.raises(RunFolderError, match=r"lr_head: 0\.1 -> 0\.05") as refused:
+        finetune("none", 0.5, "finetune", None, wrong, runs_dir=runs)
+    with pytest.raises(RunFolderError) as asked:  # the headless linear batch asks it so
+        is_done("none", "finetune", wrong, runs, 0.5)
+    for error in (refused, asked):
+        assert "leave it unset" not in str(error.value)
+        assert str(error.value).endswith(
+            "choose another folder with --out, or move that folder away"
+        )
+    assert (folder / RESULT).read_bytes() == before
+
+
+def test_an_encoder_is_evaluated_only_with_its_own_presets_settings(tmp_path):
+    runs = tmp_path / "runs"
+    flip = _pretrain(runs)
+    before = sorted(run_folder("smoke", "flip", 0, runs).iterdir())
+    # quick evaluates at 16 px as smoke does: the row would land in the smoke tables
+    with pytest.raises(ValueError, match="with preset smoke, but this evaluation's is") as e:
+        finetune(flip, 0.5, "linear", None, finetune_config("quick", **TINY), runs_dir=runs)
+    assert "\n" not in str(e.value) and str(e.value).endswith("set --preset smoke")
+    assert sorted(run_folder("smoke", "flip", 0, runs).iterdir()) == before  # nothing written

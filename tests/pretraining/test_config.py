@@ -155,3 +155,61 @@ def test_a_batch_and_queue_that_split_evenly_are_accepted():
     config = pretrain_config("smoke", batch_size=16, queue_length=32)
     for world in (1, 2, 4, 8):
         validate_world(config, world)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        # an inf or NaN rate trains on a NaN loss and would save a chance-level row as valid
+        (dict(lr_head="inf"), "lr_head must be a finite number > 0, got inf"),
+        (dict(lr_backbone="nan"), "lr_backbone must be a finite number >= 0, got nan"),
+        (dict(linear_lr=0), "linear_lr must be a finite number > 0, got 0"),
+        (dict(knn_temperature=-1), "knn_temperature must be a finite number > 0"),
+        (dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0"),
+        (dict(batch_size=0), "batch_size must be >= 1, got 0"),  # was a ZeroDivisionError
+        (dict(epochs=-1), "epochs must be >= 0, got -1"),  # the notebook's -p epochs -1
+        (dict(epochs=0, min_steps=0), "epochs and min_steps are both 0"),  # was UnboundLocalError
+        (dict(linear_epochs=0, min_steps=0), "linear_epochs and min_steps are both 0"),
+        (dict(n_evals=0), "n_evals must be >= 1"),
+        (dict(train_images=-1), "train_images must be 0 .* or 1 to 50,000"),
+        (dict(test_images=10_001), "test_images must be 0 .* or 1 to 10,000"),
+        (dict(knn_k="0,20"), r"knn_k must be one or more neighbour counts >= 1, got \(0, 20\)"),
+    ],
+)
+def test_bad_evaluation_values_are_refused_naming_the_field(bad, message):
+    with pytest.raises(ValueError, match=message):
+        finetune_config("smoke", **bad)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(lr="inf"), "lr must be a finite number > 0, got inf"),
+        (dict(temperature="nan"), "temperature must be a finite number > 0, got nan"),
+        (dict(epsilon=0), "epsilon must be a finite number > 0"),
+        (dict(weight_decay=-1), "weight_decay must be a finite number >= 0, got -1"),
+        (dict(warmup_epochs="inf"), "warmup_epochs must be a finite number >= 0, got inf"),
+        (dict(hidden_dim=0), "hidden_dim must be >= 1, got 0"),
+        (dict(queue_start_epoch=-1), "queue_start_epoch must be >= 0"),
+        # was "must hold at least one batch", of a queue that cannot hold anything
+        (dict(queue_length=-5), r"queue_length must be 0 \(no queue\) or at least batch_size"),
+        # was "fraction must be in (0, 1] ... got -2e-05", from deep inside the data loading
+        (dict(train_images=-1), r"train_images must be 0 \(all 50,000 images\) or 1 to 50,000"),
+        (dict(train_images=60_000), "train_images must be 0 .* got 60000"),
+    ],
+)
+def test_bad_pretraining_values_are_refused_naming_the_field(bad, message):
+    with pytest.raises(ValueError, match=message):
+        pretrain_config("smoke", **bad)
+
+
+def test_every_bad_field_is_named_in_one_line():
+    with pytest.raises(ValueError) as error:
+        finetune_config("smoke", batch_size=0, lr_head="inf", epochs=-2)
+    message = str(error.value)
+    assert "\n" not in message
+    assert all(name in message for name in ("batch_size", "lr_head", "epochs"))
+    # every preset's own values pass
+    for preset in PRESETS:
+        finetune_config(preset)
+        pretrain_config(preset)

@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import swavnb.pretraining.train
 from swavnb.base.checkpoint import load_checkpoint
-from swavnb.base.errors import CompileError, NonFiniteLossError
+from swavnb.base.errors import CompileError, NonFiniteLossError, RunFolderError
 from swavnb.data.cifar import batch_indices
 from swavnb.method.loss import swav_loss
 from swavnb.method.model import SwAVModel
@@ -375,6 +375,31 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
         pretrain(config, tmp_path, progress=False)
     state = load_checkpoint(tmp_path / "checkpoint.pt")  # still readable
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_a_nan_loss_before_the_first_save_promises_no_checkpoint_and_blocks_no_fixed_run(
+    tmp_path, capsys
+):
+    # the same blow-up in epoch 1 with no mid-epoch saves: nothing to resume from
+    fields = {**SMALL, "epochs": 1, "checkpoint_every_steps": 0, "log_every_steps": 1}
+    config = pretrain_config("smoke", aug="flip", **{**fields, "optimizer": "sgd", "lr": 1e30})
+    with pytest.raises(NonFiniteLossError) as error:
+        pretrain(config, tmp_path, progress=False)
+    message = str(error.value)
+    assert "\n" not in message and "at epoch 0 step" in message
+    assert "intact" not in message and "resumes" not in message
+    assert "No checkpoint was saved yet: a rerun starts from the beginning" in message
+    assert not (tmp_path / "checkpoint.pt").exists() and (tmp_path / "run.json").is_file()
+    # the corrected command into the same folder: the stopped run left nothing to lose
+    fixed = pretrain_config("smoke", aug="flip", **{**fields, "optimizer": "sgd", "lr": 0.01})
+    assert pretrain(fixed, tmp_path, progress=False)["config"]["lr"] == 0.01
+    out = capsys.readouterr().out
+    assert "which stopped before writing checkpoint.pt or metrics.json: this run takes" in out
+    # a run that saved is never taken over, and the refusal's advice holds for a derived folder
+    with pytest.raises(RunFolderError) as refused:
+        pretrain(config, tmp_path, progress=False)
+    assert "lr: 0.01 -> 1e+30" in str(refused.value) and "leave it unset" not in str(refused.value)
+    assert str(refused.value).endswith("choose another folder with --out, or move that folder away")
 
 
 def test_weights_broken_by_a_finite_loss_are_not_saved(tmp_path, monkeypatch):

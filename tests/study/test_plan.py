@@ -12,6 +12,7 @@ import torch
 from papermill.translators import PythonTranslator
 
 from swavnb.base import device
+from swavnb.base.errors import RunFolderError
 from swavnb.base.layout import notebooks_folder
 from swavnb.evaluation import finetune as finetune_module
 from swavnb.study import plan as study
@@ -186,16 +187,16 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
         "--augs",
         "flip",
         "--fractions",
-        "0.1,0.3",
+        "0.1,1",  # 0.3 would be the 100 labels of 0.1 on smoke's pool: the same run, done
         "--data_root",
         missing,
         *folders,
     ]
     assert main(bad) == 1
     err = capsys.readouterr().err
-    assert "finetune flip seed 0 30% labels failed in notebooks/finetune.ipynb, cell [" in err
+    assert "finetune flip seed 0 100% labels failed in notebooks/finetune.ipynb, cell [" in err
     assert "'row = finetune(checkpoint" in err and "DatasetNotFoundError" in err
-    assert "finetune-flip-seed0-finetune-0.3.ipynb" in err
+    assert "finetune-flip-seed0-finetune-1.ipynb" in err
     # finished results are kept
     assert (runs / "smoke" / "flip" / "seed-0" / "finetune-0.1" / "result.json").is_file()
 
@@ -247,12 +248,12 @@ def test_probes_can_be_left_out_and_results_then_wait_for_the_rest(tmp_path, mon
 
 
 def test_modes_can_leave_out_the_linear_evaluations():
-    steps = plan("smoke", ["flip"], [0.1, 0.4], modes=["finetune"])
+    steps = plan("smoke", ["flip"], [0.1, 1.0], modes=["finetune"])
     assert [s.name for s in steps if s.notebook == "finetune"] == [
         "finetune flip seed 0 10% labels",
-        "finetune flip seed 0 40% labels",
+        "finetune flip seed 0 100% labels",
         "finetune scratch seed 0 10% labels",
-        "finetune scratch seed 0 40% labels",
+        "finetune scratch seed 0 100% labels",
     ]
     assert all(
         s.after == ["pretrain flip seed 0"]
@@ -382,3 +383,102 @@ def test_a_corrupt_checkpoint_in_the_study_is_one_line_naming_it(tmp_path, capsy
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(checkpoint) in lines[0]
     assert "corrupt" in lines[0] and "start that run over" in lines[0]
+
+
+def test_a_pretraining_that_stopped_before_its_first_save_is_to_do_not_refused(tmp_path):
+    from swavnb.base import run_guard
+    from swavnb.base.layout import run_folder
+    from swavnb.pretraining.config import pretrain_config
+    from swavnb.pretraining.train import pretrain_identity
+
+    # e.g. the notebook run with -p lr 1e30 into the study's folder, stopped by its NaN loss
+    folder = run_folder("smoke", "flip", 0, tmp_path)
+    stopped = pretrain_identity(pretrain_config("smoke", aug="flip", lr=1e30))
+    run_guard.claim(folder, stopped, "stopped-run")
+    step = plan("smoke", ["flip"], [0.1], runs_dir=tmp_path)[0]
+    assert step.name == "pretrain flip seed 0" and step.done() is False
+    (folder / "metrics.json").write_text("{}")  # a run that wrote results is never taken over
+    with pytest.raises(RunFolderError, match=r"holds flip pretraining .*lr: 1e\+30 -> 0\.001"):
+        step.done()
+
+
+def test_fractions_that_take_the_same_labels_are_planned_once_and_said_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    # smoke's 200-image pool has 2 images per class: 1, 10, 30 and 40 % all take 1 a class, the
+    # same 100 labelled images, which the results would refuse as four rows of one cell
+    steps = plan("smoke", ["flip"], runs_dir=tmp_path)
+    assert [s.parameters["fraction"] for s in steps if s.notebook == "finetune"] == [0.01, 1.0] * 2
+    assert {tuple(s.parameters["fractions"]) for s in steps if s.notebook == "linear"} == {
+        (0.01, 1.0)
+    }
+    planned = []
+    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
+    assert main(["--preset", "smoke", "--augs", "flip", "--runs_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "fractions: 0.1, 0.3, 0.4 give the same 100 labels as 0.01 (preset smoke's pool: 200 "
+        in (out)
+    )
+    assert [s.name for s in planned[0]] == [s.name for s in steps]
+    # asked twice, or in another order: each count once, as its smallest fraction
+    argv = ["--preset", "smoke", "--augs", "flip", "--fractions", "0.4,1,0.3,1"]
+    assert main([*argv, "--modes", "finetune", "--runs_dir", str(tmp_path)]) == 0
+    assert "1 asked more than once; 0.4 gives the same 100 labels as 0.3" in capsys.readouterr().out
+    assert [s.parameters["fraction"] for s in planned[1] if s.notebook == "finetune"] == [
+        0.3,
+        1.0,
+    ] * 2
+    # quick's 50 images per class keep every default fraction apart: nothing said
+    assert study.same_labels("quick", ["finetune", "linear"]) == ""
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # '' silently meant the preset's fractions
+        (["--fractions", ""], "--fractions: no fraction in '': give one or more, e.g. 0.1,1"),
+        (["--fractions", " , "], "no fraction in ' , '"),
+        (["--jobs", "0"], "--jobs must be >= 1"),
+    ],
+)
+def test_empty_fractions_and_no_jobs_are_refused_in_one_line(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    monkeypatch.setattr(study, "available_cores", lambda: 2)
+    monkeypatch.setattr(study, "run", lambda *args, **kwargs: pytest.fail("a step ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--preset", "smoke", "--runs_dir", str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse's usage, then the error
+    assert last.startswith("python -m swavnb.study: error: ") and message in last
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_an_aug_asked_twice_is_pretrained_once_and_said(tmp_path, monkeypatch, capsys):
+    planned = []
+    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
+    argv = ["--preset", "smoke", "--augs", "flip,swav,flip", "--fractions", "0.1"]
+    assert main([*argv, "--skip_probes", "--runs_dir", str(tmp_path)]) == 0
+    assert "augs: flip asked more than once; each is pretrained once" in capsys.readouterr().out
+    names = [s.name for s in planned[0]]
+    assert len(names) == len(set(names))  # no step twice, side by side and refused "in use"
+    assert [n for n in names if n.startswith("pretrain")] == [
+        "pretrain swav seed 0",
+        "pretrain flip seed 0",
+    ]
+
+
+def test_more_jobs_than_cores_run_as_many_as_there_are_cores_said_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    # --jobs 1000 started a notebook per step side by side, each with CIFAR in memory
+    monkeypatch.setattr(study, "available_cores", lambda: 2)
+    jobs = []
+    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: jobs.append(kwargs["jobs"]))
+    argv = ["--preset", "smoke", "--augs", "flip", "--fractions", "0.1", "--jobs", "1000"]
+    assert main([*argv, "--runs_dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "--jobs 1000 is more than the 2 cores this process may use: 2 steps at a time" in out
+    assert "(headless, 2 at a time)" in out or "(notebooks, 2 at a time)" in out
+    assert jobs == [2]

@@ -94,3 +94,41 @@ def test_a_cell_whose_seeds_used_different_bn_statistics_is_refused(tmp_path):
 
 def test_the_committed_rows_are_sound():
     check_rows(pd.read_csv(Path(__file__).parents[2] / "results" / "quick" / "results.csv"))
+
+
+def _claimed(folder: Path, fraction: float, **settings) -> None:
+    """The manifest an evaluation of flip (seed 0) at ``fraction`` writes when it starts."""
+    from swavnb.base import run_guard
+    from swavnb.evaluation.features import Encoder
+    from swavnb.evaluation.folders import evaluation_identity
+    from swavnb.pretraining.config import finetune_config
+
+    source = "runs/smoke/flip/seed-0/checkpoint.pt"
+    encoder = Encoder("flip", 0, "run-1", "smoke", source, folder.parent)
+    identity = evaluation_identity(
+        encoder, "finetune", finetune_config("smoke", **settings), fraction
+    )
+    run_guard.claim(folder, identity, "run-1", ("result.json",), source)
+
+
+def test_a_one_off_at_another_fraction_of_the_same_labels_is_one_evaluation_kept_once(
+    tmp_path, capsys
+):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    # smoke's 200-image pool: 1 % (the study's) and 30 % (a one-off) both take 1 image a class
+    cell = dict(n_labels=100, encoder_seed=0, bn_stats="trained")
+    one_off = _result(runs, "flip", "finetune", 0.3, 0, **cell, top1=13.0)
+    studied = _result(runs, "flip", "finetune", 0.01, 0, **cell)
+    for folder, fraction in ((one_off, 0.3), (studied, 0.01)):
+        _claimed(folder, fraction)
+    rows = write_results("smoke", runs, results).rows
+    assert list(zip(rows["fraction"], rows["top1"], strict=True)) == [(0.01, 10.0)]
+    assert len(pd.read_csv(results / "smoke" / "results.csv")) == 1
+    said = capsys.readouterr().out
+    assert f"results: '{one_off}' evaluated the same 100 labels of flip finetune (seed 0)" in said
+    assert f"as '{studied}', with the same settings: the tables take the latter" in said
+    # trained otherwise (another lr_head): not the same evaluation, so still two rows of one run
+    (one_off / "run.json").unlink()
+    _claimed(one_off, 0.3, lr_head=0.05)
+    with pytest.raises(StudyRowsError, match="2 rows for flip finetune at 100 labels, seed 0"):
+        write_results("smoke", runs, results)
