@@ -180,10 +180,38 @@ def test_accuracy_vs_labels_has_no_seed_lines_for_linear():
     assert not [line for line in fig.axes[0].lines if "(seed)" in line.get_label()]
 
 
-def test_accuracy_vs_labels_without_rows_of_the_mode_is_a_clear_error():
+def test_accuracy_vs_labels_without_rows_of_the_mode_names_the_notebook_that_makes_them():
     finetune_only = _results().query("mode == 'finetune'")
-    with pytest.raises(ValueError, match="no linear rows to draw .* --modes linear"):
+    with pytest.raises(
+        plots.NothingToDraw, match="no linear evaluation .* finetune.ipynb with mode = 'linear'"
+    ):
         plots.accuracy_vs_labels(finetune_only, "linear")
+
+
+@pytest.mark.parametrize(
+    ("plot", "empty", "notebook"),
+    [
+        (plots.knn_bars, pd.DataFrame(columns=["aug", "bn_stats", "k", "top1"]), "probes.ipynb"),
+        (plots.loss_curves, {}, "pretrain.ipynb"),
+        (plots.accuracy_vs_labels, pd.DataFrame(columns=["aug", "mode"]), "finetune.ipynb"),
+    ],
+)
+def test_a_figure_with_nothing_to_draw_is_one_line_naming_the_notebook_and_no_file(
+    plot, empty, notebook, tmp_path, capsys
+):
+    assert plots.draw(plot, empty, save=(tmp_path, "figure")) is None
+    line = capsys.readouterr().out
+    assert line.startswith("no figure figure: ") and notebook in line and line.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(plots.NothingToDraw):  # called directly, still an error
+        plot(empty)
+
+
+def test_draw_returns_and_saves_a_figure_that_has_something_to_draw(tmp_path, capsys):
+    fig = plots.draw(plots.loss_curves, {("flip", 0): _metrics()}, save=(tmp_path, "loss"))
+    assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["loss.png", "loss.svg"]
+    assert capsys.readouterr().out == ""
 
 
 def test_loss_curves_have_one_colour_per_augmentation_and_a_line_per_seed():
