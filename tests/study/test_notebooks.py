@@ -21,6 +21,7 @@ import papermill
 import pytest
 
 from swavnb.base.layout import LOCK
+from swavnb.study.publish import absolute_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("pretrain", "finetune", "probes", "results")
@@ -68,6 +69,13 @@ def test_committed_notebooks_carry_outputs_and_marked_checks():
         assert not any("injected-parameters" in cell.metadata.get("tags", []) for cell in code), (
             name
         )
+
+
+def test_committed_notebooks_hold_no_absolute_path_and_name_the_projects_kernel():
+    for name in NOTEBOOKS:
+        nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert absolute_paths(nb) == [], name  # /work, /root, /home, /tmp, ...: metadata included
+        assert nb.metadata["kernelspec"]["name"] == "swavnb", name
 
 
 def test_notebooks_pass_nbval_at_smoke_size(smoke_study, tmp_path):
