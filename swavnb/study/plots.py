@@ -333,8 +333,8 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
     """Top-1 and top-5 against the number of labelled images, one line per encoder (random init
     included), with 95 % intervals as error bars (:func:`swavnb.study.results.summarise`).
 
-    In ``finetune`` mode, the seed's protocol, its published numbers (single runs) are drawn as
-    dashed lines in the colour of the same aug, at their label counts.
+    In ``finetune`` mode, the reference report's protocol, its published numbers (single runs) are
+    drawn as dashed lines in the colour of the same aug, at their label counts.
 
     Args:
         results: ``results.csv`` rows (aug, mode, n_labels, fraction, seed, top1, top5 and their
@@ -373,7 +373,7 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
                     linestyle="--",
                     marker="x",
                     color=_color(aug),
-                    label=f"{aug} (seed)",
+                    label=f"{aug} (reference report)",
                 )
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(counts))
@@ -394,7 +394,7 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
 def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
     """A sweep's linear and k-NN top-1 and its final pretraining loss against the swept value, with
     95 % intervals (over seeds, or one run's test set); a log axis where the values span a decade or
-    more, and the seed's own value dotted.
+    more, and the reference report's own value dotted.
 
     Args:
         rows: :func:`swavnb.study.sweeps.collect_sweep`'s rows.
@@ -438,7 +438,7 @@ def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
     interval = (
         f"95 % interval over {seeds} seeds" if seeds > 1 else "95 % test-set interval, 1 seed"
     )
-    fig.suptitle(f"sweep of {field} ({interval}; dotted: the seed's value)")
+    fig.suptitle(f"sweep of {field} ({interval}; dotted: the reference report's value)")
     return fig
 
 
