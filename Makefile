@@ -35,10 +35,10 @@ demo: setup  ## a one-minute smoke pretraining that prints the loss falling
 	$(BIN)/python -m swavnb.pretrain --preset smoke --aug flip --out runs/demo --epochs 4
 
 # notebooks/ holds the published notebooks; JupyterLab works on copies in lab/, made on first use and
-# never replaced, so its autosave cannot rewrite a published run's outputs
+# never replaced, and opens on the project root (figures/, results/, docs/ at hand) in lab/
 lab: setup  ## JupyterLab on working copies of the notebooks (lab/), kernels reading the study's data
 	$(BIN)/python -m swavnb.study.lab
-	$(BIN)/jupyter lab lab
+	$(BIN)/jupyter lab --LabApp.default_url=/lab/tree/lab
 
 # two pytest workers, one thread each; tests sharing a built study stay on one worker (conftest.py)
 TEST_WORKERS ?= 2

@@ -3,9 +3,9 @@ published notebooks, which only the study's publish step (``python -m swavnb.stu
 writes.
 
 ``make lab`` copies each published notebook into ``lab/`` once, without its outputs (a copy that is
-there, the user's, is never replaced), and opens JupyterLab in ``lab/``. ``make setup`` installs the
-project's kernel and a Jupyter server extension that refuses any save over a published notebook,
-so autosave cannot rewrite one even in a JupyterLab opened on the project root.
+there, the user's, is never replaced), and opens JupyterLab on the project root, in ``lab/``.
+``make setup`` installs the project's kernel and a Jupyter server extension that refuses any save
+over a published notebook, so JupyterLab's autosave cannot rewrite one that a user opens.
 
 ``python -m swavnb.study.lab`` makes the copies; ``--install`` installs the kernel and the guard
 into this Python's environment.
@@ -25,7 +25,9 @@ from swavnb.base.layout import notebooks_folder, project_root, shown
 LAB = "lab"  # the working copies' folder, in the project root (git-ignored)
 KERNEL = "swavnb"  # the kernel the notebooks name
 _COPY_KEY = "swavnb"  # a working copy's metadata: which published notebook, at which bytes
-_EXTENSION = {"ServerApp": {"jpserver_extensions": {__name__: True}}}
+# the server extension, by its import name (not __name__: `python -m` runs this as __main__)
+_MODULE = "swavnb.study.lab"
+_EXTENSION = {"ServerApp": {"jpserver_extensions": {_MODULE: True}}}
 
 
 def kernel_display_name(prefix: str | Path = sys.prefix) -> str:
@@ -124,7 +126,7 @@ def refuse_published(model: Any, path: str, contents_manager: Any, **kwargs: Any
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     """This module as a Jupyter server extension (enabled by :func:`install`)."""
-    return [{"module": __name__}]
+    return [{"module": _MODULE}]
 
 
 def _load_jupyter_server_extension(server_app: Any) -> None:

@@ -76,6 +76,9 @@ def test_the_installed_guard_refuses_jupyterlabs_saves_over_a_published_notebook
     kernel, config = install(prefix)
     spec = json.loads((kernel / "kernel.json").read_text())
     assert spec["argv"][0] == sys.executable and spec["display_name"] == "swavnb (prefix)"
+    assert json.loads(config.read_text()) == {
+        "ServerApp": {"jpserver_extensions": {"swavnb.study.lab": True}}
+    }
     for folder in ("lab", "notebooks"):
         (project / folder).mkdir(parents=True)
     (project / "notebooks" / "pretrain.ipynb").write_bytes(b"published")
