@@ -15,7 +15,7 @@ KIND = $(shell $(BIN)/python -c 'from swavnb.base.device import device_kind; pri
 
 .PHONY: setup study demo lab test lint bench bench-curve clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/etc/jupyter/jupyter_server_config.d/swavnb.json
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +23,22 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# the notebooks' kernel, "swavnb (.venv)", and the Jupyter server extension that refuses saves over
+# the published notebooks/ (swavnb/study/lab.py)
+$(VENV)/etc/jupyter/jupyter_server_config.d/swavnb.json: $(VENV)/.installed swavnb/study/lab.py
+	$(BIN)/python -m swavnb.study.lab --install
+
 study: setup  ## the whole study (pretrain, fine-tune, probes, results) at PRESET size
 	$(BIN)/python -m swavnb.study --preset $(PRESET) --jobs $(JOBS)
 
 demo: setup  ## a one-minute smoke pretraining that prints the loss falling
 	$(BIN)/python -m swavnb.pretrain --preset smoke --aug flip --out runs/demo --epochs 4
 
-lab: setup  ## JupyterLab on notebooks/, its kernels reading the data root the study reads
-	$(BIN)/jupyter lab notebooks
+# notebooks/ holds the published notebooks; JupyterLab works on copies in lab/, made on first use and
+# never replaced, and opens on the project root (figures/, results/, docs/ at hand) in lab/
+lab: setup  ## JupyterLab on working copies of the notebooks (lab/), kernels reading the study's data
+	$(BIN)/python -m swavnb.study.lab
+	$(BIN)/jupyter lab --LabApp.default_url=/lab/tree/lab
 
 # two pytest workers, one thread each; tests sharing a built study stay on one worker (conftest.py)
 TEST_WORKERS ?= 2

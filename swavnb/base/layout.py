@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ROOT_ENV = "SWAVNB_ROOT"
-CHECKPOINT = "checkpoint.pt"  # a pretraining run's weights, optimiser, queue and RNG states
+CHECKPOINT = "checkpoint.pt"  # weights, queue, RNG and (until finished) optimiser states
 METRICS = "metrics.json"  # a pretraining run's per-epoch loss, lr, speed and prototype usage
 RESULT = "result.json"  # one label-fraction evaluation's row
 KNN = "knn.json"  # one encoder's k-NN rows

@@ -373,7 +373,9 @@ class Pretrainer:
                 "config": as_dict(self.config),
                 "model_hparams": self.model.hparams,
                 "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                # a finished run resumes nothing (another epochs is another run folder): its
+                # optimiser state, twice the weights' size with Adam, is not kept
+                "optimizer": None if self.finished else self.optimizer.state_dict(),
                 "queue": queue,
                 "queue_pushes": self.queue_pushes,
                 "epoch": self.epoch,

@@ -779,7 +779,7 @@ def _run_study(args: argparse.Namespace, steps: list[Step]) -> int:
     if args.publish:
         try:
             print("published:", ", ".join(map(str, publish(args.runs_dir, args.preset))))
-        except FileNotFoundError as error:
+        except (FileNotFoundError, ValueError) as error:  # not executed; paths of this machine
             print(f"error: {error}", file=sys.stderr)
             return 1
     return 0

@@ -1,13 +1,15 @@
 """The study's figures: each function turns finished results into a matplotlib Figure.
 
 Figures are built with the object-oriented API, not pyplot, so library code and tests
-never leave figures open; a notebook shows one by ending a cell with it.
+never leave figures open; a notebook shows one by ending a cell with it. A function given nothing to
+draw raises :class:`NothingToDraw`, whose message says what is missing and which notebook makes it;
+:func:`draw` turns that into one printed line, so a notebook goes on to its next figure.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,37 @@ AUG_COLORS = {
     "swav": _PALETTE[2],
     "scratch": (0.45, 0.45, 0.45),
 }
+
+
+class NothingToDraw(ValueError):
+    """A figure's table is empty: the message says what is missing and how to produce it."""
+
+
+def draw(
+    plot: Callable[..., Figure],
+    *args: Any,
+    save: tuple[str | os.PathLike, str] | None = None,
+    **kwargs: Any,
+) -> Figure | None:
+    """``plot(*args, **kwargs)``, or, when it has nothing to draw, one printed line saying what is
+    missing and how to produce it: what a notebook's figure cell calls, so it goes on either way.
+
+    Args:
+        plot: a figure function of this module, given ``args`` and ``kwargs``.
+        save: (folder, name): the figure is also written to ``folder/name.png`` and ``.svg``
+            (:func:`save_figure`); the name also names it in the printed line.
+
+    Returns:
+        The figure (a notebook cell ending with it shows it), or None, which shows nothing.
+    """
+    try:
+        fig = plot(*args, **kwargs)
+    except NothingToDraw as missing:
+        print(f"no {save[1] if save else plot.__name__.replace('_', ' ')} figure: {missing}")
+        return None
+    if save is not None:
+        save_figure(fig, *save)
+    return fig
 
 
 def _color(aug: str) -> Any:
@@ -300,8 +333,8 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
     """Top-1 and top-5 against the number of labelled images, one line per encoder (random init
     included), with 95 % intervals as error bars (:func:`swavnb.study.results.summarise`).
 
-    In ``finetune`` mode, the seed's protocol, its published numbers (single runs) are drawn as
-    dashed lines in the colour of the same aug, at their label counts.
+    In ``finetune`` mode, the reference report's protocol, its published numbers (single runs) are
+    drawn as dashed lines in the colour of the same aug, at their label counts.
 
     Args:
         results: ``results.csv`` rows (aug, mode, n_labels, fraction, seed, top1, top5 and their
@@ -310,9 +343,9 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
     """
     rows = results[results["mode"] == mode]
     if rows.empty:
-        raise ValueError(
-            f"no {mode} rows to draw (modes present: {sorted(results['mode'].unique())}); "
-            f"run the study with --modes {mode}"
+        raise NothingToDraw(
+            f"no {mode} evaluation in this preset's runs yet; run finetune.ipynb with "
+            f"mode = {mode!r} for an encoder, then this notebook again"
         )
     summary = summarise(rows)
     augs = sorted(summary["aug"].unique(), key=aug_rank)
@@ -340,7 +373,7 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
                     linestyle="--",
                     marker="x",
                     color=_color(aug),
-                    label=f"{aug} (seed)",
+                    label=f"{aug} (reference report)",
                 )
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(counts))
@@ -361,13 +394,13 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
 def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
     """A sweep's linear and k-NN top-1 and its final pretraining loss against the swept value, with
     95 % intervals (over seeds, or one run's test set); a log axis where the values span a decade or
-    more, and the seed's own value dotted.
+    more, and the reference report's own value dotted.
 
     Args:
         rows: :func:`swavnb.study.sweeps.collect_sweep`'s rows.
     """
     if rows.empty:
-        raise ValueError(f"the {field} sweep has no finished runs to draw")
+        raise NothingToDraw(f"the {field} sweep has no finished pretraining yet")
     panels = [
         ("linear_top1", f"linear top-1 (%), {100 * LINEAR_FRACTION:g}% of the labels"),
         ("knn_top1", f"k-NN top-1 (%), k = {KNN_K}"),
@@ -405,7 +438,7 @@ def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
     interval = (
         f"95 % interval over {seeds} seeds" if seeds > 1 else "95 % test-set interval, 1 seed"
     )
-    fig.suptitle(f"sweep of {field} ({interval}; dotted: the seed's value)")
+    fig.suptitle(f"sweep of {field} ({interval}; dotted: the reference report's value)")
     return fig
 
 
@@ -415,6 +448,11 @@ def knn_bars(knn: pd.DataFrame) -> Figure:
     Args:
         knn: rows with aug, bn_stats, k, top1 (``knn.csv``).
     """
+    if knn.empty:
+        raise NothingToDraw(
+            "no k-NN rows in this preset's runs yet; run probes.ipynb for an encoder, then this "
+            "notebook again"
+        )
     settings = [bn for bn in ("precise", "ema") if bn in set(knn["bn_stats"])]
     settings += sorted(set(knn["bn_stats"]) - set(settings))
     fig, axes = _figure(1, len(settings), (5.5 * len(settings), 3.8))
@@ -439,6 +477,10 @@ def knn_bars(knn: pd.DataFrame) -> Figure:
 def loss_curves(metrics_by_run: Mapping[tuple[str, int], Mapping[str, Any]]) -> Figure:
     """Pretraining loss and prototype-usage entropy per epoch, one colour per augmentation and one
     line per seed."""
+    if not metrics_by_run:
+        raise NothingToDraw(
+            "no pretraining in this preset's runs yet; run pretrain.ipynb, then this notebook again"
+        )
     fig, axes = _figure(1, 2, (11.0, 4.0))
     loss, usage = axes[0]
     labelled = set()

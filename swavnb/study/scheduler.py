@@ -20,6 +20,8 @@ from typing import Any
 from swavnb.base.device import JOBS_ENV, threads_per_job
 from swavnb.base.layout import notebooks_folder, project_root, shown
 
+# the Python running the study (jupyter_client starts python3 as sys.executable), so a study runs
+# whether or not `make setup` installed the `swavnb` kernel the notebooks name (swavnb.study.lab)
 KERNEL = "python3"
 
 

@@ -36,7 +36,7 @@ def test_every_notebook_checks_its_parameters_and_its_defaults_pass(notebook):
     [
         ("pretrain", {"compile": False}, "parameter compile is False .*-p compile false"),
         ("finetune", {"checkpoint": None}, "parameter checkpoint is None .*-p checkpoint ''"),
-        ("pretrain", {"progress": "false"}, "parameter progress is 'false' .*-p progress False"),
+        ("pretrain", {"progress": True}, "parameter progress is True .*-p progress true"),
         ("finetune", {"seed": 1.5}, r"parameter seed is 1.5 \(float\), declared int"),
         ("finetune", {"epochs": True}, r"parameter epochs is True \(bool\), declared int"),
         ("probes", {"preset": 3}, r"parameter preset is 3 \(int\), declared str"),

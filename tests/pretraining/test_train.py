@@ -57,6 +57,7 @@ def test_metrics_record_every_epoch(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == metrics["epochs"]
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["finished"] and state["epoch"] == 3
+    assert state["optimizer"] is None  # nothing resumes a finished run: weights and metrics only
 
 
 def test_finished_run_is_not_redone(tmp_path):

@@ -21,6 +21,8 @@ import papermill
 import pytest
 
 from swavnb.base.layout import LOCK
+from swavnb.study.lab import working_copies
+from swavnb.study.publish import absolute_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("pretrain", "finetune", "probes", "results")
@@ -68,6 +70,29 @@ def test_committed_notebooks_carry_outputs_and_marked_checks():
         assert not any("injected-parameters" in cell.metadata.get("tags", []) for cell in code), (
             name
         )
+
+
+def test_notebooks_import_in_a_few_lines_and_use_exactly_what_swavnb_notebook_offers():
+    import re
+
+    from swavnb import notebook
+
+    used = set()
+    for name in NOTEBOOKS:
+        nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+        imports = next(source for source in code if "import" in source)
+        assert len(imports.splitlines()) <= 6, (name, imports)
+        assert "from swavnb import notebook as nb" in imports, name
+        used |= {match for source in code for match in re.findall(r"\bnb\.(\w+)", source)}
+    assert used == set(notebook.__all__)  # every name a notebook calls is there, and no other
+
+
+def test_committed_notebooks_hold_no_absolute_path_and_name_the_projects_kernel():
+    for name in NOTEBOOKS:
+        nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert absolute_paths(nb) == [], name  # /work, /root, /home, /tmp, ...: metadata included
+        assert nb.metadata["kernelspec"]["name"] == "swavnb", name
 
 
 def test_notebooks_pass_nbval_at_smoke_size(smoke_study, tmp_path):
@@ -123,6 +148,60 @@ def test_notebooks_pass_nbval_at_smoke_size(smoke_study, tmp_path):
         ]
     )
     assert json.loads(after[new[0]])["aug"] == "flip"
+
+
+def _stream_lines(path: Path) -> list[str]:
+    """What an executed notebook's cells printed, line by line."""
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for cell in nb.cells for o in cell.get("outputs", []) if o.output_type == "stream"]
+    return "".join(o.text for o in outputs).splitlines()
+
+
+def test_pretrain_finetune_results_in_working_copies_without_probes_names_the_missing_figures(
+    smoke_study, tmp_path, monkeypatch
+):
+    """The natural path, as make lab's working copies run it (kernel in lab/), by papermill at smoke
+    size: pretrain (the smoke study's finished flip run: loaded, not retrained), fine-tune that
+    encoder, then results with no probe run. Results completes, one line per figure it cannot draw
+    yet, and the published notebooks are byte for byte what they were."""
+    published = {path.name: path.read_bytes() for path in (ROOT / "notebooks").glob("*.ipynb")}
+    root = tmp_path / "project"
+    encoder = root / "runs" / "smoke" / "flip" / "seed-0"
+    encoder.mkdir(parents=True)
+    for name in ("checkpoint.pt", "metrics.json", "run.json"):  # the pretraining alone
+        shutil.copy(smoke_study["runs"] / "smoke" / "flip" / "seed-0" / name, encoder / name)
+    lab = root / "lab"
+    working_copies(ROOT / "notebooks", lab)
+    monkeypatch.setenv("SWAVNB_ROOT", str(root))  # the project root, for the kernels too
+    steps = {
+        "pretrain": {"preset": "smoke", "aug": "flip", "seed": 0},
+        "finetune": {"preset": "smoke", "aug": "flip", "seed": 0, "fraction": 0.1},
+        "results": {"preset": "smoke"},
+    }
+    for name, parameters in steps.items():
+        papermill.execute_notebook(
+            lab / f"{name}.ipynb",
+            lab / f"{name}.ipynb",  # run in place, as a user's working copy is
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(lab),
+            progress_bar=False,
+            log_output=False,
+        )
+    assert [line for line in _stream_lines(lab / "results.ipynb") if line.startswith("no ")] == [
+        "no accuracy-linear figure: no linear evaluation in this preset's runs yet; run "
+        "finetune.ipynb with mode = 'linear' for an encoder, then this notebook again",
+        "no knn figure: no k-NN rows in this preset's runs yet; run probes.ipynb for an encoder, "
+        "then this notebook again",
+        "no sweep figures: this preset's runs hold no sweep; the study runs one: python -m "
+        "swavnb.study --preset smoke --sweep FIELD=v1,v2,...",
+    ]
+    figures = sorted(path.stem for path in (root / "figures" / "smoke").glob("*.png"))
+    assert figures == ["accuracy-finetune", "augmentations", "pretrain-loss"]
+    assert (encoder / "finetune-0.1" / "result.json").is_file()  # under the root, not lab/
+    assert sorted(path.name for path in lab.iterdir()) == sorted(published)
+    assert all(line.endswith("yours, kept") for line in working_copies(ROOT / "notebooks", lab))
+    assert {p.name: p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")} == published
 
 
 def _run_all_in_notebooks_folder(name: str, edit: tuple[str, str]) -> None:

@@ -148,7 +148,7 @@ def test_usage_histogram_sorts_counts_and_reports_usage():
     assert "4 of 6 prototypes used" in ax.get_title()
 
 
-def test_accuracy_vs_labels_draws_ours_with_intervals_and_the_seed_dashed_at_its_counts():
+def test_accuracy_vs_labels_draws_ours_with_intervals_and_the_report_dashed_at_its_counts():
     fig = plots.accuracy_vs_labels(_results(), "finetune")
     top1, top5 = fig.axes
     ours = {c.get_label(): c for c in top1.containers}  # one errorbar per encoder
@@ -159,15 +159,13 @@ def test_accuracy_vs_labels_draws_ours_with_intervals_and_the_seed_dashed_at_its
     assert bars.get_segments()[0][:, 1].tolist() == pytest.approx(
         [1.2 - 1.959964 * 0.5, 1.2 + 1.959964 * 0.5]
     )
-    seed = {line.get_label(): line for line in top1.lines if "(seed)" in line.get_label()}
-    assert seed["flip (seed)"].get_linestyle() == "--"
-    assert seed["flip (seed)"].get_color() == line.get_color()
-    assert list(seed["flip (seed)"].get_xdata()) == [500, 5000, 15000, 20000]
-    assert list(seed["flip (seed)"].get_ydata()) == [
-        v[0] for _, v in sorted(SEED_RESULTS["flip"].items())
-    ]
-    top5_seed = [line for line in top5.lines if line.get_label() == "flip (seed)"][0]
-    assert list(top5_seed.get_ydata()) == [v[1] for _, v in sorted(SEED_RESULTS["flip"].items())]
+    report = {line.get_label(): line for line in top1.lines}["flip (reference report)"]
+    assert report.get_linestyle() == "--"
+    assert report.get_color() == line.get_color()
+    assert list(report.get_xdata()) == [500, 5000, 15000, 20000]
+    assert list(report.get_ydata()) == [v[0] for _, v in sorted(SEED_RESULTS["flip"].items())]
+    top5_report = {line.get_label(): line for line in top5.lines}["flip (reference report)"]
+    assert list(top5_report.get_ydata()) == [v[1] for _, v in sorted(SEED_RESULTS["flip"].items())]
     assert "1 seed" in fig._suptitle.get_text()
     # three seeds: the mean, and t intervals over them (values seed + 0, 1, 2: sd 1)
     line, _, (bars,) = plots.accuracy_vs_labels(_results(3), "finetune").axes[0].containers[1]
@@ -175,15 +173,46 @@ def test_accuracy_vs_labels_draws_ours_with_intervals_and_the_seed_dashed_at_its
     assert np.ptp(bars.get_segments()[0][:, 1]) == pytest.approx(2 * 4.3027 / 3**0.5, abs=1e-3)
 
 
-def test_accuracy_vs_labels_has_no_seed_lines_for_linear():
-    fig = plots.accuracy_vs_labels(_results(), "linear")
-    assert not [line for line in fig.axes[0].lines if "(seed)" in line.get_label()]
+def test_accuracy_vs_labels_draws_the_reference_report_for_finetune_only():
+    labels = lambda mode: [
+        line.get_label() for line in plots.accuracy_vs_labels(_results(), mode).axes[0].lines
+    ]
+    assert {"jitter (reference report)", "flip (reference report)"} <= set(labels("finetune"))
+    assert not [label for label in labels("linear") if "reference report" in label]
 
 
-def test_accuracy_vs_labels_without_rows_of_the_mode_is_a_clear_error():
+def test_accuracy_vs_labels_without_rows_of_the_mode_names_the_notebook_that_makes_them():
     finetune_only = _results().query("mode == 'finetune'")
-    with pytest.raises(ValueError, match="no linear rows to draw .* --modes linear"):
+    with pytest.raises(
+        plots.NothingToDraw, match="no linear evaluation .* finetune.ipynb with mode = 'linear'"
+    ):
         plots.accuracy_vs_labels(finetune_only, "linear")
+
+
+@pytest.mark.parametrize(
+    ("plot", "empty", "notebook"),
+    [
+        (plots.knn_bars, pd.DataFrame(columns=["aug", "bn_stats", "k", "top1"]), "probes.ipynb"),
+        (plots.loss_curves, {}, "pretrain.ipynb"),
+        (plots.accuracy_vs_labels, pd.DataFrame(columns=["aug", "mode"]), "finetune.ipynb"),
+    ],
+)
+def test_a_figure_with_nothing_to_draw_is_one_line_naming_the_notebook_and_no_file(
+    plot, empty, notebook, tmp_path, capsys
+):
+    assert plots.draw(plot, empty, save=(tmp_path, "figure")) is None
+    line = capsys.readouterr().out
+    assert line.startswith("no figure figure: ") and notebook in line and line.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(plots.NothingToDraw):  # called directly, still an error
+        plot(empty)
+
+
+def test_draw_returns_and_saves_a_figure_that_has_something_to_draw(tmp_path, capsys):
+    fig = plots.draw(plots.loss_curves, {("flip", 0): _metrics()}, save=(tmp_path, "loss"))
+    assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["loss.png", "loss.svg"]
+    assert capsys.readouterr().out == ""
 
 
 def test_loss_curves_have_one_colour_per_augmentation_and_a_line_per_seed():
