@@ -23,8 +23,8 @@ from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 from swavnb.base.layout import resolve
 from swavnb.method.augment import Augmentation, denormalize
 from swavnb.method.usage import usage_summary
-from swavnb.study.results import SEED_MODE, SEED_RESULTS, aug_rank, seed_labels, summarise
-from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, SEED_CHOICES
+from swavnb.study.results import REPORT_MODE, REPORT_RESULTS, aug_rank, report_labels, summarise
+from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, REPORT_CHOICES
 from swavnb.study.sweeps import summarise as sweep_summary
 
 _PALETTE = sns.color_palette("deep")
@@ -300,8 +300,8 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
     """Top-1 and top-5 against the number of labelled images, one line per encoder (random init
     included), with 95 % intervals as error bars (:func:`swavnb.study.results.summarise`).
 
-    In ``finetune`` mode, the seed's protocol, its published numbers (single runs) are drawn as
-    dashed lines in the colour of the same aug, at their label counts.
+    In ``finetune`` mode, the reference report's protocol, its published numbers (single runs) are
+    drawn as dashed lines in the colour of the same aug, at their label counts.
 
     Args:
         results: ``results.csv`` rows (aug, mode, n_labels, fraction, seed, top1, top5 and their
@@ -318,7 +318,7 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
     augs = sorted(summary["aug"].unique(), key=aug_rank)
     seeds = rows["seed"].nunique()
     fig, axes = _figure(1, 2, (11.0, 4.2))
-    counts = sorted({*summary["n_labels"], *(n for a in SEED_RESULTS for n in seed_labels(a))})
+    counts = sorted({*summary["n_labels"], *(n for a in REPORT_RESULTS for n in report_labels(a))})
     for ax, metric in zip(axes[0], ("top1", "top5"), strict=True):
         for aug in augs:
             mine = summary[summary["aug"] == aug]
@@ -331,16 +331,16 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
                 color=_color(aug),
                 label=aug,
             )
-        if mode == SEED_MODE:
-            for aug in SEED_RESULTS:
-                seed = sorted(seed_labels(aug).items())
+        if mode == REPORT_MODE:
+            for aug in REPORT_RESULTS:
+                theirs = sorted(report_labels(aug).items())
                 ax.plot(
-                    [n for n, _ in seed],
-                    [value[metric == "top5"] for _, value in seed],
+                    [n for n, _ in theirs],
+                    [value[metric == "top5"] for _, value in theirs],
                     linestyle="--",
                     marker="x",
                     color=_color(aug),
-                    label=f"{aug} (seed)",
+                    label=f"{aug} (ref. report)",
                 )
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(counts))
@@ -361,7 +361,7 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
 def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
     """A sweep's linear and k-NN top-1 and its final pretraining loss against the swept value, with
     95 % intervals (over seeds, or one run's test set); a log axis where the values span a decade or
-    more, and the seed's own value dotted.
+    more, and the reference report's own value dotted.
 
     Args:
         rows: :func:`swavnb.study.sweeps.collect_sweep`'s rows.
@@ -396,8 +396,8 @@ def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
         ax.xaxis.set_major_locator(FixedLocator(values if numeric else range(len(values))))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([f"{v:g}" if numeric else str(v) for v in values])
-        if field in SEED_CHOICES and SEED_CHOICES[field][0] in values:
-            choice = SEED_CHOICES[field][0]
+        if field in REPORT_CHOICES and REPORT_CHOICES[field][0] in values:
+            choice = REPORT_CHOICES[field][0]
             ax.axvline(choice if numeric else values.index(choice), color="grey", linestyle=":")
         ax.set(xlabel=field, ylabel=label)
     axes[0, 0].legend(frameon=False)
@@ -405,7 +405,7 @@ def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
     interval = (
         f"95 % interval over {seeds} seeds" if seeds > 1 else "95 % test-set interval, 1 seed"
     )
-    fig.suptitle(f"sweep of {field} ({interval}; dotted: the seed's value)")
+    fig.suptitle(f"sweep of {field} ({interval}; dotted: the reference report's value)")
     return fig
 
 

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from swavnb.method.augment import Augmentation, MultiCrop
 from swavnb.study import plots
-from swavnb.study.results import SEED_RESULTS
+from swavnb.study.results import REPORT_RESULTS
 
 
 def _metrics(aug: str = "flip", n_epochs: int = 3) -> dict:
@@ -148,7 +148,7 @@ def test_usage_histogram_sorts_counts_and_reports_usage():
     assert "4 of 6 prototypes used" in ax.get_title()
 
 
-def test_accuracy_vs_labels_draws_ours_with_intervals_and_the_seed_dashed_at_its_counts():
+def test_accuracy_vs_labels_draws_ours_with_intervals_and_the_report_dashed_at_its_counts():
     fig = plots.accuracy_vs_labels(_results(), "finetune")
     top1, top5 = fig.axes
     ours = {c.get_label(): c for c in top1.containers}  # one errorbar per encoder
@@ -159,15 +159,15 @@ def test_accuracy_vs_labels_draws_ours_with_intervals_and_the_seed_dashed_at_its
     assert bars.get_segments()[0][:, 1].tolist() == pytest.approx(
         [1.2 - 1.959964 * 0.5, 1.2 + 1.959964 * 0.5]
     )
-    seed = {line.get_label(): line for line in top1.lines if "(seed)" in line.get_label()}
-    assert seed["flip (seed)"].get_linestyle() == "--"
-    assert seed["flip (seed)"].get_color() == line.get_color()
-    assert list(seed["flip (seed)"].get_xdata()) == [500, 5000, 15000, 20000]
-    assert list(seed["flip (seed)"].get_ydata()) == [
-        v[0] for _, v in sorted(SEED_RESULTS["flip"].items())
+    seed = {line.get_label(): line for line in top1.lines if "(ref. report)" in line.get_label()}
+    assert seed["flip (ref. report)"].get_linestyle() == "--"
+    assert seed["flip (ref. report)"].get_color() == line.get_color()
+    assert list(seed["flip (ref. report)"].get_xdata()) == [500, 5000, 15000, 20000]
+    assert list(seed["flip (ref. report)"].get_ydata()) == [
+        v[0] for _, v in sorted(REPORT_RESULTS["flip"].items())
     ]
-    top5_seed = [line for line in top5.lines if line.get_label() == "flip (seed)"][0]
-    assert list(top5_seed.get_ydata()) == [v[1] for _, v in sorted(SEED_RESULTS["flip"].items())]
+    top5_seed = [line for line in top5.lines if line.get_label() == "flip (ref. report)"][0]
+    assert list(top5_seed.get_ydata()) == [v[1] for _, v in sorted(REPORT_RESULTS["flip"].items())]
     assert "1 seed" in fig._suptitle.get_text()
     # three seeds: the mean, and t intervals over them (values seed + 0, 1, 2: sd 1)
     line, _, (bars,) = plots.accuracy_vs_labels(_results(3), "finetune").axes[0].containers[1]
@@ -175,9 +175,9 @@ def test_accuracy_vs_labels_draws_ours_with_intervals_and_the_seed_dashed_at_its
     assert np.ptp(bars.get_segments()[0][:, 1]) == pytest.approx(2 * 4.3027 / 3**0.5, abs=1e-3)
 
 
-def test_accuracy_vs_labels_has_no_seed_lines_for_linear():
+def test_accuracy_vs_labels_has_no_report_lines_for_linear():
     fig = plots.accuracy_vs_labels(_results(), "linear")
-    assert not [line for line in fig.axes[0].lines if "(seed)" in line.get_label()]
+    assert not [line for line in fig.axes[0].lines if "(ref. report)" in line.get_label()]
 
 
 def test_accuracy_vs_labels_without_rows_of_the_mode_is_a_clear_error():
