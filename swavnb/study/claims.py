@@ -120,11 +120,17 @@ def verdicts(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines, columns=columns)
 
 
+def claim_effects(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What claims.md shows, for a figure to draw the same: (:func:`verdicts`, :func:`comparisons`),
+    both computed once from ``rows``."""
+    return verdicts(rows), comparisons(rows)
+
+
 def claims_markdown(rows: pd.DataFrame, preset: str) -> str:
     """``results/<preset>/claims.md``: the verdicts, then every comparison behind them."""
     if rows.empty:
         return f"# Claims tested on preset `{preset}`\n\nNo evaluation rows yet.\n"
-    table, found = verdicts(rows), comparisons(rows)
+    table, found = claim_effects(rows)
     seeds = sorted(rows["seed"].unique())
     lines = [
         f"# Claims tested on preset `{preset}`",

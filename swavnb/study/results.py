@@ -353,15 +353,39 @@ def knn_table(knn: pd.DataFrame) -> str:
     return _markdown(["encoder", *(f"k = {k}, {bn} BN" for bn, k in settings)], body)
 
 
-def _knn_cell(runs: pd.DataFrame, metric: str) -> str:
-    """A k-NN accuracy over seeds with its interval; a bare value where no test count was kept."""
+def knn_estimate(runs: pd.DataFrame, metric: str) -> Estimate:
+    """One k-NN cell's accuracy over seeds with its 95 % interval, the rule of the tables: Student's
+    t over the seeds; one run: its test-set error; one run with no test count kept: no interval
+    (half width NaN, basis ``none``).
+
+    Args:
+        runs: the ``knn.csv`` rows of one (encoder, BN statistics, k), one per seed.
+        metric: ``top1`` or ``top5``.
+    """
     if runs["test_images"].isna().any() and len(runs) == 1:
-        return f"{runs[metric].iloc[0]:.2f}"
+        return Estimate(float(runs[metric].iloc[0]), float("nan"), 1, "none")
     ses = [
         accuracy_se(v, int(n)) if pd.notna(n) else 0.0
         for v, n in zip(runs[metric], runs["test_images"], strict=True)
     ]
-    return str(mean_interval(list(runs[metric]), ses))
+    return mean_interval(list(runs[metric]), ses)
+
+
+def knn_summary(knn: pd.DataFrame) -> pd.DataFrame:
+    """One line per (aug, BN statistics, k) of ``knn.csv`` rows: top-1 and top-5 as
+    :func:`knn_estimate` gives them, in study order."""
+    lines = [
+        [aug, bn, int(k), knn_estimate(runs, "top1"), knn_estimate(runs, "top5")]
+        for (aug, bn, k), runs in knn.groupby(["aug", "bn_stats", "k"], sort=False)
+    ]
+    frame = pd.DataFrame(lines, columns=["aug", "bn_stats", "k", "top1", "top5"])
+    return _sorted(frame, ["aug", "bn_stats", "k"])
+
+
+def _knn_cell(runs: pd.DataFrame, metric: str) -> str:
+    """A k-NN accuracy over seeds with its interval; a bare value where no test count was kept."""
+    estimate = knn_estimate(runs, metric)
+    return f"{estimate.mean:.2f}" if estimate.basis == "none" else str(estimate)
 
 
 def _bn_note(rows: pd.DataFrame) -> str:
