@@ -301,9 +301,11 @@ def usage_histogram(counts: torch.Tensor, title: str = "", encoder: str = "") ->
     """Images per prototype, sorted from the most used; a collapsed model is one tall spike.
 
     The entropy in the title is of these counts: the nearest prototype of each test image under
-    the final model in eval mode (pretraining's BN statistics). It is not tables.md's *usage
-    entropy*, which counts each epoch's augmented training views in train mode while the model
-    learns.
+    the final model in eval mode, with the BN running averages pretraining left. It is not
+    tables.md's *usage entropy* (:data:`swavnb.study.results.USAGE_NOTE`), which counts the last
+    epoch's augmented training views in train mode (BN on batch statistics); for multi-crop
+    ``swav`` the eval-mode BN statistics, updated last by the small local crops, put clean images
+    on fewer prototypes.
 
     Args:
         counts: (K,) test images whose nearest prototype is each one

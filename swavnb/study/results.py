@@ -61,6 +61,16 @@ COLUMNS = (
 )
 KNN_COLUMNS = ("preset", "aug", "seed", "bn_stats", "k", "top1", "top5", "test_images")
 AUG_ORDER = ("jitter", "flip", "swav", "scratch")
+# what the pretraining table's usage columns count, and why the probes' usage figures differ
+USAGE_NOTE = (
+    "*usage entropy*, *prototypes used*: how many of the last pretraining epoch's training views "
+    "(each image's first augmented view, the model in training mode, BN on batch statistics) had "
+    "each prototype as their nearest: the entropy of these counts divided by log K (1 = uniform), "
+    "and the share of prototypes with any. The probes' usage figures (`usage-<aug>-seed<s>.png`) "
+    "count the test images' nearest prototypes under the final model in eval mode instead, with "
+    "the BN running averages pretraining left (with multi-crop, updated last by the small local "
+    "crops): their entropy is lower, for `swav` mostly because of those BN statistics."
+)
 _NESTED = ("curves", "per_superclass")  # per-run detail that stays in result.json
 _MISSING = "–"
 
@@ -496,8 +506,8 @@ def markdown_tables(
                     "seed",
                     "epochs",
                     "final loss",
-                    "usage entropy",
-                    "prototypes used",
+                    "usage entropy (last epoch)",
+                    "prototypes used (last epoch)",
                     "minutes",
                     "device",
                     "precision",
@@ -507,6 +517,7 @@ def markdown_tables(
             ),
             "*shared with jobs*: the study's `--jobs`; above 1 the minutes are time-shared with "
             "the steps that ran beside it (– : not recorded).",
+            USAGE_NOTE,
         ]
     return "\n\n".join(parts) + "\n"
 

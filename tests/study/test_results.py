@@ -174,6 +174,9 @@ def test_tables_put_ours_beside_every_report_number_and_the_scratch_baseline(tmp
     assert "| k = 20, precise BN | k = 200, precise BN | k = 20, ema BN |" in knn
     assert "| flip | 11.00 / 30.00 | 10.00 / 31.00 | 9.00 / 28.00 |" in knn
     assert "## Pretraining runs" in tables and "| flip | 0 | 1 | 3.0000 |" in tables
+    # which usage entropy: the last epoch's training views, not the probes' test-image figure
+    assert "| usage entropy (last epoch) | prototypes used (last epoch) |" in tables
+    assert "last pretraining epoch's training views" in tables and "usage-<aug>-seed" in tables
     # a run from before jobs were recorded: not known whether its minutes were time-shared
     assert "| precision | shared with jobs |" in tables and "| cpu | – | – |" in tables
 
