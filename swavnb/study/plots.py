@@ -161,6 +161,7 @@ def augmentation_grid(
         for ax, image in zip(row, batch, strict=True):
             _show_image(ax, image)
         row[0].set_ylabel(label, rotation=0, ha="right", va="center")
+    fig.suptitle("each strategy's views of the same images (one column per image)")
     return fig
 
 
@@ -294,6 +295,7 @@ def retrieval_grid(
                 color="tab:green" if int(neighbour) == int(label) else "tab:red",
             )
     axes[0, 0].set_ylabel("query")
+    fig.suptitle("test images (left) and their nearest labelled images; green: the same class")
     return fig
 
 
