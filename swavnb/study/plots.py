@@ -585,8 +585,8 @@ def loss_curves(metrics_by_run: Mapping[tuple[str, int], Mapping[str, Any]]) -> 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     usage.legend()
     fig.suptitle(
-        "pretraining loss per view strategy, each on its own y axis: not comparable across "
-        "strategies (swav's multi-crop averages over more and harder view pairs)"
+        "pretraining loss, a panel and y axis per view strategy: the levels are not comparable\n"
+        "across strategies (swav's multi-crop loss averages over more and harder view pairs)"
     )
     return fig
 
