@@ -239,7 +239,7 @@ def test_loss_curves_put_each_strategy_on_its_own_axis_and_usage_on_one():
     assert len(usage.lines) == 3 and usage.get_ylim() == (0, 1.05)
     assert [text.get_text() for text in usage.get_legend().get_texts()] == ["flip", "swav"]
     assert "training views" in usage.get_title() and "log K" in usage.get_title()
-    assert "not comparable across strategies" in fig._suptitle.get_text()
+    assert "not comparable\nacross strategies" in fig._suptitle.get_text()
 
 
 def _knn(seeds: int) -> pd.DataFrame:
