@@ -39,7 +39,8 @@ from swavnb.pretraining.train import Pretrainer  # noqa: E402
 from swavnb.speed.bench import cycling_steps  # noqa: E402
 
 # (preset, aug, batch, steps per repetition): the benchmark's four cases (the paper preset at the
-# seed's batch and the CPU bench's smaller one) and the CPU study preset as the study runs it
+# reference report's batch and the CPU bench's smaller one) and the CPU study preset as the study
+# runs it
 CASES = [
     ("paper", "flip", 256, 2),
     ("paper", "flip", 64, 4),

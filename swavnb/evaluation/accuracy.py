@@ -17,7 +17,7 @@ def topk_accuracy(
         labels: (N,) true classes.
 
     Returns:
-        {k: accuracy in percent}, like the seed's tables.
+        {k: accuracy in percent}, like the reference report's tables.
     """
     if logits.shape[0] != labels.shape[0]:
         raise ValueError(f"{logits.shape[0]} score rows for {labels.shape[0]} labels")

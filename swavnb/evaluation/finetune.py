@@ -1,5 +1,6 @@
 """Label-fraction evaluation of a pretrained (or random) backbone: fine-tuning the whole network
-(the seed's protocol) or a linear classifier on frozen features (``python -m swavnb.finetune``)."""
+(the reference report's protocol) or a linear classifier on frozen features
+(``python -m swavnb.finetune``)."""
 
 from __future__ import annotations
 
@@ -286,7 +287,8 @@ def finetune(
     Args:
         checkpoint: a pretraining ``checkpoint.pt``, or None / ``"none"`` for random init.
         fraction: share of the labelled pool used, in (0, 1] (stratified, nested subsets).
-        mode: ``finetune`` (whole network, the seed's protocol) or ``linear`` (frozen features).
+        mode: ``finetune`` (whole network, the reference report's protocol) or ``linear`` (frozen
+            features).
         out_dir: None or '' derives it from the run: ``<mode>-<fraction>`` in the encoder's folder
             (:func:`swavnb.base.layout.evaluation_folder`), as the study does.
         config: evaluation settings (a preset, see

@@ -58,7 +58,8 @@ class ColorJitter:
     p: float = 1.0  # probability an image is jittered at all
 
 
-SEED_JITTER = ColorJitter()  # the seed's first strategy: the usual torchvision strengths, always on
+# the reference report's first strategy: the usual torchvision strengths, always on
+REPORT_JITTER = ColorJitter()
 SWAV_JITTER = ColorJitter(
     0.8, 0.8, 0.8, 0.2, p=0.8
 )  # SwAV's strength-1.0 recipe (solo-learn's CIFAR values)
@@ -208,8 +209,8 @@ class Augmentation:
     """Turns a uint8 batch into the list of normalised float views a strategy prescribes.
 
     Args:
-        name: ``flip`` (the seed's second strategy: 2 views, flip), ``jitter`` (the
-            seed's first: 2 views, flip + colour jitter) or ``swav`` (SwAV's recipe:
+        name: ``flip`` (the reference report's second strategy: 2 views, flip),
+            ``jitter`` (its first: 2 views, flip + colour jitter) or ``swav`` (SwAV's recipe:
             random resized multi-crop, flip, strong colour jitter, grayscale).
         multicrop: crop layout of ``swav`` (ignored by the others).
         n_views: views per image for ``flip`` and ``jitter``.
@@ -253,7 +254,7 @@ class Augmentation:
         for _ in range(self.n_views):
             view = random_flip(x, generator)
             if self.name == "jitter":
-                view = color_jitter(view, generator, SEED_JITTER)
+                view = color_jitter(view, generator, REPORT_JITTER)
             views.append(normalize(view))
         return views
 

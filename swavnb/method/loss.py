@@ -25,7 +25,7 @@ def swav_loss(
     afterwards). Every other crop ``v`` is asked to predict ``q`` through
     ``softmax(scores_v / temperature)``; the cross-entropies are summed over ``v``,
     divided by (number of crops - 1) and averaged over the ``n_assign`` crops. With
-    two crops this is exactly the seed's eq. 12. Codes carry no gradient.
+    two crops this is exactly the reference report's eq. 12. Codes carry no gradient.
 
     Args:
         scores: one (B, K) tensor per crop, crop-to-prototype similarities; the

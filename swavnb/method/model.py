@@ -42,7 +42,7 @@ def cifar_resnet18() -> nn.Module:
 
 
 def projection_head(kind: str, feat_dim: int, hidden_dim: int) -> nn.Module:
-    """The seed's linear projection (eq. 2) or SwAV's 2-layer MLP."""
+    """The reference report's linear projection (eq. 2) or SwAV's 2-layer MLP."""
     if kind == "linear":
         return nn.Linear(BACKBONE_DIM, feat_dim)
     if kind == "mlp":
@@ -59,9 +59,9 @@ class SwAVModel(nn.Module):
     """Backbone, L2-normalised projection and ``n_prototypes`` unit-norm prototypes.
 
     Args:
-        feat_dim: size of the normalised embedding z (128 in the seed).
-        n_prototypes: number of prototype vectors K (3000 in the seed).
-        head: ``linear`` (the seed) or ``mlp`` (SwAV's original head).
+        feat_dim: size of the normalised embedding z (128 in the reference report).
+        n_prototypes: number of prototype vectors K (3000 in the reference report).
+        head: ``linear`` (the reference report's) or ``mlp`` (SwAV's original head).
         hidden_dim: width of the MLP head's hidden layer.
     """
 

@@ -51,7 +51,7 @@ class PretrainConfig:
     """Everything that defines a SwAV pretraining run (saved inside its checkpoint)."""
 
     preset: str = "paper"
-    aug: str = "jitter"  # view strategy: the seed's `jitter` / `flip`, or `swav` multi-crop
+    aug: str = "jitter"  # view strategy: the reference report's `jitter` / `flip`, or `swav`
     seed: int = 0  # fixes init, batch order and augmentation draws: the run is reproducible
     data_root: str = ""  # '' = $SWAVNB_DATA, else ./data
     train_images: int = (
@@ -61,10 +61,10 @@ class PretrainConfig:
         32  # CIFAR's 32 px; 16 (2x2 block means) costs ResNet-18 ~3x less, for CPU presets
     )
     # network (seed sec. 3.2-3.3)
-    head: str = "linear"  # the seed's linear projection; SwAV's original is `mlp`
+    head: str = "linear"  # the reference report's linear projection; SwAV's is `mlp`
     feat_dim: int = 128  # size of the normalised embedding
     hidden_dim: int = 2048  # MLP head width
-    n_prototypes: int = 3000  # K; the seed and SwAV's CIFAR runs use 3000
+    n_prototypes: int = 3000  # K; the reference report and SwAV's CIFAR runs use 3000
     # clustering and loss (seed eq. 3-4, 12)
     temperature: float = 0.1
     epsilon: float = 0.05  # Sinkhorn sharpness; lower it only with care (codes get peaky)
@@ -85,11 +85,11 @@ class PretrainConfig:
     # optimisation
     epochs: int = 100
     batch_size: int = 256  # global batch: split across ranks under torchrun
-    optimizer: str = "adam"  # adam (the seed) or sgd (momentum 0.9, as SwAV CIFAR recipes)
+    optimizer: str = "adam"  # the reference report's; or sgd (momentum 0.9, as SwAV CIFAR recipes)
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_epochs: float = 0.0  # linear warm-up protects the randomly initialised prototypes
-    schedule: str = "constant"  # constant (the seed) or cosine
+    schedule: str = "constant"  # constant (the reference report) or cosine
     final_lr_ratio: float = 0.001  # cosine ends at lr * this
     # runtime
     device: str = "auto"  # auto = the GPU when there is one
@@ -150,9 +150,10 @@ class FinetuneConfig:
 
 
 _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # the seed's setup, for a GPU
+    # the reference report's setup, for a GPU
     "paper": {},
-    # a recipe meant to beat the seed: SwAV's own choices as lightly / solo-learn run them on CIFAR
+    # a recipe meant to beat the reference report: SwAV's own choices as lightly / solo-learn run
+    # them on CIFAR
     "swav": dict(
         aug="swav",
         head="mlp",

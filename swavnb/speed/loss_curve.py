@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--windows", type=int, default=6, help="equal step windows whose mean losses are compared"
     )
-    parser.add_argument("--json", default="", help="write the report here")
+    parser.add_argument("--json", default="", help="write the comparison (JSON) here")
     parser.add_argument(
         "--figures",
         default="",

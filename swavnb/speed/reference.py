@@ -16,7 +16,7 @@ from torchvision import transforms as T
 from swavnb.method.augment import (
     CIFAR100_MEAN,
     CIFAR100_STD,
-    SEED_JITTER,
+    REPORT_JITTER,
     SWAV_JITTER,
     ColorJitter,
     MultiCrop,
@@ -45,7 +45,7 @@ def view_transforms(
     if name == "flip":
         return [T.Compose([T.RandomHorizontalFlip(), *finish])] * n_views
     if name == "jitter":
-        return [T.Compose([T.RandomHorizontalFlip(), _jitter(SEED_JITTER), *finish])] * n_views
+        return [T.Compose([T.RandomHorizontalFlip(), _jitter(REPORT_JITTER), *finish])] * n_views
     if name == "swav":
         crop = multicrop or MultiCrop()
         layout = [(crop.global_size, crop.global_scale)] * crop.n_global
@@ -108,8 +108,8 @@ def reference_loader(
 
 
 class ReferenceTrainer:
-    """The seed's training step fed by :func:`reference_loader`, in float32: the baseline of the
-    benchmark.
+    """The reference report's training step fed by :func:`reference_loader`, in float32: the
+    baseline of the benchmark.
 
     Same model, ``swav_loss``, optimiser, learning-rate schedule and prototype freezing
     as ``Pretrainer``; only the input pipeline and the precision differ. The queue is

@@ -1,5 +1,6 @@
-"""The seed's claims, tested on the study's rows: every comparison a claim makes, with its effect
-and 95 % interval (:mod:`swavnb.evaluation.intervals`), and a verdict computed from those intervals.
+"""The reference report's claims, tested on the study's rows: every comparison a claim makes, with
+its effect and 95 % interval (:mod:`swavnb.evaluation.intervals`), and a verdict computed from those
+intervals.
 
 A claim *holds* when every comparison it makes is above zero beyond its interval, *does not hold*
 when one is below zero beyond its interval, and otherwise *cannot tell at this scale*.
@@ -18,20 +19,21 @@ from swavnb.study.rows import check_rows
 PRETRAINED = ("jitter", "flip", "swav")
 SCRATCH = "scratch"
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "cannot tell at this scale"
+REPORT = "ref. report"  # a claim of the reference report, the course report the study reproduces
 
 
 @dataclass(frozen=True)
 class Claim:
     key: str
     statement: str
-    source: str  # whose claim: the seed's, or ours
+    source: str  # whose claim: the reference report's (``ref. report``), or ours
 
 
 CLAIMS = (
-    Claim("C1", "pretraining beats random init at every label count", "the seed"),
-    Claim("C2", "`flip` beats `jitter` (the seed: by 1.6-3.3 top-1)", "the seed"),
-    Claim("C3", "accuracy rises with the number of labels", "the seed"),
-    Claim("C4", "`swav` beats both of the seed's strategies", "ours"),
+    Claim("C1", "pretraining beats random init at every label count", REPORT),
+    Claim("C2", "`flip` beats `jitter` (the reference report: by 1.6-3.3 top-1)", REPORT),
+    Claim("C3", "accuracy rises with the number of labels", REPORT),
+    Claim("C4", "`swav` beats both of the reference report's strategies", "ours"),
 )
 COLUMNS = ("claim", "mode", "comparison", "labels", "effect", "low", "high", "seeds", "basis")
 
@@ -118,11 +120,17 @@ def verdicts(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines, columns=columns)
 
 
+def claim_effects(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What claims.md shows, for a figure to draw the same: (:func:`verdicts`, :func:`comparisons`),
+    both computed once from ``rows``."""
+    return verdicts(rows), comparisons(rows)
+
+
 def claims_markdown(rows: pd.DataFrame, preset: str) -> str:
     """``results/<preset>/claims.md``: the verdicts, then every comparison behind them."""
     if rows.empty:
         return f"# Claims tested on preset `{preset}`\n\nNo evaluation rows yet.\n"
-    table, found = verdicts(rows), comparisons(rows)
+    table, found = claim_effects(rows)
     seeds = sorted(rows["seed"].unique())
     lines = [
         f"# Claims tested on preset `{preset}`",
@@ -131,8 +139,9 @@ def claims_markdown(rows: pd.DataFrame, preset: str) -> str:
         f"percentage points with 95 % intervals, paired by seed ({len(seeds)} seed(s): "
         f"{', '.join(map(str, seeds))}). With one seed the interval is the test-set error only. "
         "A claim holds when every comparison is above zero beyond its interval, does not hold when "
-        "one is below zero beyond it, and otherwise cannot be told at this scale. The seed's own "
-        "numbers are single runs.",
+        "one is below zero beyond it, and otherwise cannot be told at this scale. *ref. report*: a "
+        "claim of the reference report (a course report, SwAV with ResNet-18 on CIFAR-100, its "
+        "Tables 1-2), whose own numbers are single runs at another scale.",
         "",
         "| claim | whose | mode | verdict | comparisons | effects (top-1 points) |",
         "|:--|:--|:--|:--|--:|:--|",

@@ -65,7 +65,7 @@ from swavnb.study.publish import publish
 from swavnb.study.scheduler import FORCE_ALL, FORCE_SCOPES, Step, StepFailed, run
 from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, Sweep, parse_sweep, sweep_checkpoints
 
-STUDY_AUGS = ("jitter", "flip", "swav")  # the seed's two strategies, then SwAV's recipe
+STUDY_AUGS = ("jitter", "flip", "swav")  # the reference report's two, then SwAV's recipe
 STUDY_FIX = "move that folder away, or run the study with another --runs_dir"
 
 
@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         "--preset",
         default="quick",
         choices=PRESETS,
-        help="size preset of every run (default quick)",
+        help="size preset of every run (default quick; paper is the reference report's setup)",
     )
     parser.add_argument(
         "--augs",
@@ -558,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         "--modes",
         type=_modes,
         default=list(MODES),
-        help="evaluation modes (default finetune,linear; finetune alone is the seed's protocol)",
+        help="evaluation modes (default finetune,linear; finetune alone is the reference report's "
+        "protocol)",
     )
     parser.add_argument(
         "--skip_probes",

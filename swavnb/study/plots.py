@@ -23,13 +23,25 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from swavnb.base.layout import resolve
+from swavnb.data.cifar import N_CLASSES
 from swavnb.method.augment import Augmentation, denormalize
 from swavnb.method.usage import usage_summary
-from swavnb.study.results import SEED_MODE, SEED_RESULTS, aug_rank, seed_labels, summarise
-from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, SEED_CHOICES
+from swavnb.study.claims import FAILS, HOLDS, claim_effects
+from swavnb.study.results import (
+    REPORT_MODE,
+    REPORT_RESULTS,
+    REPORT_SCALE,
+    aug_rank,
+    knn_summary,
+    report_labels,
+    summarise,
+)
+from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, REPORT_CHOICES
 from swavnb.study.sweeps import summarise as sweep_summary
 
 _PALETTE = sns.color_palette("deep")
+# chance level of a {metric} on CIFAR-100's N_CLASSES classes, in percent
+CHANCE = {"top1": 100 / N_CLASSES, "top5": 500 / N_CLASSES}
 AUG_COLORS = {
     "jitter": _PALETTE[0],
     "flip": _PALETTE[1],
@@ -103,6 +115,24 @@ def _percent(fraction: float) -> str:
     return f"{100 * fraction:g} %"
 
 
+def _metric_name(metric: str) -> str:
+    return metric.replace("top", "top-")
+
+
+def _chance_line(ax: Axes, metric: str = "top1", vertical: bool = False) -> None:
+    """Chance level of CIFAR-100 (1 % top-1, 5 % top-5): a dotted line (gid ``chance``) named by a
+    label on the line itself, so every panel says its own level."""
+    level, text = CHANCE[metric], f"chance {CHANCE[metric]:g} %"
+    style = dict(color="black", linestyle=":", linewidth=1.2, gid="chance", label=f"_{text}")
+    box = dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1)
+    if vertical:
+        ax.axvline(level, **style)
+        ax.text(level, 0.01, f" {text}", transform=ax.get_xaxis_transform(), bbox=box)
+    else:
+        ax.axhline(level, **style)
+        ax.text(0.99, level, text, transform=ax.get_yaxis_transform(), ha="right", bbox=box)
+
+
 def training_curves(metrics: Mapping[str, Any]) -> Figure:
     """Per-epoch loss, learning rate, throughput and prototype usage of one pretraining run.
 
@@ -127,7 +157,7 @@ def training_curves(metrics: Mapping[str, Any]) -> Figure:
         epochs["usage_entropy"],
         marker="o",
         markersize=3,
-        label="normalised entropy",
+        label="normalised entropy (training views)",
     )
     usage.plot(
         epochs["epoch"], epochs["prototypes_used"], marker="o", markersize=3, label="share used"
@@ -164,6 +194,7 @@ def augmentation_grid(
         for ax, image in zip(row, batch, strict=True):
             _show_image(ax, image)
         row[0].set_ylabel(label, rotation=0, ha="right", va="center")
+    fig.suptitle("each strategy's views of the same images (one column per image)")
     return fig
 
 
@@ -178,7 +209,8 @@ def finetune_curves(row: Mapping[str, Any]) -> Figure:
     accuracy, loss = axes[0]
     accuracy.plot(curves["step"], curves["train_top1"], marker="o", label="train top-1")
     accuracy.plot(curves["step"], curves["test_top1"], marker="o", label="test top-1")
-    accuracy.set(xlabel="step", ylabel="accuracy (%)")
+    _chance_line(accuracy)
+    accuracy.set(xlabel="step", ylabel="top-1 accuracy (%)")
     accuracy.legend()
     loss.plot(curves["step"], curves["train_loss"], marker="o", color=_PALETTE[3])
     loss.set(xlabel="step", ylabel="training loss")
@@ -190,7 +222,8 @@ def finetune_curves(row: Mapping[str, Any]) -> Figure:
 
 
 def superclass_bars(per_superclass: Mapping[str, float], title: str = "") -> Figure:
-    """Horizontal bars of top-1 accuracy within each superclass, best on top."""
+    """Horizontal bars of top-1 accuracy (of the 100-class prediction) within each superclass, best
+    on top, with chance level (1 %) dotted."""
     accuracy = pd.Series(per_superclass, dtype=float).sort_values()
     fig, axes = _figure(1, 1, (7.0, 0.28 * len(accuracy) + 1.2))
     ax = axes[0, 0]
@@ -202,33 +235,62 @@ def superclass_bars(per_superclass: Mapping[str, float], title: str = "") -> Fig
         linewidth=1,
         label=f"mean over superclasses {accuracy.mean():.1f} %",
     )
-    ax.set(xlabel="top-1 accuracy (%)", title=title)
+    _chance_line(ax, vertical=True)
+    ax.set(xlabel="top-1 accuracy (%)", title=title or "top-1 accuracy within each superclass")
     ax.legend(loc="lower right")
     return fig
+
+
+# 20 superclasses told apart by colour and shape: seaborn's colour-blind palette (10 colours) as
+# circles, then the same colours as crosses (triangles were hard to tell from circles at this size)
+TSNE_MARKERS = ("o", "X")
+
+
+def _group_styles(n: int) -> list[tuple[Any, str]]:
+    """A distinct (colour, marker) for each of ``n`` groups: 10 colour-blind-safe colours, each
+    with a new marker for every further ten."""
+    colors = sns.color_palette("colorblind", 10)
+    markers = [*TSNE_MARKERS, "s", "^", "D", "v", "P", "*"]
+    return [(colors[i % 10], markers[(i // 10) % len(markers)]) for i in range(n)]
 
 
 def tsne_scatter(
     points: torch.Tensor, groups: torch.Tensor, names: Sequence[str], title: str = ""
 ) -> Figure:
-    """2-D embedding coloured by group (the 20 superclasses), with a legend of their names.
+    """2-D embedding, one colour-and-marker per group (the 20 superclasses), with a legend of their
+    names outside the axes.
 
     Args:
         points: (N, 2) t-SNE coordinates.
         groups: (N,) group index of each point, into ``names``.
     """
     points, groups = points.cpu().numpy(), groups.cpu().numpy()
-    colors = sns.color_palette("tab20", len(names))
-    fig, axes = _figure(1, 1, (9.5, 7.0), style="white")
+    fig, axes = _figure(1, 1, (10.0, 7.0), style="white")
     ax = axes[0, 0]
-    for group, name in enumerate(names):
+    for group, (name, (color, marker)) in enumerate(
+        zip(names, _group_styles(len(names)), strict=True)
+    ):
         mask = groups == group
         if mask.any():
             ax.scatter(
-                points[mask, 0], points[mask, 1], s=8, color=colors[group], label=_pretty(name)
+                points[mask, 0],
+                points[mask, 1],
+                s=16 if marker == "o" else 24,
+                color=color,
+                marker=marker,
+                edgecolors="none",
+                alpha=0.85,
+                label=_pretty(name),
             )
-    ax.set(xticks=[], yticks=[], title=title)
+    title = title or f"t-SNE of {len(points):,} images by superclass"
+    ax.set(xticks=[], yticks=[], xlabel="t-SNE 1", ylabel="t-SNE 2", title=title)
     ax.legend(
-        loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2, fontsize="small", frameon=False
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        markerscale=2,
+        fontsize="small",
+        frameon=False,
+        title="superclass",
     )
     return fig
 
@@ -266,31 +328,43 @@ def retrieval_grid(
                 color="tab:green" if int(neighbour) == int(label) else "tab:red",
             )
     axes[0, 0].set_ylabel("query")
+    fig.suptitle("test images (left) and their nearest labelled images; green: the same class")
     return fig
 
 
-def usage_histogram(counts: torch.Tensor, title: str = "") -> Figure:
+def usage_histogram(counts: torch.Tensor, title: str = "", encoder: str = "") -> Figure:
     """Images per prototype, sorted from the most used; a collapsed model is one tall spike.
 
+    The entropy in the title is of these counts: the nearest prototype of each test image under
+    the final model in eval mode, with the BN running averages pretraining left. It is not
+    tables.md's *usage entropy* (:data:`swavnb.study.results.USAGE_NOTE`), which counts the last
+    epoch's augmented training views in train mode (BN on batch statistics); for multi-crop
+    ``swav`` the eval-mode BN statistics, updated last by the small local crops, put clean images
+    on fewer prototypes.
+
     Args:
-        counts: (K,) images whose nearest prototype is each one
+        counts: (K,) test images whose nearest prototype is each one
             (:func:`swavnb.evaluation.clusters.prototype_usage`).
+        title: replaces the default title, which names ``encoder`` and what is counted.
+        encoder: which model, e.g. ``"swav, seed 1, preset quick"``.
     """
     ordered = counts.sort(descending=True).values.cpu().numpy()
     summary = usage_summary(counts)
-    fig, axes = _figure(1, 1, (8.0, 3.5))
+    fig, axes = _figure(1, 1, (8.0, 3.8))
     ax = axes[0, 0]
     ax.stairs(ordered, np.arange(len(ordered) + 1), fill=True, color=_PALETTE[0])
     ax.axhline(
         ordered.sum() / len(ordered), color="black", linestyle="--", linewidth=1, label="uniform"
     )
+    model = f"encoder {encoder}" if encoder else "encoder"
     ax.set(
         xlabel="prototype (sorted by use)",
-        ylabel="images",
+        ylabel="test images",
         xlim=(0, len(ordered)),
         title=title
-        or f"{int((counts > 0).sum())} of {len(counts)} prototypes used, "
-        f"normalised entropy {summary['usage_entropy']:.2f}",
+        or f"{model}: nearest prototype of {int(ordered.sum()):,} test images (eval mode)\n"
+        f"{int((counts > 0).sum())} of {len(counts)} prototypes used, normalised entropy of these "
+        f"counts {summary['usage_entropy']:.2f}",
     )
     ax.legend()
     return fig
@@ -329,12 +403,24 @@ def prototype_gallery(
     return fig
 
 
+def _label_axis(ax: Axes, counts: Sequence[int]) -> None:
+    """A log axis of labelled-image counts, one tick per count."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(counts))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(lambda value, _: f"{value:,.0f}")
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.set_xlabel("labelled training images")
+
+
 def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
     """Top-1 and top-5 against the number of labelled images, one line per encoder (random init
-    included), with 95 % intervals as error bars (:func:`swavnb.study.results.summarise`).
+    included), with 95 % intervals as error bars (:func:`swavnb.study.results.summarise`) and chance
+    level dotted.
 
-    In ``finetune`` mode, the reference report's protocol, its published numbers (single runs) are
-    drawn as dashed lines in the colour of the same aug, at their label counts.
+    In ``finetune`` mode, the reference report's protocol, its published numbers (single runs) get
+    a row of panels of their own, in the colour of the same aug: they come from another scale
+    (:data:`swavnb.study.results.REPORT_SCALE`), so they never share an axis with ours.
 
     Args:
         results: ``results.csv`` rows (aug, mode, n_labels, fraction, seed, top1, top5 and their
@@ -350,8 +436,16 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
     summary = summarise(rows)
     augs = sorted(summary["aug"].unique(), key=aug_rank)
     seeds = rows["seed"].nunique()
-    fig, axes = _figure(1, 2, (11.0, 4.2))
-    counts = sorted({*summary["n_labels"], *(n for a in SEED_RESULTS for n in seed_labels(a))})
+    report = mode == REPORT_MODE
+    fig = Figure(figsize=(11.0, 8.8 if report else 4.4), layout="constrained")
+    parts = fig.subfigures(2, 1) if report else [fig]
+    presets = sorted(rows["preset"].dropna().unique()) if "preset" in rows else []
+    ours = f"preset {', '.join(presets)}" if presets else "this study"
+    interval = (
+        f"95 % interval over {seeds} seeds" if seeds > 1 else "95 % test-set interval, 1 seed"
+    )
+    with sns.axes_style("whitegrid"):  # as _figure, a row of panels per subfigure
+        axes = [part.subplots(1, 2) for part in parts]
     for ax, metric in zip(axes[0], ("top1", "top5"), strict=True):
         for aug in augs:
             mine = summary[summary["aug"] == aug]
@@ -364,37 +458,39 @@ def accuracy_vs_labels(results: pd.DataFrame, mode: str = "finetune") -> Figure:
                 color=_color(aug),
                 label=aug,
             )
-        if mode == SEED_MODE:
-            for aug in SEED_RESULTS:
-                seed = sorted(seed_labels(aug).items())
+        _chance_line(ax, metric)
+        _label_axis(ax, sorted(summary["n_labels"].unique()))
+        ax.set_ylabel(f"test {_metric_name(metric)} (%)")
+    axes[0][1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    parts[0].suptitle(f"{mode}, ours: {ours} ({interval})")
+    if report:
+        counts = sorted({n for aug in REPORT_RESULTS for n in report_labels(aug)})
+        for ax, metric in zip(axes[1], ("top1", "top5"), strict=True):
+            for aug in REPORT_RESULTS:
+                theirs = sorted(report_labels(aug).items())
                 ax.plot(
-                    [n for n, _ in seed],
-                    [value[metric == "top5"] for _, value in seed],
+                    [n for n, _ in theirs],
+                    [value[metric == "top5"] for _, value in theirs],
                     linestyle="--",
                     marker="x",
                     color=_color(aug),
-                    label=f"{aug} (reference report)",
+                    label=f"{aug} (ref. report)",
                 )
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(counts))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_major_formatter(lambda value, _: f"{value:,.0f}")
-        ax.tick_params(axis="x", labelrotation=45)
-        ax.set(
-            xlabel="labelled training images", ylabel=f"test {metric.replace('top', 'top-')} (%)"
+            _chance_line(ax, metric)
+            _label_axis(ax, counts)
+            ax.set_ylabel(f"test {_metric_name(metric)} (%)")
+        axes[1][1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        parts[1].suptitle(
+            f"the reference report, other scale: {REPORT_SCALE} (its single runs; not comparable "
+            "with ours)"
         )
-    axes[0, 1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    interval = (
-        f"95 % interval over {seeds} seeds" if seeds > 1 else "95 % test-set interval, 1 seed"
-    )
-    fig.suptitle(f"{mode}: accuracy against the number of labels ({interval})")
     return fig
 
 
 def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
     """A sweep's linear and k-NN top-1 and its final pretraining loss against the swept value, with
     95 % intervals (over seeds, or one run's test set); a log axis where the values span a decade or
-    more, and the reference report's own value dotted.
+    more, the reference report's own value dashed and chance level (1 % top-1) dotted.
 
     Args:
         rows: :func:`swavnb.study.sweeps.collect_sweep`'s rows.
@@ -429,73 +525,196 @@ def sweep_figure(rows: pd.DataFrame, field: str) -> Figure:
         ax.xaxis.set_major_locator(FixedLocator(values if numeric else range(len(values))))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([f"{v:g}" if numeric else str(v) for v in values])
-        if field in SEED_CHOICES and SEED_CHOICES[field][0] in values:
-            choice = SEED_CHOICES[field][0]
-            ax.axvline(choice if numeric else values.index(choice), color="grey", linestyle=":")
+        if field in REPORT_CHOICES and REPORT_CHOICES[field][0] in values:
+            choice = REPORT_CHOICES[field][0]
+            ax.axvline(
+                choice if numeric else values.index(choice),
+                color="grey",
+                linestyle="--",
+                label="ref. report's value",
+            )
+        if metric != "final_loss":
+            _chance_line(ax)
         ax.set(xlabel=field, ylabel=label)
-    axes[0, 0].legend(frameon=False)
+    axes[0, 0].legend(frameon=False, fontsize="small")
     seeds = rows["seed"].nunique()
     interval = (
         f"95 % interval over {seeds} seeds" if seeds > 1 else "95 % test-set interval, 1 seed"
     )
-    fig.suptitle(f"sweep of {field} ({interval}; dotted: the reference report's value)")
+    fig.suptitle(f"sweep of {field} ({interval}; dashed: the reference report's value)")
     return fig
 
 
 def knn_bars(knn: pd.DataFrame) -> Figure:
-    """k-NN top-1 of every encoder, one panel per BN setting, bars grouped by k.
+    """k-NN top-1 of every encoder, one panel per BN setting, bars grouped by k, with the tables'
+    95 % intervals (:func:`swavnb.study.results.knn_summary`) as error bars and chance dotted.
 
     Args:
-        knn: rows with aug, bn_stats, k, top1 (``knn.csv``).
+        knn: rows with aug, seed, bn_stats, k, top1, test_images (``knn.csv``).
     """
     if knn.empty:
         raise NothingToDraw(
             "no k-NN rows in this preset's runs yet; run probes.ipynb for an encoder, then this "
             "notebook again"
         )
-    settings = [bn for bn in ("precise", "ema") if bn in set(knn["bn_stats"])]
-    settings += sorted(set(knn["bn_stats"]) - set(settings))
+    summary = knn_summary(knn)
+    settings = [bn for bn in ("precise", "ema") if bn in set(summary["bn_stats"])]
+    settings += sorted(set(summary["bn_stats"]) - set(settings))
     fig, axes = _figure(1, len(settings), (5.5 * len(settings), 3.8))
-    augs = sorted(knn["aug"].unique(), key=aug_rank)
+    augs = sorted(summary["aug"].unique(), key=aug_rank)
+    ks = sorted(summary["k"].unique())
+    width = 0.8 / len(augs)
     for ax, bn in zip(axes[0], settings, strict=True):
-        rows = knn[knn["bn_stats"] == bn].groupby(["k", "aug"], as_index=False)["top1"].mean()
-        sns.barplot(
-            rows,
-            x="k",
-            y="top1",
-            hue="aug",
-            hue_order=augs,
-            palette=[_color(a) for a in augs],
-            ax=ax,
-        )
+        for i, aug in enumerate(augs):
+            mine = summary[(summary["bn_stats"] == bn) & (summary["aug"] == aug)]
+            ax.bar(
+                [ks.index(k) - 0.4 + width * (i + 0.5) for k in mine["k"]],
+                [e.mean for e in mine["top1"]],
+                width,
+                yerr=[0.0 if np.isnan(e.half_width) else e.half_width for e in mine["top1"]],
+                capsize=3,
+                color=_color(aug),
+                label=aug,
+            )
+        _chance_line(ax)
+        ax.set_xticks(range(len(ks)), [str(k) for k in ks])
         ax.set(title=f"{bn} BN statistics", xlabel="k (neighbours)", ylabel="test top-1 (%)")
-        ax.legend(title=None, fontsize="small")
-    fig.suptitle("weighted k-NN on frozen features")
+        ax.legend(fontsize="small")
+    seeds = knn["seed"].nunique()
+    interval = (
+        f"95 % interval over {seeds} seeds" if seeds > 1 else "95 % test-set interval, 1 seed"
+    )
+    fig.suptitle(f"weighted k-NN on frozen features, top-1 ({interval})")
     return fig
 
 
+# what pretraining's usage entropy counts (swavnb.pretraining.train), said wherever it is drawn
+TRAINING_USAGE = "each epoch's training views (first augmented view), nearest prototype"
+
+
 def loss_curves(metrics_by_run: Mapping[tuple[str, int], Mapping[str, Any]]) -> Figure:
-    """Pretraining loss and prototype-usage entropy per epoch, one colour per augmentation and one
-    line per seed."""
+    """Pretraining loss per epoch in one panel per augmentation, each on its own y axis (the
+    strategies' losses average over different view pairs, so their levels are not comparable), one
+    line per seed; below, every run's prototype-usage entropy on one shared 0-1 axis."""
     if not metrics_by_run:
         raise NothingToDraw(
             "no pretraining in this preset's runs yet; run pretrain.ipynb, then this notebook again"
         )
-    fig, axes = _figure(1, 2, (11.0, 4.0))
-    loss, usage = axes[0]
+    augs = list(dict.fromkeys(aug for aug, _ in metrics_by_run))
+    with sns.axes_style("whitegrid"):  # as _figure: a top row per aug, one wide usage panel below
+        fig = Figure(figsize=(max(3.8 * len(augs), 8.0), 7.0), layout="constrained")
+        grid = fig.add_gridspec(2, max(len(augs), 1))
+        losses = {aug: fig.add_subplot(grid[0, i]) for i, aug in enumerate(augs)}
+        usage = fig.add_subplot(grid[1, :])
     labelled = set()
     for (aug, _seed), metrics in metrics_by_run.items():
         epochs = pd.DataFrame(metrics["epochs"])
         label = None if aug in labelled else aug  # one legend entry per augmentation
         labelled.add(aug)
-        style = dict(marker="o", markersize=3, color=_color(aug), label=label)
-        loss.plot(epochs["epoch"], epochs["loss"], **style)
-        usage.plot(epochs["epoch"], epochs["usage_entropy"], **style)
-    loss.set(xlabel="epoch", ylabel="SwAV loss")
-    usage.set(xlabel="epoch", ylabel="prototype usage entropy", ylim=(0, 1.05))
-    for ax in axes.flat:
+        style = dict(marker="o", markersize=3, color=_color(aug))
+        losses[aug].plot(epochs["epoch"], epochs["loss"], **style)
+        usage.plot(epochs["epoch"], epochs["usage_entropy"], label=label, **style)
+    for aug, ax in losses.items():
+        seeds = sum(1 for a, _ in metrics_by_run if a == aug)
+        ax.set(xlabel="epoch", ylabel="SwAV loss", title=f"{aug} ({seeds} seed{'s' * (seeds > 1)})")
+    usage.set(
+        xlabel="epoch",
+        ylabel="normalised usage entropy",
+        ylim=(0, 1.05),
+        title=f"prototype usage: entropy of {TRAINING_USAGE} counts / log K (1 = uniform)",
+    )
+    for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    loss.legend()
+    usage.legend()
+    fig.suptitle(
+        "pretraining loss, a panel and y axis per view strategy: the levels are not comparable\n"
+        "across strategies (swav's multi-crop loss averages over more and harder view pairs)"
+    )
+    return fig
+
+
+_VERDICT_COLORS = {
+    HOLDS: sns.color_palette("colorblind")[2],
+    FAILS: sns.color_palette("colorblind")[3],
+}
+
+
+def _comparison_label(row: Any) -> str:
+    """A claims.md comparison as one line: C3's names its label counts already."""
+    return (
+        row.comparison if "labels" in row.comparison else f"{row.comparison}, {row.labels} labels"
+    )
+
+
+def claims_forest(rows: pd.DataFrame) -> Figure:
+    """Every claim's comparisons as a forest plot: each effect (top-1 points) with its 95 %
+    interval, one row per comparison of claims.md, grouped by claim under a header with its verdict,
+    one panel per mode, zero solid.
+
+    Computed by :func:`swavnb.study.claims.claim_effects`, what claims.md is written from, so the
+    figure and the text cannot disagree.
+
+    Args:
+        rows: ``results.csv`` rows (aug, mode, n_labels, seed, top1, top1_se).
+    """
+    table, found = claim_effects(rows)
+    if found.empty:
+        raise ValueError(
+            "no comparison to draw: the claims need rows of two encoders or two counts"
+        )
+    modes = list(dict.fromkeys(found["mode"]))
+    heights = [len(table[table["mode"] == m]) + (found["mode"] == m).sum() for m in modes]
+    with sns.axes_style("whitegrid"):
+        fig = Figure(figsize=(9.0, 0.26 * sum(heights) + 1.6 * len(modes)), layout="constrained")
+        axes = fig.subplots(len(modes), 1, sharex=True, height_ratios=heights, squeeze=False)[:, 0]
+    for ax, mode in zip(axes, modes, strict=True):
+        y, ticks, labels = 0, [], []
+        for claim in table[table["mode"] == mode].itertuples():
+            mine = found[(found["mode"] == mode) & (found["claim"] == claim.claim)]
+            color = _VERDICT_COLORS.get(claim.verdict, (0.45, 0.45, 0.45))
+            ax.text(
+                0.005,
+                y,
+                f"{claim.claim} [{claim.source}] {claim.statement.replace('`', '')}: "
+                f"{claim.verdict}",
+                transform=ax.get_yaxis_transform(),
+                va="center",
+                fontweight="bold",
+                fontsize="small",
+                color=color,
+                bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1),
+            )
+            ys = list(range(y + 1, y + 1 + len(mine)))
+            if len(mine):
+                ax.errorbar(
+                    mine["effect"],
+                    ys,
+                    xerr=[mine["effect"] - mine["low"], mine["high"] - mine["effect"]],
+                    fmt="o",
+                    capsize=3,
+                    color=color,
+                    label=claim.verdict,
+                )
+            ticks += ys
+            labels += [_comparison_label(r) for r in mine.itertuples()]
+            y += 1 + len(mine)
+        ax.axvline(0, color="black", linewidth=1)
+        ax.set_yticks(ticks, labels, fontsize="small")
+        ax.set_ylim(y - 0.5, -0.7)  # first claim on top
+        ax.set_title(f"{mode}", loc="left", fontweight="bold")
+    verdicts = {}  # one legend entry per verdict, across the panels
+    for ax in axes:
+        verdicts.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    fig.legend(verdicts.values(), verdicts.keys(), loc="outside lower center", ncols=3)
+    axes[-1].set_xlabel("effect on test top-1 (percentage points), 95 % interval")
+    seeds = rows["seed"].nunique()
+    basis = f"paired over {seeds} seeds" if seeds > 1 else "1 seed: test-set error only"
+    presets = sorted(rows["preset"].dropna().unique()) if "preset" in rows else []
+    fig.suptitle(
+        f"claims tested{' on preset ' + ', '.join(presets) if presets else ''} ({basis}): "
+        "a claim holds when every interval is above 0,\ndoes not hold when one is below 0, and "
+        "otherwise cannot be told at this scale"
+    )
     return fig
 
 

@@ -1,6 +1,9 @@
-"""The study's numbers: run outputs -> ``results.csv`` and Markdown tables beside the seed's.
+"""The study's numbers: run outputs -> ``results.csv`` and Markdown tables beside the reference
+report's.
 
-This module is also the one place that holds the seed paper's published accuracies.
+This module is also the one place that holds the reference report's published accuracies: a course
+report, SwAV with ResNet-18 on CIFAR-100, pretrained 100 epochs at batch 256 and fine-tuned on
+1-40 % of the labels (its Tables 1-2).
 """
 
 from __future__ import annotations
@@ -35,16 +38,17 @@ from swavnb.study.claims import claims_markdown
 from swavnb.study.rows import RUN, check_rows
 from swavnb.study.sweeps import collect_sweep, sweep_claims, sweep_fields
 
-# The seed's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
-SEED_RESULTS: dict[str, dict[float, tuple[float, float]]] = {
+# The reference report's fine-tuning accuracies (percent), {aug: {label fraction: (top-1, top-5)}}.
+REPORT_RESULTS: dict[str, dict[float, tuple[float, float]]] = {
     "jitter": {0.01: (2.92, 11.79), 0.1: (15.42, 36.82), 0.3: (27.85, 51.95), 0.4: (31.15, 55.84)},
     "flip": {0.01: (4.72, 16.22), 0.1: (18.69, 41.44), 0.3: (29.44, 55.21), 0.4: (33.79, 58.73)},
 }
-SEED_TABLES = {"jitter": "Table 1", "flip": "Table 2"}
-SEED_POOL = 50_000  # the seed's fractions are of CIFAR-100's 50,000 training images
-SEED_MODE = (
-    "finetune"  # the seed fine-tunes the whole network; its tables compare only with these rows
-)
+REPORT_TABLES = {"jitter": "Table 1", "flip": "Table 2"}
+REPORT_POOL = 50_000  # the report's fractions are of CIFAR-100's 50,000 training images
+# the report fine-tunes the whole network; its tables compare only with these rows
+REPORT_MODE = "finetune"
+# the report's scale, said wherever its numbers are shown beside ours: no preset's is comparable
+REPORT_SCALE = "50,000 images, 32 px, 100 epochs"
 COLUMNS = (
     "preset",
     "aug",
@@ -59,6 +63,16 @@ COLUMNS = (
 )
 KNN_COLUMNS = ("preset", "aug", "seed", "bn_stats", "k", "top1", "top5", "test_images")
 AUG_ORDER = ("jitter", "flip", "swav", "scratch")
+# what the pretraining table's usage columns count, and why the probes' usage figures differ
+USAGE_NOTE = (
+    "*usage entropy*, *prototypes used*: how many of the last pretraining epoch's training views "
+    "(each image's first augmented view, the model in training mode, BN on batch statistics) had "
+    "each prototype as their nearest: the entropy of these counts divided by log K (1 = uniform), "
+    "and the share of prototypes with any. The probes' usage figures (`usage-<aug>-seed<s>.png`) "
+    "count the test images' nearest prototypes under the final model in eval mode instead, with "
+    "the BN running averages pretraining left (with multi-crop, updated last by the small local "
+    "crops): their entropy is lower, for `swav` mostly because of those BN statistics."
+)
 _NESTED = ("curves", "per_superclass")  # per-run detail that stays in result.json
 _MISSING = "–"
 
@@ -315,9 +329,10 @@ def _markdown(header: list[str], body: Iterable[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def seed_labels(aug: str) -> dict[int, tuple[float, float]]:
-    """The seed's (top-1, top-5) of one aug by number of labels (its fractions of 50,000)."""
-    return {round(f * SEED_POOL): v for f, v in SEED_RESULTS.get(aug, {}).items()}
+def report_labels(aug: str) -> dict[int, tuple[float, float]]:
+    """The reference report's (top-1, top-5) of one aug by number of labels (its fractions of
+    50,000)."""
+    return {round(f * REPORT_POOL): v for f, v in REPORT_RESULTS.get(aug, {}).items()}
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -339,29 +354,22 @@ def _accuracy(summary: pd.DataFrame, aug: str, mode: str) -> dict[int, tuple[Est
     return {int(r.n_labels): (r.top1, r.top5) for r in chosen.itertuples()}
 
 
-def seed_table(rows: pd.DataFrame, aug: str) -> str:
-    """One aug's fine-tuning accuracies by number of labels beside the seed's at the same count and
-    the random-init baseline."""
+def report_table(rows: pd.DataFrame, aug: str) -> str:
+    """One aug's fine-tuning accuracies and the random-init baseline by number of labels, then the
+    reference report's at the same count: its single runs at another scale, with no difference
+    column, as nothing of ours is comparable with them (:data:`REPORT_SCALE`)."""
     summary = summarise(rows)
-    ours, scratch = _accuracy(summary, aug, SEED_MODE), _accuracy(summary, "scratch", SEED_MODE)
-    seed = seed_labels(aug)
-    header = ["labels", "ours top-1", "ours top-5"]
-    if seed:
-        header += ["seed top-1", "seed top-5", "Δ top-1"]
-    header += ["scratch top-1", "scratch top-5"]
+    ours, scratch = _accuracy(summary, aug, REPORT_MODE), _accuracy(summary, "scratch", REPORT_MODE)
+    report = report_labels(aug)
+    header = ["labels", "ours top-1", "ours top-5", "scratch top-1", "scratch top-5"]
+    if report:
+        header += ["ref. report top-1", "ref. report top-5"]
     body = []
-    for labels in sorted({*ours, *seed}):
-        mine, theirs = ours.get(labels, (None, None)), seed.get(labels, (None, None))
-        base = scratch.get(labels, (None, None))
-        line = [f"{labels:,}", _cell(mine[0]), _cell(mine[1])]
-        if seed:
-            delta = None if mine[0] is None or theirs[0] is None else mine[0].mean - theirs[0]
-            line += [
-                _cell(theirs[0]),
-                _cell(theirs[1]),
-                _MISSING if delta is None else f"{delta:+.2f}",
-            ]
-        line += [_cell(base[0]), _cell(base[1])]
+    for labels in sorted({*ours, *report}):
+        mine, base = ours.get(labels, (None, None)), scratch.get(labels, (None, None))
+        line = [f"{labels:,}", _cell(mine[0]), _cell(mine[1]), _cell(base[0]), _cell(base[1])]
+        if report:
+            line += [_cell(value) for value in report.get(labels, (None, None))]
         body.append(line)
     return _markdown(header, body) if body else "No runs yet."
 
@@ -403,15 +411,39 @@ def knn_table(knn: pd.DataFrame) -> str:
     return _markdown(["encoder", *(f"k = {k}, {bn} BN" for bn, k in settings)], body)
 
 
-def _knn_cell(runs: pd.DataFrame, metric: str) -> str:
-    """A k-NN accuracy over seeds with its interval; a bare value where no test count was kept."""
+def knn_estimate(runs: pd.DataFrame, metric: str) -> Estimate:
+    """One k-NN cell's accuracy over seeds with its 95 % interval, the rule of the tables: Student's
+    t over the seeds; one run: its test-set error; one run with no test count kept: no interval
+    (half width NaN, basis ``none``).
+
+    Args:
+        runs: the ``knn.csv`` rows of one (encoder, BN statistics, k), one per seed.
+        metric: ``top1`` or ``top5``.
+    """
     if runs["test_images"].isna().any() and len(runs) == 1:
-        return f"{runs[metric].iloc[0]:.2f}"
+        return Estimate(float(runs[metric].iloc[0]), float("nan"), 1, "none")
     ses = [
         accuracy_se(v, int(n)) if pd.notna(n) else 0.0
         for v, n in zip(runs[metric], runs["test_images"], strict=True)
     ]
-    return str(mean_interval(list(runs[metric]), ses))
+    return mean_interval(list(runs[metric]), ses)
+
+
+def knn_summary(knn: pd.DataFrame) -> pd.DataFrame:
+    """One line per (aug, BN statistics, k) of ``knn.csv`` rows: top-1 and top-5 as
+    :func:`knn_estimate` gives them, in study order."""
+    lines = [
+        [aug, bn, int(k), knn_estimate(runs, "top1"), knn_estimate(runs, "top5")]
+        for (aug, bn, k), runs in knn.groupby(["aug", "bn_stats", "k"], sort=False)
+    ]
+    frame = pd.DataFrame(lines, columns=["aug", "bn_stats", "k", "top1", "top5"])
+    return _sorted(frame, ["aug", "bn_stats", "k"])
+
+
+def _knn_cell(runs: pd.DataFrame, metric: str) -> str:
+    """A k-NN accuracy over seeds with its interval; a bare value where no test count was kept."""
+    estimate = knn_estimate(runs, metric)
+    return f"{estimate.mean:.2f}" if estimate.basis == "none" else str(estimate)
 
 
 def _bn_note(rows: pd.DataFrame) -> str:
@@ -429,8 +461,8 @@ def markdown_tables(
     metrics: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
     clusters: pd.DataFrame | None = None,
 ) -> str:
-    """The whole ``tables.md``: the seed's Tables 1 and 2 reproduced, then every encoder and
-    probe."""
+    """The whole ``tables.md``: the reference report's Tables 1 and 2 reproduced, then every encoder
+    and probe."""
     setup = []
     if "test_images" in rows and len(rows):
         setup.append(
@@ -464,16 +496,20 @@ def markdown_tables(
         f"# Results of preset `{preset}`",
         "Accuracies in percent on the CIFAR-100 test set"
         + (f" ({'; '.join(setup)})." if setup else ".")
-        + f" Rows are numbers of labelled images; the seed's numbers are single runs, placed at "
-        f"their label counts (its fractions of {SEED_POOL:,} images). {intervals}.",
+        + " Rows are numbers of labelled images. "
+        f"{intervals}. The reference report's columns (*ref. report*: a course report, SwAV with "
+        "ResNet-18 on CIFAR-100 fine-tuned on 1-40 % of the labels, its Tables 1-2) are its single "
+        f"runs at another scale ({REPORT_SCALE}), placed at their label counts (its fractions of "
+        f"{REPORT_POOL:,} images): set beside ours for orientation, not comparable with them.",
     ]
-    for aug in [*SEED_TABLES, *(a for a in AUG_ORDER if a not in SEED_TABLES and a != "scratch")]:
+    others = [a for a in AUG_ORDER if a not in REPORT_TABLES and a != "scratch"]
+    for aug in [*REPORT_TABLES, *others]:
         title = (
-            f"{SEED_TABLES[aug]} of the seed: {aug} views"
-            if aug in SEED_TABLES
-            else f"{aug} views (not in the seed)"
+            f"{REPORT_TABLES[aug]} of the reference report: {aug} views"
+            if aug in REPORT_TABLES
+            else f"{aug} views (not in the reference report)"
         )
-        parts += [f"## {title}, fine-tuned on labelled images", seed_table(rows, aug)]
+        parts += [f"## {title}, fine-tuned on labelled images", report_table(rows, aug)]
     parts += [
         "## Fine-tuning, every encoder (top-1 / top-5)",
         mode_table(rows, "finetune"),
@@ -518,8 +554,8 @@ def markdown_tables(
                     "seed",
                     "epochs",
                     "final loss",
-                    "usage entropy",
-                    "prototypes used",
+                    "usage entropy (last epoch)",
+                    "prototypes used (last epoch)",
                     "minutes",
                     "device",
                     "precision",
@@ -529,6 +565,7 @@ def markdown_tables(
             ),
             "*shared with jobs*: the study's `--jobs`; above 1 the minutes are time-shared with "
             "the steps that ran beside it (– : not recorded).",
+            USAGE_NOTE,
         ]
     return "\n\n".join(parts) + "\n"
 
@@ -542,7 +579,7 @@ class StudyResults:
     clusters: pd.DataFrame  # one row per (encoder, method, target, score) (clusters.csv)
     metrics: dict[tuple[str, int], dict[str, Any]]  # pretraining metrics per (aug, seed)
     tables: str  # the Markdown of tables.md
-    claims: str  # the Markdown of claims.md: the seed's claims tested on the rows
+    claims: str  # the Markdown of claims.md: the reference report's claims tested on the rows
     csv: Path
     markdown: Path
     sweeps: dict[str, pd.DataFrame]  # each swept field's rows (swavnb.study.sweeps.collect_sweep)

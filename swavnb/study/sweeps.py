@@ -1,5 +1,6 @@
 """Hyperparameter sweeps: one pretraining per value of one field, evaluated alike, gathered into
-rows, a figure and a verdict on the seed's own choice (``python -m swavnb.study --sweep F=v1,v2``).
+rows, a figure and a verdict on the reference report's own choice
+(``python -m swavnb.study --sweep F=v1,v2``).
 
 Each value is pretrained with every other field from the preset, then evaluated by a fixed, cheap
 subset of the study's evaluations (:data:`EVALUATION`): the linear probe at one label fraction and
@@ -28,13 +29,13 @@ NOT_SWEPT = frozenset(
     {"preset", "seed", "data_root", "device", "amp", "compile", "deterministic", "channels_last"}
     | {"checkpoint_every_steps", "log_every_steps"}
 )
-LINEAR_FRACTION = 0.1  # the sweep's linear probe: quick's 500 labels, the seed's 1 % count
+LINEAR_FRACTION = 0.1  # the sweep's linear probe: quick's 500 labels, the report's 1 % count
 KNN_K = 20
 EVALUATION = (
     f"linear probe at {100 * LINEAR_FRACTION:g}% of the labels, k-NN (k = {KNN_K}, precise BN)"
 )
-# the seed's choices (its sec. 4.1, "a good balance"), which a sweep of the field puts to the test
-SEED_CHOICES: dict[str, tuple[Any, str]] = {
+# the reference report's choices (its sec. 4.1, "a good balance"), which a sweep puts to the test
+REPORT_CHOICES: dict[str, tuple[Any, str]] = {
     "n_prototypes": (3000, "3,000 prototypes is a good balance"),
     "feat_dim": (128, "a 128-d embedding is a good balance"),
     "batch_size": (256, "batch 256 is a good balance"),
@@ -153,14 +154,15 @@ def summarise(rows: pd.DataFrame, metric: str) -> dict[Any, Estimate]:
 
 
 def verdict(rows: pd.DataFrame, field: str, metric: str = "linear_top1") -> tuple[str, str, str]:
-    """(statement, verdict, effects) on the seed's choice for ``field``, from one encoder's rows.
+    """(statement, verdict, effects) on the reference report's choice for ``field``, from one
+    encoder's rows.
 
     The choice *holds* when it beats every other swept value beyond the interval of the paired
     difference, *does not hold* when some value beats it so, and otherwise *cannot tell*.
     """
-    if field not in SEED_CHOICES:
-        return f"the seed makes no claim about {field}", "–", "–"
-    choice, statement = SEED_CHOICES[field]
+    if field not in REPORT_CHOICES:
+        return f"the reference report makes no claim about {field}", "–", "–"
+    choice, statement = REPORT_CHOICES[field]
     if field != "aug" and rows["aug"].nunique() > 1:  # pairing by seed would mix the encoders
         raise ValueError(
             f"the {field} verdict takes one encoder's rows, got {', '.join(rows['aug'].unique())}"
@@ -199,10 +201,10 @@ def sweep_claims(runs_dir: str | os.PathLike, preset: str) -> list[str]:
         "## Sweeps",
         "",
         f"Each swept value pretrained with the preset's other fields; evaluated by the "
-        f"{EVALUATION}. The verdict compares the seed's value with every other one on linear "
-        "top-1, paired by seed.",
+        f"{EVALUATION}. The verdict compares the reference report's value with every other one "
+        "on linear top-1, paired by seed.",
         "",
-        "| sweep | claim | verdict | seed's value minus each other value (top-1 points) |",
+        "| sweep | claim | verdict | ref. report's value minus each other value (top-1 points) |",
         "|:--|:--|:--|:--|",
     ]
     for field in fields:

@@ -1,4 +1,4 @@
-"""The seed's claims: each verdict follows from the rows' intervals."""
+"""The reference report's claims: each verdict follows from the rows' intervals."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ def test_claims_md_lists_every_verdict_and_comparison_per_mode():
     )
     text = claims_markdown(rows, "quick")
     assert (
-        "| C1: pretraining beats random init at every label count | the seed | finetune | " in text
+        "| C1: pretraining beats random init at every label count | ref. report | finetune | "
+        in text
     )
     assert "| finetune | **holds** |" in text and "| linear | **does not hold** |" in text
     assert "| C1 | linear | flip − scratch | 500 | -2.00 [-3.39, -0.61] | 1 |" in text

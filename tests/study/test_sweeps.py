@@ -65,7 +65,7 @@ def test_the_verdict_on_the_seeds_choice_comes_from_the_rows():
     noisy = rows({300: [8.0, 11.0, 9.0], 3000: [10.0, 8.5, 9.6]})
     assert verdict(noisy, "n_prototypes")[1] == "cannot tell at this scale"
     assert verdict(rows({30: [1.0], 300: [2.0]}), "n_prototypes")[1].startswith("cannot tell:")
-    assert verdict(best, "lr")[1] == "–"  # the seed claims nothing about the learning rate
+    assert verdict(best, "lr")[1] == "–"  # the reference report claims nothing about the lr
     # two encoders' sweeps are two verdicts: one table would pair flip's seed 0 with swav's
     both = pd.concat([best, worse.assign(aug="flip")])
     with pytest.raises(ValueError, match="one encoder's rows, got swav, flip"):
