@@ -58,8 +58,9 @@ def collapse_alarms(
 def _symptom(alarm: Mapping[str, Any], n_prototypes: int) -> str:
     if alarm["kind"] == LOSS_PLATEAU:
         return (
-            f"the loss {alarm['value']:.3f} stays at log K = {math.log(n_prototypes):.3f} "
-            f"({n_prototypes} prototypes): SwAV's plateau, where nothing is learned"
+            f"the loss {alarm['value']:.3f} has not left log K = {math.log(n_prototypes):.3f} "
+            f"({n_prototypes} prototypes; within 1 % or above): SwAV's plateau, where nothing "
+            "is learned"
         )
     used = n_prototypes ** alarm["value"]  # the number of evenly used prototypes of that entropy
     return (
