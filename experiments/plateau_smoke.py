@@ -52,6 +52,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     tic = time.perf_counter()
+    commit = subprocess.run(  # the code the runs import: taken before them
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     rows = []
     for case, fields in CASES.items():
         for amp in args.amp:
@@ -79,9 +82,6 @@ def main() -> None:
     }
     print(json.dumps(verdict))
     if args.json:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
         report = {
             "rule": __doc__.split("\n\n")[1].replace("\n", " "),
             "command": f"python experiments/plateau_smoke.py --seeds {args.seeds} "
@@ -89,6 +89,7 @@ def main() -> None:
             "commit": commit,
             "cases": CASES,
             "device": device_name(torch.device("cpu")),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch": torch.__version__,
             "date": datetime.date.today().isoformat(),
             "seconds": round(time.perf_counter() - tic),
