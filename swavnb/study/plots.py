@@ -523,7 +523,11 @@ def reference_curves(metrics: Mapping[str, Any], reference: pd.DataFrame | None)
                 band["mean"],
                 color=colour,
                 linewidth=2,
-                label=f"study: mean of {seeds} seeds (band: lowest to highest)",
+                label=(
+                    f"study: mean of {seeds} seeds (band: lowest to highest)"
+                    if seeds > 1
+                    else "study: its one seed"
+                ),
             )
         if figure in run:
             ax.plot(
