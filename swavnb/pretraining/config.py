@@ -31,8 +31,9 @@ def check_bn_stats(bn_stats: str) -> str:
 
 
 # where the data lives, the device, its precision (bf16 or float32: the same training within bf16
-# noise), compiling, the choice of deterministic kernels and how often a run logs or saves do not
-# change what it trains: a run may resume with other values (another machine)
+# noise), compiling, the choice of deterministic kernels, how often a run logs or saves and what it
+# measures on the side (the online k-NN) do not change what it trains: a run may resume with other
+# values (another machine), and they name no run folder
 RESUMABLE_CHANGES = frozenset(
     {
         "data_root",
@@ -42,6 +43,8 @@ RESUMABLE_CHANGES = frozenset(
         "amp",
         "log_every_steps",
         "checkpoint_every_steps",
+        "online_knn_pool",
+        "online_knn_test",
     }
 )
 
@@ -107,6 +110,12 @@ class PretrainConfig:
     deterministic: bool = False
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = once per epoch)
     log_every_steps: int = 10
+    # weighted k-NN top-1 after every epoch (swavnb.pretraining.online_knn): a stratified pool of
+    # about this many labelled training images (0 = no online k-NN) ...
+    online_knn_pool: int = 1000
+    # ... and of test images; both drawn from the seed by their own generator, so the training is
+    # the same with or without it (1,000 + 1,000 cost ~2 % of a quick epoch: docs/monitoring.md)
+    online_knn_test: int = 1000
 
     def __post_init__(self) -> None:
         # a bool from a notebook or an older checkpoint reads as true / false
@@ -205,6 +214,9 @@ _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
         n_local_crops=2,
         log_every_steps=1,
         compile="false",
+        # one image per class each: the online k-NN at the least it costs, as the tests need
+        online_knn_pool=100,
+        online_knn_test=100,
     ),
 }
 _FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
@@ -402,6 +414,17 @@ def validate_pretrain(config: PretrainConfig) -> None:
         problems.append(
             f"queue_length {config.queue_length} must hold at least one batch "
             f"({config.batch_size}); use 0 for no queue"
+        )
+    for name, pool in (("online_knn_pool", TRAIN_POOL), ("online_knn_test", TEST_POOL)):
+        if not 0 <= getattr(config, name) <= pool:
+            problems.append(
+                f"{name} must be in [0, {pool:,}] (CIFAR-100's images), got "
+                f"{getattr(config, name)}; online_knn_pool 0 switches the online k-NN off"
+            )
+    if config.online_knn_pool and not config.online_knn_test:
+        problems.append(
+            "online_knn_test is 0 while online_knn_pool is not: the online k-NN needs test "
+            "images; set online_knn_pool 0 to switch it off"
         )
     _refuse(problems)
     images = config.train_images or TRAIN_POOL

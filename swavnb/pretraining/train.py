@@ -48,6 +48,7 @@ from swavnb.method.augment import Augmentation, MultiCrop, view_seed
 from swavnb.method.loss import swav_loss
 from swavnb.method.model import SwAVModel
 from swavnb.method.usage import prototype_usage, usage_summary
+from swavnb.pretraining.alarm import alarm_line, collapse_alarms
 from swavnb.pretraining.config import (
     RESUMABLE_CHANGES,
     PretrainConfig,
@@ -55,6 +56,7 @@ from swavnb.pretraining.config import (
     validate_pretrain,
     validate_world,
 )
+from swavnb.pretraining.online_knn import OnlineKnn
 
 # what a pretraining leaves from its first save on: a folder without either holds nothing to lose
 PRETRAINING_RESULTS = (CHECKPOINT, METRICS)
@@ -263,6 +265,12 @@ class Pretrainer:
         self.metrics: dict[str, Any] = {"config": as_dict(config), "epochs": []}
         if self.state is not None:
             self._restore(self.state)
+        # rank 0 measures (its weights and BN averages are the ones the checkpoint saves); the other
+        # ranks wait for it at the end-of-epoch save
+        self.online_knn = (
+            OnlineKnn.for_run(config) if self.runtime.is_main and not self.finished else None
+        )
+        self.postfix: dict[str, str] = {}  # what the progress line shows after the bar
         # what runs now (a resumed run may have started elsewhere; each epoch records its own
         # precision too)
         self.metrics.update(
@@ -272,6 +280,9 @@ class Pretrainer:
             batchnorm=self.batchnorm,
             commit=source_commit(),  # the code's git commit, for the exported model card
         )
+        if self.online_knn is not None:
+            self.metrics["online_knn"] = self.online_knn.describe()
+        self.metrics.setdefault("alarms", [])  # a checkpoint from before the alarm has none
         self.compiled, self.compile_fallback = False, ""
         if not self.finished:  # a finished run trains nothing: no compiler to probe
             self._resolve_compile()
@@ -570,7 +581,8 @@ class Pretrainer:
             if (step + 1) % config.log_every_steps == 0:
                 self._check_finite(lr)
                 speed = steps_since * config.batch_size / (time.perf_counter() - tic)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2g}", img_s=f"{speed:.0f}")
+                self.postfix.update(loss=f"{loss.item():.3f}", lr=f"{lr:.2g}", img_s=f"{speed:.0f}")
+                bar.set_postfix(self.postfix)
             every = config.checkpoint_every_steps
             if every and (step + 1) % every == 0 and step + 1 < self.per_epoch:
                 self._check_finite(lr)
@@ -596,6 +608,27 @@ class Pretrainer:
             }
         )
         self.epoch, self.start_step, self.state = self.epoch + 1, 0, None
+
+    def _monitor(self, bar: tqdm) -> None:
+        """After an epoch: the online k-NN (not part of the epoch's seconds) and the collapse
+        alarm, into the epoch's record, the progress line and, for an alarm, one line."""
+        record = self.metrics["epochs"][-1]
+        if self.online_knn is not None:
+            with torch.no_grad():
+                record.update(
+                    self.online_knn.measure(
+                        self.model.backbone, self.device, self.bf16, self.config.channels_last
+                    )
+                )
+            self.postfix["knn"] = f"{record['online_knn_top1']:.1f}%"
+            bar.set_postfix(self.postfix)
+        raised = [alarm["kind"] for alarm in self.metrics["alarms"]]
+        alarms = collapse_alarms(record, self.config.n_prototypes, raised)
+        if alarms:
+            line = alarm_line(alarms, self.config)
+            self.metrics["alarms"].extend({**alarm, "message": line} for alarm in alarms)
+            if self.runtime.is_main:
+                bar.write(line, file=sys.stderr)
 
     def fit(self) -> dict[str, Any]:
         """Train until ``config.epochs``, saving after every epoch; returns the metrics."""
@@ -626,6 +659,7 @@ class Pretrainer:
         with bar:
             while not self.finished:
                 self._run_epoch(bar)
+                self._monitor(bar)
                 self._save()
                 if self.runtime.is_main:
                     write_json(self.out / METRICS, self.metrics)
@@ -652,7 +686,9 @@ def pretrain(
 
     Writes ``checkpoint.pt`` atomically after every epoch (and every
     ``checkpoint_every_steps``) and ``metrics.json`` with per-epoch loss, lr, img/s,
-    seconds and prototype-usage diagnostics. Rerunning the same call after an
+    seconds, prototype-usage diagnostics and the online k-NN top-1
+    (:mod:`swavnb.pretraining.online_knn`), and the collapse alarms raised
+    (:mod:`swavnb.pretraining.alarm`). Rerunning the same call after an
     interruption continues from the last checkpoint and ends with the same weights
     as an uninterrupted run (same seed, same device).
 

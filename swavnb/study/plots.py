@@ -27,6 +27,7 @@ from swavnb.data.cifar import N_CLASSES
 from swavnb.method.augment import Augmentation, denormalize
 from swavnb.method.usage import usage_summary
 from swavnb.study.claims import FAILS, HOLDS, claim_effects
+from swavnb.study.curves import spread
 from swavnb.study.results import (
     REPORT_MODE,
     REPORT_RESULTS,
@@ -133,6 +134,18 @@ def _chance_line(ax: Axes, metric: str = "top1", vertical: bool = False) -> None
         ax.text(0.99, level, text, transform=ax.get_yaxis_transform(), ha="right", bbox=box)
 
 
+def _draw_log_k(ax: Axes, n_prototypes: int | None) -> None:
+    """A dashed line at log K, the loss of a run that has learned nothing (SwAV's plateau)."""
+    if n_prototypes:
+        ax.axhline(
+            np.log(n_prototypes),
+            color="0.4",
+            linestyle="--",
+            linewidth=1,
+            label=f"log K = {np.log(n_prototypes):.2f} (K = {n_prototypes})",
+        )
+
+
 def training_curves(metrics: Mapping[str, Any]) -> Figure:
     """Per-epoch loss, learning rate, throughput and prototype usage of one pretraining run.
 
@@ -140,7 +153,8 @@ def training_curves(metrics: Mapping[str, Any]) -> Figure:
         metrics: what :func:`swavnb.pretraining.train.pretrain` returns (or its ``metrics.json``).
 
     Returns:
-        A 2 x 2 figure: loss, lr, images/s, and usage entropy with the share of prototypes used.
+        A 2 x 2 figure: loss (with log K, where the config gives K), lr, images/s, and usage entropy
+        with the share of prototypes used.
     """
     epochs = pd.DataFrame(metrics["epochs"])
     config = metrics.get("config", {})
@@ -151,6 +165,9 @@ def training_curves(metrics: Mapping[str, Any]) -> Figure:
         ax.set(xlabel="epoch", ylabel=label)
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if config.get("n_prototypes"):
+        _draw_log_k(axes[0, 0], config["n_prototypes"])
+        axes[0, 0].legend(fontsize="small")
     usage = axes[1, 1]
     usage.plot(
         epochs["epoch"],
@@ -623,6 +640,16 @@ def loss_curves(metrics_by_run: Mapping[tuple[str, int], Mapping[str, Any]]) -> 
         ylim=(0, 1.05),
         title=f"prototype usage: entropy of {TRAINING_USAGE} counts / log K (1 = uniform)",
     )
+    for aug, ax in losses.items():
+        ks = {
+            m.get("config", {}).get("n_prototypes") or 0
+            for (a, _), m in metrics_by_run.items()
+            if a == aug
+        }
+        for k in sorted(ks):
+            _draw_log_k(ax, k)
+        if ks - {0}:
+            ax.legend(fontsize="small")
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     usage.legend()
@@ -715,6 +742,84 @@ def claims_forest(rows: pd.DataFrame) -> Figure:
         "a claim holds when every interval is above 0,\ndoes not hold when one is below 0, and "
         "otherwise cannot be told at this scale"
     )
+    return fig
+
+
+# the panels of reference_curves: metrics.json's figure and its axis label
+_REFERENCE_PANELS = (
+    ("loss", "SwAV loss"),
+    ("online_knn_top1", "online k-NN top-1 (%)"),
+    ("usage_entropy", "prototype usage entropy"),
+)
+CHANCE_TOP1 = 1.0  # CIFAR-100: one class in 100
+
+
+def reference_curves(metrics: Mapping[str, Any], reference: pd.DataFrame | None) -> Figure:
+    """A user's pretraining run on top of the study's committed runs of the same preset and aug.
+
+    Behind the run: the study's mean over seeds with the band from its lowest to its highest seed
+    (:func:`swavnb.study.curves.spread`); log K on the loss panel, chance (1 %) on the k-NN panel,
+    and the epochs of any collapse alarm marked. Without reference curves for the run's preset and
+    aug the run is drawn alone, and the title says so.
+
+    Args:
+        metrics: the run's ``metrics.json`` (or what :func:`swavnb.pretraining.train.pretrain`
+            returns).
+        reference: the committed curves (:func:`swavnb.study.curves.read_curves`); rows of other
+            presets or augs are left out. None: no reference.
+
+    Returns:
+        A 1 x 3 figure: loss, online k-NN top-1, prototype usage entropy, per epoch.
+    """
+    config = metrics.get("config", {})
+    preset, aug = config.get("preset", "?"), config.get("aug", "?")
+    run = pd.DataFrame(metrics["epochs"])
+    if reference is not None and len(reference):
+        reference = reference[(reference["preset"] == preset) & (reference["aug"] == aug)]
+    seeds = 0 if reference is None or not len(reference) else reference["seed"].nunique()
+    fig, axes = _figure(1, 3, (13.0, 4.0))
+    colour = _color(aug)
+    for ax, (figure, label) in zip(axes[0], _REFERENCE_PANELS, strict=True):
+        band = spread(reference, figure) if seeds else pd.DataFrame()
+        if len(band):
+            ax.fill_between(
+                band["epoch"], band["low"], band["high"], color=colour, alpha=0.2, linewidth=0
+            )
+            ax.plot(
+                band["epoch"],
+                band["mean"],
+                color=colour,
+                linewidth=2,
+                label=(
+                    f"study: mean of {seeds} seeds (band: lowest to highest)"
+                    if seeds > 1
+                    else "study: its one seed"
+                ),
+            )
+        if figure in run:
+            ax.plot(
+                run["epoch"], run[figure], color="black", marker="o", markersize=4, label="this run"
+            )
+        elif not len(band):
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set(xlabel="epoch", ylabel=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss, knn, usage = axes[0]
+    _draw_log_k(loss, config.get("n_prototypes"))
+    for i, epoch in enumerate(sorted({alarm["epoch"] for alarm in metrics.get("alarms", [])})):
+        label = "collapse alarm" if i == 0 else "_nolegend_"
+        loss.axvline(epoch, color="tab:red", linestyle=":", linewidth=1.5, label=label)
+    knn.axhline(CHANCE_TOP1, color="0.4", linestyle="--", linewidth=1, label="chance (1 %)")
+    knn.set_ylim(bottom=0)
+    usage.set_ylim(0, 1.05)
+    for ax in axes[0]:
+        ax.legend(fontsize="small")
+    against = (
+        f"against the study's {seeds} seed{'s' if seeds > 1 else ''}"
+        if seeds
+        else f"alone: no committed curves for {preset}/{aug}"
+    )
+    fig.suptitle(f"pretraining {preset}/{aug}, seed {config.get('seed', '?')}, {against}")
     return fig
 
 

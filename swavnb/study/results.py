@@ -35,6 +35,7 @@ from swavnb.evaluation.clusters import METHODS, SCORES
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval
 from swavnb.pretraining.config import BN_STATS
 from swavnb.study.claims import claims_markdown
+from swavnb.study.curves import write_curves
 from swavnb.study.rows import RUN, check_rows
 from swavnb.study.sweeps import collect_sweep, sweep_claims, sweep_fields
 
@@ -593,7 +594,7 @@ def write_results(
     preset: str, runs_dir: str | os.PathLike = "runs", results_dir: str | os.PathLike = "results"
 ) -> StudyResults:
     """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv,
-    clusters.csv, tables.md and claims.md.
+    clusters.csv, curves.csv (:mod:`swavnb.study.curves`), tables.md and claims.md.
 
     Relative folders are taken from the project root (:func:`swavnb.base.layout.resolve`).
 
@@ -613,6 +614,7 @@ def write_results(
     out.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out / "results.csv", index=False)
     knn.to_csv(out / "knn.csv", index=False)
+    write_curves(metrics, preset, out)  # the pretraining curves a user's run is drawn against
     if len(clusters):
         clusters.to_csv(out / "clusters.csv", index=False)
     tables = markdown_tables(rows, knn, preset, metrics, clusters)

@@ -112,7 +112,7 @@ def test_checkpoint_from_before_a_new_field_resumes_with_its_default(tmp_path):
 # one epoch of 6 steps: the queue (2 batches) is full and in use from step 2, the prototypes thaw at
 # step 4; interrupted there, one step after the checkpoint at step 3
 INTERRUPTED = dict(KILLED_RUN, epochs=1, queue_start_epoch=0, freeze_prototypes_epochs=0.75)
-TIMING = {"seconds", "img_per_s"}
+TIMING = {"seconds", "img_per_s", "online_knn_seconds"}
 
 
 def _interrupt_at(step: int, monkeypatch) -> Callable:
