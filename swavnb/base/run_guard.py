@@ -20,8 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from swavnb.base.checkpoint import write_json
 from swavnb.base.errors import RunFolderBusy, RunFolderError, in_notebook, setting
+from swavnb.base.files import write_json
 from swavnb.base.layout import LOCK, MANIFEST, resolve, shown
 
 _HELD: dict[Path, Any] = {}  # folder -> open lock file, for the locks this process holds

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from swavnb.base.checkpoint import atomic_save, load_checkpoint
+from swavnb.base.checkpoint import load_checkpoint
+from swavnb.base.files import atomic_save
 from swavnb.base.layout import (
     FEATURES,
     NO_CHECKPOINT,

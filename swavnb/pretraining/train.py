@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from swavnb.base import distributed, run_guard
-from swavnb.base.checkpoint import load_checkpoint, save_checkpoint, write_json
+from swavnb.base.checkpoint import load_checkpoint, save_checkpoint
 from swavnb.base.compiling import (
     compiler_failure,
     compiler_problem,
@@ -27,6 +27,7 @@ from swavnb.base.compiling import (
 )
 from swavnb.base.device import device_name, set_deterministic, shared_with_jobs
 from swavnb.base.errors import CompileError, NonFiniteLossError, in_notebook, setting
+from swavnb.base.files import write_json
 from swavnb.base.layout import CHECKPOINT, METRICS, resolve, shown
 from swavnb.base.precision import autocast, precision_name, use_bf16
 from swavnb.data.cifar import (

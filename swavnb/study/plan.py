@@ -61,8 +61,16 @@ from swavnb.pretraining.config import (
 )
 from swavnb.pretraining.train import make_augmentation, pretrain_identity
 from swavnb.study.publish import publish
+from swavnb.study.results import results_current
 from swavnb.study.scheduler import FORCE_ALL, FORCE_SCOPES, Step, StepFailed, run
-from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, Sweep, parse_sweep, sweep_checkpoints
+from swavnb.study.sweeps import (
+    KNN_K,
+    LINEAR_FRACTION,
+    Sweep,
+    parse_sweep,
+    sweep_checkpoints,
+    sweep_current,
+)
 
 STUDY_AUGS = ("jitter", "flip", "swav")  # the seed's two strategies, then SwAV's recipe
 STUDY_FIX = "move that folder away, or run the study with another --runs_dir"
@@ -282,7 +290,6 @@ def plan(
                     draws=True,
                 )
             )
-    csv = resolve(results_dir) / preset / "results.csv"
     steps.append(
         Step(
             "results",
@@ -294,7 +301,7 @@ def plan(
                 **drawn,
             },
             executed / "results.ipynb",
-            csv.is_file,
+            lambda: results_current(preset, runs_dir, results_dir),
             refresh=True,
             after=[step.name for step in steps],
             draws=True,
@@ -374,7 +381,6 @@ def plan_sweep(
                 headless_only=True,
             ),
         ]
-    csv = resolve(results_dir) / preset / f"sweep-{sweep.field}.csv"
     steps.append(
         Step(
             "sweep",
@@ -387,7 +393,7 @@ def plan_sweep(
                 "figures_dir": _default_or(figures_dir, "figures"),
             },
             executed / f"sweep-{sweep.field}.ipynb",
-            csv.is_file,
+            lambda: sweep_current(runs_dir, preset, sweep.field, results_dir),
             refresh=True,
             after=[step.name for step in steps],
             headless_only=True,

@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
+from swavnb.base.files import write_text
 from swavnb.base.layout import notebooks_folder, resolve
 
 # the run whose executed notebooks --publish copies into notebooks/
@@ -101,8 +102,8 @@ def publish(
     written = []
     for notebook, name in sources.items():
         target = resolve(dest or notebooks_folder()) / f"{notebook}.ipynb"
-        nbformat.write(
-            bake_parameters(nbformat.read(executed / f"{name}.ipynb", as_version=4)), target
-        )
+        notebook = bake_parameters(nbformat.read(executed / f"{name}.ipynb", as_version=4))
+        text = nbformat.writes(notebook)
+        write_text(target, text if text.endswith("\n") else text + "\n")  # as nbformat.write
         written.append(target)
     return written

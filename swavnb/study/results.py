@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from swavnb.base import run_guard
-from swavnb.base.checkpoint import write_json
+from swavnb.base.files import write_json, write_text
 from swavnb.base.layout import (
     CLUSTERS,
     KNN,
@@ -504,17 +504,14 @@ class NoRunsError(FileNotFoundError):
     """A study folder holds no finished run: nothing to gather."""
 
 
-def write_results(
+def gather_results(
     preset: str, runs_dir: str | os.PathLike = "runs", results_dir: str | os.PathLike = "results"
-) -> StudyResults:
-    """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv,
-    clusters.csv, tables.md and claims.md.
-
-    Relative folders are taken from the project root (:func:`swavnb.base.layout.resolve`).
+) -> tuple[StudyResults, dict[Path, str]]:
+    """What :func:`write_results` writes, without writing: the gathered results and {file: text}.
 
     Raises:
-        NoRunsError: ``runs_dir/<preset>`` holds no evaluation, probe or pretraining run; nothing is
-            written, so existing tables are never replaced by empty ones.
+        NoRunsError: ``runs_dir/<preset>`` holds no evaluation, probe or pretraining run.
+        StudyRowsError: the rows cannot be averaged as they are (:func:`check_rows`).
     """
     run_dir, out = resolve(runs_dir or "runs") / preset, results_folder(preset, results_dir)
     rows, knn, clusters = collect_results(run_dir), collect_knn(run_dir), collect_clusters(run_dir)
@@ -525,18 +522,61 @@ def write_results(
             f"no runs of preset {preset!r} under '{run_dir}'; fill it with `python -m swavnb.study "
             f"--preset {preset}` (or point runs_dir at the folder that holds {preset}/)"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(out / "results.csv", index=False)
-    knn.to_csv(out / "knn.csv", index=False)
-    if len(clusters):
-        clusters.to_csv(out / "clusters.csv", index=False)
     tables = markdown_tables(rows, knn, preset, metrics, clusters)
-    (out / "tables.md").write_text(tables)
     claims = claims_markdown(rows, preset) + "\n".join(sweep_claims(runs_dir, preset) + [""])
-    (out / "claims.md").write_text(claims.rstrip("\n") + "\n")
+    files = {out / "knn.csv": knn.to_csv(index=False)}
+    if len(clusters):
+        files[out / "clusters.csv"] = clusters.to_csv(index=False)
+    files[out / "tables.md"] = tables
+    files[out / "claims.md"] = claims.rstrip("\n") + "\n"
+    files[out / "results.csv"] = rows.to_csv(index=False)  # last: once it is new, all are
     sweeps = {
         field: collect_sweep(runs_dir, preset, field) for field in sweep_fields(runs_dir, preset)
     }
-    return StudyResults(
+    gathered = StudyResults(
         rows, knn, clusters, metrics, tables, claims, out / "results.csv", out / "tables.md", sweeps
     )
+    return gathered, files
+
+
+def write_results(
+    preset: str, runs_dir: str | os.PathLike = "runs", results_dir: str | os.PathLike = "results"
+) -> StudyResults:
+    """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv,
+    clusters.csv, tables.md and claims.md, each written atomically.
+
+    Relative folders are taken from the project root (:func:`swavnb.base.layout.resolve`).
+
+    Raises:
+        NoRunsError: ``runs_dir/<preset>`` holds no evaluation, probe or pretraining run; nothing is
+            written, so existing tables are never replaced by empty ones.
+        DiskFullError: no space for one of the files; it and those not yet written keep their
+            previous content, and :func:`results_current` says they are not current.
+    """
+    gathered, files = gather_results(preset, runs_dir, results_dir)
+    for path, text in files.items():
+        write_text(path, text)
+    return gathered
+
+
+def results_current(
+    preset: str, runs_dir: str | os.PathLike = "runs", results_dir: str | os.PathLike = "results"
+) -> bool:
+    """Whether ``results_dir/<preset>/`` holds exactly what :func:`write_results` would write now:
+    the results step's "done", which an empty, cut-off or stale file never passes.
+
+    Any error gathering the runs (none yet, rows that cannot be averaged, a damaged row) counts as
+    not current: the step then runs and says it in one line.
+    """
+    try:
+        _, files = gather_results(preset, runs_dir, results_dir)
+    except (ValueError, OSError):
+        return False
+    return all(_holds(path, text) for path, text in files.items())
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_bytes() == text.encode()
+    except OSError:
+        return False

@@ -18,6 +18,7 @@ from typing import Any, get_type_hints
 
 import pandas as pd
 
+from swavnb.base.files import write_text
 from swavnb.base.layout import CHECKPOINT, KNN, METRICS, RESULT, resolve, run_folder, sweep_folder
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval, paired_difference
 from swavnb.pretraining.config import PretrainConfig, parse_value, pretrain_config
@@ -226,10 +227,28 @@ def write_sweep(
             f"no finished run of the {field} sweep under '{resolve(runs_dir or 'runs') / preset}'; "
             f"run `python -m swavnb.study --preset {preset} --sweep {field}=v1,v2,...`"
         )
-    out = resolve(results_dir or "results") / preset / f"sweep-{field}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows.round(4).to_csv(out, index=False)
+    out = _sweep_csv(preset, field, results_dir)
+    write_text(out, rows.round(4).to_csv(index=False))
     return out
+
+
+def _sweep_csv(preset: str, field: str, results_dir: str | os.PathLike) -> Path:
+    return resolve(results_dir or "results") / preset / f"sweep-{field}.csv"
+
+
+def sweep_current(
+    runs_dir: str | os.PathLike, preset: str, field: str, results_dir: str | os.PathLike = "results"
+) -> bool:
+    """Whether ``sweep-<field>.csv`` holds exactly what :func:`write_sweep` would write now: the
+    sweep step's "done", which an empty, cut-off or stale file never passes."""
+    try:
+        rows = collect_sweep(runs_dir, preset, field)
+        return not rows.empty and (
+            _sweep_csv(preset, field, results_dir).read_bytes()
+            == rows.round(4).to_csv(index=False).encode()
+        )
+    except (ValueError, OSError):
+        return False
 
 
 def sweep_checkpoints(

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from swavnb.base.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_bytes
+from swavnb.base.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from swavnb.base.errors import DamagedExportError, RunFolderError
+from swavnb.base.files import write_bytes
 from swavnb.base.layout import CHECKPOINT, MANIFEST, resolve, run_folder, shown
 
 FORMAT = "swavnb-export-v1"

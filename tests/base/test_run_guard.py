@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from swavnb import pretrain
-from swavnb.base import checkpoint, cli, run_guard
-from swavnb.base.checkpoint import write_json
+from swavnb.base import cli, files, run_guard
 from swavnb.base.errors import DiskFullError, RunFolderBusy, RunFolderError
+from swavnb.base.files import write_json
 from swavnb.base.layout import LOCK, MANIFEST
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,11 +121,11 @@ def test_a_full_disk_names_the_file_the_space_and_that_the_old_file_is_intact(
     tmp_path, monkeypatch
 ):
     path = tmp_path / "checkpoint.pt"
-    checkpoint.atomic_save({"weights": list(range(1000))}, path)
+    files.atomic_save({"weights": list(range(1000))}, path)
     before = path.read_bytes()
     monkeypatch.setattr(shutil, "disk_usage", lambda folder: Usage(10**9, 10**9 - 100, 100))
     with pytest.raises(DiskFullError) as full:
-        checkpoint.atomic_save({"weights": list(range(2000))}, path)
+        files.atomic_save({"weights": list(range(2000))}, path)
     message = str(full.value)
     assert f"no space left to write '{path}'" in message and "MiB free" in message
     assert "the previous version is intact" in message and "rerun" in message

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from swavnb.base.errors import RunFolderBusy
+from swavnb.base.errors import DiskFullError, RunFolderBusy
 from swavnb.base.layout import CLUSTERS, KNN
 from swavnb.study.results import (
     COLUMNS,
@@ -18,6 +20,7 @@ from swavnb.study.results import (
     collect_knn,
     collect_results,
     knn_table,
+    results_current,
     save_clusters,
     save_knn,
     write_results,
@@ -250,3 +253,63 @@ def test_a_study_with_no_probes_yet_still_gets_tables(tmp_path):
     assert (
         len(results.rows) == 1 and "2.92" in results.tables and "No probes yet." in results.tables
     )
+
+
+def test_a_full_disk_while_results_are_written_keeps_every_previous_file_and_names_the_file(
+    tmp_path, monkeypatch
+):
+    runs, out = _study(tmp_path), tmp_path / "results" / "smoke"
+    write_results("smoke", runs, tmp_path / "results")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    _result(runs / "smoke", "jitter", "finetune", 0.1, 15.0)  # a new run to gather
+    written = []
+
+    def fsync_then_full(fd):  # the disk fills up after the first file
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_full)
+    with pytest.raises(DiskFullError) as full:
+        write_results("smoke", runs, tmp_path / "results")
+    message = str(full.value)
+    assert "\n" not in message and f"no space left to write '{out}/" in message, message
+    assert "MiB free" in message and "the previous version is intact" in message
+    after = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert set(after) == set(before)  # no temporary left
+    assert after["results.csv"] == before["results.csv"]  # the new rows are not there: not done
+    assert not results_current("smoke", runs, tmp_path / "results")
+    monkeypatch.undo()  # space freed: the same command writes them
+    write_results("smoke", runs, tmp_path / "results")
+    assert results_current("smoke", runs, tmp_path / "results")
+    assert "jitter" in (out / "results.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: "",  # what a full disk left with to_csv: an empty file
+        lambda text: text[: len(text) // 2],  # cut off
+        lambda text: text.replace("top1", "t1"),  # a column missing
+        lambda text: "\x00\xff garbage",
+    ],
+)
+def test_the_results_step_is_done_only_when_its_files_are_whole_and_current(tmp_path, damage):
+    from swavnb.study.plan import plan
+
+    runs, results = _study(tmp_path), tmp_path / "results"
+    step = plan("smoke", ["flip"], [0.1], runs_dir=runs, results_dir=results)[-1]
+    assert step.name == "results" and not step.done()
+    write_results("smoke", runs, results)
+    assert step.done()
+    csv = results / "smoke" / "results.csv"
+    good = csv.read_text()
+    csv.write_text(damage(good))
+    assert not step.done()  # never "skipped, results exist" on a damaged file
+    csv.write_text(good)
+    (results / "smoke" / "tables.md").write_text("")
+    assert not step.done()
+    write_results("smoke", runs, results)
+    assert step.done()
+    _result(runs / "smoke", "jitter", "finetune", 0.1, 15.0)
+    assert not step.done()  # a run the tables do not hold yet

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from swavnb.base.checkpoint import load_checkpoint, save_checkpoint, write_json
+from swavnb.base.checkpoint import load_checkpoint, save_checkpoint
 from swavnb.base.errors import DamagedExportError, RunFolderError
+from swavnb.base.files import write_json
 from swavnb.pretraining.config import pretrain_config
 from swavnb.pretraining.train import pretrain
 from swavnb.study import transfer

@@ -1,0 +1,104 @@
+"""Every file the package writes goes through one atomic writer (swavnb.base.files)."""
+
+from __future__ import annotations
+
+import ast
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from swavnb.base.errors import DiskFullError
+from swavnb.base.files import write_text
+
+PACKAGE = Path(__file__).resolve().parents[2] / "swavnb"
+# writes that cannot be atomic, by design: a child's output streamed into its log as it runs, and
+# the lock file, whose inode is what a second process's flock waits on
+STREAMS = {("study/scheduler.py", "execute_headless"), ("base/run_guard.py", "_acquire")}
+# methods and functions that write a file when given a path (a buffer is fine: see _to_a_buffer)
+WRITERS = {"write_text", "write_bytes", "to_csv", "to_json", "to_parquet", "savefig", "save"}
+
+
+def _to_a_buffer(call: ast.Call) -> bool:
+    """Whether a writer writes to memory: no target (``to_csv()`` returns the text), or a buffer
+    (``io.BytesIO()``, a name holding 'buffer')."""
+    path_keywords = {"path", "path_or_buf", "fname", "f"}
+    if not call.args and not any(k.arg in path_keywords for k in call.keywords):
+        return True
+    # torch.save(obj, f): the target is the second argument
+    target = call.args[1 if getattr(call.func, "attr", "") == "save" else 0] if call.args else None
+    if isinstance(target, ast.Name):
+        return "buffer" in target.id or target.id in {"png", "svg"}
+    if isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute):
+        return target.func.attr in {"BytesIO", "StringIO"}
+    return False
+
+
+def _direct_writes(source: str) -> list[tuple[str, int, str]]:
+    """(function, line, call) of each file write in ``source`` that bypasses swavnb.base.files."""
+    found = []
+    for function in ast.walk(ast.parse(source)):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        for node in ast.walk(function):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            owner = getattr(func.value, "id", "") if isinstance(func, ast.Attribute) else ""
+            if name in {"open", "fdopen"}:
+                modes = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant)]
+                modes += [k.value.value for k in node.keywords if k.arg == "mode"]
+                if owner != "tarfile" and any(set(str(m)) & set("wax+") for m in modes):
+                    found.append((function.name, node.lineno, f"{name}({modes[0]!r})"))
+            elif name in {"dump", "write"} and owner in {"json", "nbformat", "pickle"}:
+                found.append((function.name, node.lineno, f"{owner}.{name}"))
+            elif name in WRITERS and isinstance(func, ast.Attribute) and owner != "tar":
+                # the writer's own functions are called by name, never as methods
+                if name in {"write_text", "write_bytes"} or not _to_a_buffer(node):
+                    found.append((function.name, node.lineno, f".{name}(...)"))
+    return found
+
+
+def test_every_file_the_package_writes_goes_through_the_atomic_writer():
+    bypassing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative == "base/files.py":
+            continue
+        for function, line, call in _direct_writes(path.read_text()):
+            if (relative, function) not in STREAMS:
+                bypassing.append(f"swavnb/{relative}:{line} {function}: {call}")
+    assert not bypassing, "write through swavnb.base.files instead:\n" + "\n".join(bypassing)
+
+
+def test_the_check_finds_each_kind_of_direct_write():
+    source = (
+        "def f(frame, fig, out, data):\n"
+        "    frame.to_csv(out / 'results.csv')\n"
+        "    (out / 'tables.md').write_text('x')\n"
+        "    fig.savefig(out / 'a.png')\n"
+        "    torch.save(data, out / 'c.pt')\n"
+        "    json.dump(data, handle)\n"
+        "    open(out / 'x', 'w')\n"
+        "    fig.savefig(buffer, format='png')\n"  # to memory: fine
+        "    frame.to_csv(index=False)\n"  # to a string: fine
+        "    open(out / 'x')\n"  # a read: fine
+    )
+    assert [line for _, line, _ in _direct_writes(source)] == [2, 3, 4, 5, 6, 7]
+
+
+def test_a_full_disk_mid_write_keeps_the_old_text_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "tables.md"
+    write_text(path, "old tables\n")
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(DiskFullError) as full:
+        write_text(path, "new tables\n")
+    assert f"'{path}'" in str(full.value) and "the previous version is intact" in str(full.value)
+    assert path.read_text() == "old tables\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["tables.md"]
