@@ -31,6 +31,11 @@ class DamagedExportError(ValueError):
     """An ``--import`` folder's archive or model parts cannot be read back."""
 
 
+class DamagedFileError(ValueError):
+    """A file this project wrote is unreadable or holds impossible values; the message names it and
+    what redoes it."""
+
+
 class DiskFullError(OSError):
     """No space left for a file; the previous version of the file is intact."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from swavnb.base.errors import DiskFullError
+from swavnb.base.errors import DamagedFileError, DiskFullError
 from swavnb.base.layout import resolve, shown
 
 
@@ -85,6 +85,34 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     buffer = io.BytesIO()  # serialised first: its size is known, and torch's writer hides ENOSPC
     torch.save(obj, buffer)
     write_bytes(path, buffer.getbuffer())
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON in ``path``.
+
+    Args:
+        fix: what redoes the file, for the message when it cannot be read.
+
+    Raises:
+        DamagedFileError: ``path`` is not readable JSON (cut off, empty, not text): one line naming
+            it and ``fix``.
+    """
+    path = resolve(path)
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        raise DamagedFileError(
+            f"'{shown(path)}' is damaged (not readable JSON: {error}); {fix}"
+        ) from error
+
+
+def readable_json(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file of readable JSON (:func:`read_json` would succeed)."""
+    try:
+        read_json(path, "")
+    except (DamagedFileError, OSError):
+        return False
+    return True
 
 
 def _writer_gone(tmp: Path, min_age_s: float = 60.0) -> bool:

@@ -13,6 +13,7 @@ from torch import nn
 from swavnb.base import run_guard
 from swavnb.base.layout import CLUSTERS, KNN, RESULT, evaluation_folder, resolve
 from swavnb.evaluation.features import Encoder, load_encoder, read_encoder
+from swavnb.evaluation.records import intact
 from swavnb.pretraining.config import FinetuneConfig, as_dict
 
 # settings that change where and how fast an evaluation runs, never its result
@@ -98,15 +99,16 @@ def is_done(
     fraction: float | None = None,
     fix: str | None = None,
 ) -> bool:
-    """Whether the derived folder holds this run's results, of the encoder's present pretraining
-    (the results of a deleted and redone one are stale: not done).
+    """Whether the derived folder holds this run's results, sound (:func:`intact`) and of the
+    encoder's present pretraining (the results of a deleted and redone one are stale: not done).
 
     Raises:
         RunFolderError: the folder holds another run (another encoder, seed or config).
     """
     encoder = read_encoder(checkpoint, config.seed, config.preset, runs_dir)
     folder = derived_folder(encoder, kind, config.seed, fraction)
-    if not all((folder / name).is_file() for name in _RESULTS[kind]):
+    # a damaged or impossible result is not done: the step redoes it
+    if not all(intact(folder / name) for name in _RESULTS[kind]):
         run_guard.check_identity(folder, evaluation_identity(encoder, kind, config, fraction), fix)
         return False
     identity = evaluation_identity(encoder, kind, config, fraction)

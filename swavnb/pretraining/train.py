@@ -27,7 +27,7 @@ from swavnb.base.compiling import (
 )
 from swavnb.base.device import device_name, set_deterministic, shared_with_jobs
 from swavnb.base.errors import CompileError, NonFiniteLossError, in_notebook, setting
-from swavnb.base.files import write_json
+from swavnb.base.files import readable_json, write_json
 from swavnb.base.layout import CHECKPOINT, METRICS, resolve, shown
 from swavnb.base.precision import autocast, precision_name, use_bf16
 from swavnb.data.cifar import (
@@ -581,6 +581,9 @@ class Pretrainer:
     def fit(self) -> dict[str, Any]:
         """Train until ``config.epochs``, saving after every epoch; returns the metrics."""
         if self.finished:
+            if self.runtime.is_main and not readable_json(self.out / METRICS):
+                with self._owned():  # a damaged copy of the checkpoint's metrics is rewritten
+                    write_json(self.out / METRICS, self.metrics)
             return self.metrics
         with self._owned():
             return self._fit()

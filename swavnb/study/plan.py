@@ -34,8 +34,10 @@ from swavnb.base.errors import (
     RunFolderError,
     StudyRowsError,
 )
+from swavnb.base.files import readable_json
 from swavnb.base.layout import (
     CHECKPOINT,
+    METRICS,
     RESULT,
     SCRATCH,
     encoder_checkpoint,
@@ -100,7 +102,8 @@ def _finished(checkpoint: Path, planned: PretrainConfig) -> bool:
     saved = PretrainConfig(**{**as_dict(PretrainConfig()), **state["config"]})
     if run_guard.differences(held := pretrain_identity(saved), identity):
         raise run_guard.refusal(folder, held, identity, STUDY_FIX)
-    return bool(state["finished"])
+    # a missing or damaged metrics.json is redone: a finished run rewrites it from the checkpoint
+    return bool(state["finished"]) and readable_json(folder / METRICS)
 
 
 # fine-tuning where it converges within the preset's budget (docs/presets.md: quick fine-tunes 100

@@ -5,7 +5,6 @@ This module is also the one place that holds the seed paper's published accuraci
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from swavnb.base.layout import (
 from swavnb.evaluation.clusters import COLUMNS as CLUSTER_COLUMNS
 from swavnb.evaluation.clusters import METHODS, SCORES
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval
+from swavnb.evaluation.records import read_metrics, read_result, read_rows
 from swavnb.pretraining.config import BN_STATS
 from swavnb.study.claims import claims_markdown
 from swavnb.study.rows import check_rows
@@ -78,7 +78,7 @@ def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
         The :data:`COLUMNS` first, in that order, then any other flat fields
         (n_labels, test_images, image_size, checkpoint); sorted by aug, mode and fraction.
     """
-    rows = [json.loads(path.read_text()) for path in _study_files(run_dir, RESULT)]
+    rows = [read_result(path) for path in _study_files(run_dir, RESULT)]
     rows = [_with_uncertainty({k: v for k, v in row.items() if k not in _NESTED}) for row in rows]
     # what every row has (an empty study too): the study's columns, then labels, seed and errors
     known = [*COLUMNS, "n_labels", "seed", "top1_se", "top5_se"]
@@ -149,7 +149,7 @@ def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
         {"seed": 0, "test_images": None, **row}  # rows from before seeds were recorded
         for path in _study_files(run_dir, KNN)
         if path.parent.name.startswith("probes")  # not a sweep's k-NN rows in a study folder
-        for row in json.loads(path.read_text())
+        for row in read_rows(path)
     ]
     frame = pd.DataFrame(rows, columns=list(KNN_COLUMNS)).round(
         {"top1": 4, "top5": 4}
@@ -168,7 +168,7 @@ def save_clusters(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> pd.
 def collect_clusters(run_dir: str | os.PathLike) -> pd.DataFrame:
     """Every ``clusters.json`` row under ``run_dir``: preset, aug, method, target, clusters, score,
     value."""
-    rows = [row for path in _study_files(run_dir, CLUSTERS) for row in json.loads(path.read_text())]
+    rows = [row for path in _study_files(run_dir, CLUSTERS) for row in read_rows(path)]
     return _sorted(
         pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS)), ["aug", "method", "target", "score"]
     )
@@ -209,7 +209,7 @@ def collect_metrics(run_dir: str | os.PathLike) -> dict[tuple[str, int], dict[st
     (aug, seed) in study order."""
     found = {}
     for path in Path(run_dir).glob(f"*/seed-*/{METRICS}"):
-        metrics = json.loads(path.read_text())
+        metrics = read_metrics(path)
         found[(metrics["config"]["aug"], int(metrics["config"].get("seed", 0)))] = metrics
     return {key: found[key] for key in sorted(found, key=lambda k: (aug_rank(k[0]), k[1]))}
 

@@ -126,3 +126,24 @@ def test_a_notebook_holds_its_probes_folder_until_its_kernel_ends_and_never_a_re
     with pytest.raises(RunFolderError):
         open_evaluation("none", "probes", config, flip, hold=True)  # flip's folder: refused ...
     lock_holder(flip)  # ... and not left locked by this process
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[: len(text) // 2],  # cut off
+        lambda text: text.replace('"top1": ', '"top1": -5, "was": ', 1),  # impossible
+        lambda text: text.replace('"top5": ', '"top5": NaN, "was": ', 1),
+    ],
+)
+def test_a_damaged_result_is_not_done_and_the_same_evaluation_redoes_it(tmp_path, damage):
+    runs = tmp_path / "runs"
+    config = finetune_config("smoke", linear_epochs=2, **TINY)
+    row = finetune("none", 0.5, "linear", None, config, runs_dir=runs)
+    assert is_done("none", "linear", config, runs, 0.5)
+    path = run_folder("smoke", "scratch", 0, runs) / "linear-0.5" / RESULT
+    path.write_text(damage(path.read_text()))
+    assert not is_done("none", "linear", config, runs, 0.5)  # the study's step runs it again
+    again = finetune("none", 0.5, "linear", None, config, runs_dir=runs)
+    assert is_done("none", "linear", config, runs, 0.5)
+    assert again["top1"] == row["top1"] and json.loads(path.read_text())["top1"] == row["top1"]

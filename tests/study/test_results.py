@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from swavnb.base.errors import DiskFullError, RunFolderBusy
+from swavnb.base.errors import DamagedFileError, DiskFullError, RunFolderBusy
 from swavnb.base.layout import CLUSTERS, KNN
 from swavnb.study.results import (
     COLUMNS,
@@ -313,3 +313,44 @@ def test_the_results_step_is_done_only_when_its_files_are_whole_and_current(tmp_
     assert step.done()
     _result(runs / "smoke", "jitter", "finetune", 0.1, 15.0)
     assert not step.done()  # a run the tables do not hold yet
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "problem"),
+    [
+        ("top1", "-5", "top1 -5 is not a percentage in [0, 100]"),
+        ("top1", "NaN", "top1 nan is not a percentage"),
+        ("top5", "1e999", "top5 inf is not a percentage"),
+        ("top5", "1.0", "top5 1.0 is below top1 12.0"),
+        ("top1_se", "-0.5", "top1_se -0.5 is not a finite number >= 0"),
+        ("fraction", "0", "fraction 0 is not in (0, 1]"),
+    ],
+)
+def test_an_impossible_result_value_is_refused_naming_the_file(tmp_path, field, text, problem):
+    runs = _study(tmp_path)
+    path = runs / "smoke" / "flip" / "seed-0" / "linear-0.1" / "result.json"
+    path.write_text(
+        path.read_text()
+        .replace("{", f'{{"{field}": {text}, ', 1)
+        .replace(f', "{field}": ', ', "_old": ', 1)
+    )
+    with pytest.raises(DamagedFileError) as refused:
+        write_results("smoke", runs, tmp_path / "results")
+    message = str(refused.value)
+    assert "\n" not in message and f"'{path}' is damaged ({problem}" in message, message
+    assert "rerun the study, which redoes that evaluation" in message
+    assert not (tmp_path / "results").exists()  # nothing written from the bad row
+
+
+@pytest.mark.parametrize("name", ["result.json", "knn.json", "metrics.json"])
+def test_a_cut_off_json_file_is_one_line_naming_it(tmp_path, name):
+    runs = _study(tmp_path)
+    folder = runs / "smoke" / "flip" / "seed-0"
+    path = {"result.json": folder / "linear-0.1", "knn.json": folder / "probes"}.get(name, folder)
+    path = path / name
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(DamagedFileError) as refused:
+        write_results("smoke", runs, tmp_path / "results")
+    message = str(refused.value)
+    assert "\n" not in message and f"'{path}' is damaged (not readable JSON" in message, message
+    assert not results_current("smoke", runs, tmp_path / "results")
