@@ -15,7 +15,7 @@ from swavnb.base.files import write_text
 PACKAGE = Path(__file__).resolve().parents[2] / "swavnb"
 # writes that cannot be atomic, by design: a child's output streamed into its log as it runs, and
 # the lock file, whose inode is what a second process's flock waits on
-STREAMS = {("study/scheduler.py", "execute_headless"), ("base/run_guard.py", "_acquire")}
+STREAMS = {("study/scheduler.py", "execute_headless"), ("base/run_guard.py", "_open_lock")}
 # methods and functions that write a file when given a path (a buffer is fine: see _to_a_buffer)
 WRITERS = {"write_text", "write_bytes", "to_csv", "to_json", "to_parquet", "savefig", "save"}
 
@@ -47,7 +47,11 @@ def _direct_writes(source: str) -> list[tuple[str, int, str]]:
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             owner = getattr(func.value, "id", "") if isinstance(func, ast.Attribute) else ""
-            if name in {"open", "fdopen"}:
+            if name == "open" and owner == "os":  # os.open(path, os.O_WRONLY | ...)
+                flags = {n.attr for n in ast.walk(node.args[1]) if isinstance(n, ast.Attribute)}
+                if flags & {"O_WRONLY", "O_RDWR", "O_CREAT", "O_APPEND", "O_TRUNC"}:
+                    found.append((function.name, node.lineno, "os.open(..., writing)"))
+            elif name in {"open", "fdopen"}:
                 modes = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant)]
                 modes += [k.value.value for k in node.keywords if k.arg == "mode"]
                 if owner != "tarfile" and any(set(str(m)) & set("wax+") for m in modes):
@@ -82,11 +86,13 @@ def test_the_check_finds_each_kind_of_direct_write():
         "    torch.save(data, out / 'c.pt')\n"
         "    json.dump(data, handle)\n"
         "    open(out / 'x', 'w')\n"
+        "    os.open(out / 'x', os.O_WRONLY | os.O_CREAT)\n"
         "    fig.savefig(buffer, format='png')\n"  # to memory: fine
         "    frame.to_csv(index=False)\n"  # to a string: fine
         "    open(out / 'x')\n"  # a read: fine
+        "    os.open(out / 'x', os.O_RDONLY)\n"
     )
-    assert [line for _, line, _ in _direct_writes(source)] == [2, 3, 4, 5, 6, 7]
+    assert [line for _, line, _ in _direct_writes(source)] == [2, 3, 4, 5, 6, 7, 8]
 
 
 def test_a_full_disk_mid_write_keeps_the_old_text_and_leaves_no_temporary(tmp_path, monkeypatch):
