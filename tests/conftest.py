@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -96,6 +97,40 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
     for holder in started:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture
+def read_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
+    """Make a folder read as a read-only mount does (EROFS on every create or write inside it), as
+    chmod cannot for root, who may write anyway; returns the folder."""
+    frozen: list[Path] = []
+    real_open, real_mkdir = os.open, os.mkdir
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def inside(path: Any) -> bool:
+        return any(Path(os.path.abspath(path)).is_relative_to(f) for f in frozen)
+
+    def fake_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & writing and inside(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if inside(path):
+            if os.path.isdir(path):
+                raise FileExistsError(errno.EEXIST, "File exists", str(path))
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+    def freeze(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        frozen.append(folder.resolve())
+        return folder
+
+    return freeze
 
 
 class PhiloxLike(torch.Generator):

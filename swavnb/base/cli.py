@@ -9,7 +9,13 @@ from dataclasses import fields
 from typing import Any
 
 from swavnb.base.checkpoint import CheckpointError
-from swavnb.base.errors import CompileError, DatasetNotFoundError, DiskFullError, RunFolderBusy
+from swavnb.base.errors import (
+    CompileError,
+    DatasetNotFoundError,
+    DiskFullError,
+    ReadOnlyFolderError,
+    RunFolderBusy,
+)
 
 USER_ERRORS = (
     ValueError,
@@ -21,6 +27,7 @@ USER_ERRORS = (
     CompileError,
     RunFolderBusy,
     DiskFullError,
+    ReadOnlyFolderError,
 )
 
 

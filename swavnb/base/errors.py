@@ -43,6 +43,13 @@ class DiskFullError(OSError):
         return self.strerror or super().__str__()
 
 
+class ReadOnlyFolderError(OSError):
+    """A folder cannot be written (a read-only file system, no permission); nothing was written."""
+
+    def __str__(self) -> str:  # the message alone, as DiskFullError's
+        return self.strerror or super().__str__()
+
+
 # the notebooks' names for the command-line flags whose names differ
 _NOTEBOOK_NAMES = {"out": "out_dir", "cache": "cache_dir"}
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from swavnb.base.errors import DamagedFileError, DiskFullError
+from swavnb.base.errors import DamagedFileError, DiskFullError, ReadOnlyFolderError
 from swavnb.base.layout import resolve, shown
 
 
@@ -29,6 +29,43 @@ def _disk_full(path: Path, needed: int) -> DiskFullError:
         f"{free / 2**20:.1f} MiB free); {previous}: free some space and rerun the same command "
         "(a run resumes from its last checkpoint)",
     )
+
+
+# what a folder that cannot be written gives: a read-only mount, or no permission
+_READ_ONLY = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+_READ_ONLY[errno.EPERM] = _READ_ONLY[errno.EACCES]
+WRITABLE_FIX = "make it writable, or choose another folder"
+
+
+def raise_if_read_only(folder: str | os.PathLike, error: OSError, fix: str = WRITABLE_FIX) -> None:
+    """Raise :class:`ReadOnlyFolderError` (one line naming ``folder`` and ``fix``) from ``error``
+    when it says the folder cannot be written; return otherwise."""
+    if error.errno in _READ_ONLY and not isinstance(error, ReadOnlyFolderError):
+        folder, reason = resolve(folder), _READ_ONLY[error.errno]
+        while not folder.exists() and folder != folder.parent:  # the folder that refused
+            folder = folder.parent
+        raise ReadOnlyFolderError(
+            error.errno, f"cannot write in '{shown(folder)}' ({reason}): {fix}"
+        ) from error
+
+
+def check_writable(folder: str | os.PathLike, fix: str = WRITABLE_FIX) -> None:
+    """Fail fast where ``folder`` (or, not there yet, the folder it would be made in) cannot be
+    written: a probe file is created and removed there, which is what any later write needs.
+
+    Raises:
+        ReadOnlyFolderError: one line naming the folder and ``fix``.
+    """
+    existing = resolve(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    probe = existing / f".swavnb-write-check.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as error:
+        raise_if_read_only(existing, error, fix)
+        raise
+    probe.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
@@ -44,9 +81,14 @@ def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
     Raises:
         DiskFullError: the disk (or quota) is full: checked before writing, and for a write that
             fails anyway; ``path`` keeps its previous content.
+        ReadOnlyFolderError: the folder cannot be written (one line naming it).
     """
     path = resolve(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise_if_read_only(path.parent, error)
+        raise
     if shutil.disk_usage(path.parent).free < len(data):
         raise _disk_full(path, len(data))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -62,6 +104,7 @@ def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
         Path(tmp).unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _disk_full(path, len(data)) from error
+        raise_if_read_only(path.parent, error)
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from swavnb.base.errors import RunFolderBusy, RunFolderError, in_notebook, setting
-from swavnb.base.files import write_json
+from swavnb.base.files import raise_if_read_only, write_json
 from swavnb.base.layout import (
     CHECKPOINT,
     CLUSTERS,
@@ -280,9 +280,13 @@ def _open_lock(path: Path) -> Any:
 
 def _acquire(folder: Path, what: str) -> Any:
     """Take ``folder``'s flock and write the holder into it; returns the open lock file."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
-    handle = _open_lock(path)  # kept open while the lock is held
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = _open_lock(path)  # kept open while the lock is held
+    except OSError as error:  # a read-only file system or folder: one line, nothing written
+        raise_if_read_only(folder, error)
+        raise
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

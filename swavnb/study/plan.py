@@ -30,11 +30,12 @@ from swavnb.base.device import available_cores, hardware, pick_device, threads_p
 from swavnb.base.errors import (
     DamagedExportError,
     DiskFullError,
+    ReadOnlyFolderError,
     RunFolderBusy,
     RunFolderError,
     StudyRowsError,
 )
-from swavnb.base.files import readable_json
+from swavnb.base.files import check_writable, readable_json
 from swavnb.base.layout import (
     CHECKPOINT,
     METRICS,
@@ -659,13 +660,16 @@ def main(argv: list[str] | None = None) -> int:
         # one study per runs folder: a second one would train the same runs side by side
         with run_guard.locked(resolve(args.runs_dir) / args.preset, "the study's runs folder"):
             return _run_study(args, steps)
-    except (RunFolderBusy, DiskFullError) as error:
+    except (RunFolderBusy, DiskFullError, ReadOnlyFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
 
 def _run_study(args: argparse.Namespace, steps: list[Step]) -> int:
     bench_failed = ""
+    # before hours of training: the tables and figures come last
+    for flag in ("results_dir", "figures_dir", *(("export",) if args.export else ())):
+        check_writable(getattr(args, flag), f"make it writable, or choose another --{flag}")
     try:
         if args.import_dir:
             from swavnb.study.transfer import import_study

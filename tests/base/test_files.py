@@ -1,4 +1,5 @@
-"""Every file the package writes goes through one atomic writer (swavnb.base.files)."""
+"""Every file the package writes goes through one atomic writer (swavnb.base.files); a full disk or
+a read-only folder is one line naming it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from swavnb.base.errors import DiskFullError
-from swavnb.base.files import write_text
+from swavnb import finetune, pretrain
+from swavnb.base import cli
+from swavnb.base.errors import DiskFullError, ReadOnlyFolderError
+from swavnb.base.files import check_writable, write_text
 
 PACKAGE = Path(__file__).resolve().parents[2] / "swavnb"
 # writes that cannot be atomic, by design: a child's output streamed into its log as it runs, and
@@ -108,3 +111,56 @@ def test_a_full_disk_mid_write_keeps_the_old_text_and_leaves_no_temporary(tmp_pa
     assert f"'{path}'" in str(full.value) and "the previous version is intact" in str(full.value)
     assert path.read_text() == "old tables\n"
     assert [p.name for p in tmp_path.iterdir()] == ["tables.md"]
+
+
+def test_a_read_only_folder_is_one_line_naming_it_and_nothing_is_written(tmp_path, read_only):
+    folder = read_only(tmp_path / "results")
+    with pytest.raises(ReadOnlyFolderError) as refused:
+        write_text(folder / "smoke" / "results.csv", "rows\n")
+    assert str(refused.value) == (
+        f"cannot write in '{folder}' (read-only file system): make it writable, or choose "
+        "another folder"
+    )
+    assert list(folder.iterdir()) == []
+    with pytest.raises(ReadOnlyFolderError, match="choose another --results_dir"):
+        check_writable(folder / "smoke", "make it writable, or choose another --results_dir")
+    check_writable(tmp_path / "elsewhere" / "smoke")  # writable: nothing left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_a_read_only_run_folder_is_one_line_and_exit_2(tmp_path, read_only, capsys, command):
+    runs = tmp_path / "runs"
+    if command == "pretrain":  # a run folder that exists already, on a read-only mount
+        out = runs / "smoke" / "flip" / "seed-0"
+        out.mkdir(parents=True)
+        argv = ["--preset", "smoke", "--aug", "flip", "--out", str(out), "--no-progress"]
+        main, refused = pretrain.main, out
+    else:  # a new folder inside one
+        out = runs / "smoke" / "scratch" / "linear-0.1"
+        argv = ["--checkpoint", "none", "--fraction", "0.1", "--mode", "linear"]
+        argv += ["--preset", "smoke", "--out", str(out)]
+        main, refused = finetune.main, runs
+    read_only(runs)
+    with pytest.raises(SystemExit) as exited:
+        cli.run(main, argv)
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and "\n" not in err, err
+    assert err == f"error: cannot write in '{refused}' (read-only file system): " + (
+        "make it writable, or choose another folder"
+    )
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="root writes into a folder chmod made read-only; the read_only fixture tests this",
+)
+def test_a_folder_chmod_made_read_only_is_one_line(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(ReadOnlyFolderError, match=f"cannot write in '{folder}' \\(permission"):
+            write_text(folder / "result.json", "{}")
+    finally:
+        folder.chmod(0o755)

@@ -382,3 +382,20 @@ def test_a_corrupt_checkpoint_in_the_study_is_one_line_naming_it(tmp_path, capsy
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(checkpoint) in lines[0]
     assert "corrupt" in lines[0] and "start that run over" in lines[0]
+
+
+@pytest.mark.parametrize("flag", ["runs_dir", "results_dir", "figures_dir"])
+def test_a_read_only_folder_stops_the_study_before_any_step_in_one_line(
+    tmp_path, read_only, capsys, flag
+):
+    folders = {name: tmp_path / name for name in ("runs_dir", "results_dir", "figures_dir")}
+    read_only(folders[flag])
+    argv = ["--preset", "smoke", "--augs", "flip", "--modes", "linear", "--headless"]
+    argv += [part for name, folder in folders.items() for part in (f"--{name}", str(folder))]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "\n" not in err and err.startswith(f"error: cannot write in '{folders[flag]}'"), err
+    assert "(read-only file system): make it writable, or choose another" in err
+    assert f"--{flag}" in err or flag == "runs_dir"
+    assert "pretrain flip seed 0 ->" not in captured.out  # no step started
