@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +133,50 @@ def read_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
         return folder
 
     return freeze
+
+
+class Processes:
+    """What the stopping tests watch: whether a folder's lock is held, whether a process is gone,
+    and waiting for either."""
+
+    @staticmethod
+    def held(folder: Path) -> bool:
+        """Whether a process holds ``folder``'s lock (swavnb.base.run_guard)."""
+        with open(folder / ".lock") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    @staticmethod
+    def gone(pid: int) -> bool:
+        """Whether process ``pid`` has ended (a zombie has: only its reaping is left)."""
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+        return state in ("Z", "X")
+
+    @staticmethod
+    def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
+        """Poll ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+
+@pytest.fixture
+def processes() -> type[Processes]:
+    return Processes
 
 
 class PhiloxLike(torch.Generator):

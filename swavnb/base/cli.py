@@ -16,6 +16,7 @@ from swavnb.base.errors import (
     ReadOnlyFolderError,
     RunFolderBusy,
 )
+from swavnb.base.stopping import exit_status, handle_sigterm
 
 USER_ERRORS = (
     ValueError,
@@ -56,18 +57,20 @@ def parse_overrides(extra: Sequence[str], config_cls: type) -> dict[str, str]:
 
 
 def run(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
-    """Run a CLI entry point; user mistakes end in one clear line and exit status 2."""
+    """Run a CLI entry point; user mistakes end in one clear line and exit status 2, Ctrl-C and
+    SIGTERM in one line and status 130 / 143 (:mod:`swavnb.base.stopping`)."""
+    handle_sigterm()
     try:
         main(argv)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(
             "interrupted: rerun the same command to resume from the last checkpoint",
             file=sys.stderr,
         )
-        sys.exit(130)
+        sys.exit(exit_status(stop))
 
 
 def parser(prog: str, description: str, config_cls: type) -> argparse.ArgumentParser:
