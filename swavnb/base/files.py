@@ -20,13 +20,18 @@ from swavnb.base.errors import DamagedFileError, DiskFullError, ReadOnlyFolderEr
 from swavnb.base.layout import resolve, shown
 
 
+def _size(n: int) -> str:
+    """A file size as a reader takes it in: MiB, or KiB below one MiB."""
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
 def _disk_full(path: Path, needed: int) -> DiskFullError:
     free = shutil.disk_usage(path.parent).free
     previous = "the previous version is intact" if path.exists() else "nothing was written"
     return DiskFullError(
         errno.ENOSPC,
-        f"no space left to write '{shown(path)}' ({needed / 2**20:.1f} MiB needed, "
-        f"{free / 2**20:.1f} MiB free); {previous}: free some space and rerun the same command "
+        f"no space left to write '{shown(path)}' ({_size(needed)} needed, {_size(free)} free); "
+        f"{previous}: free some space and rerun the same command "
         "(a run resumes from its last checkpoint)",
     )
 

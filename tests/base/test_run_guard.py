@@ -127,7 +127,7 @@ def test_a_full_disk_names_the_file_the_space_and_that_the_old_file_is_intact(
     with pytest.raises(DiskFullError) as full:
         files.atomic_save({"weights": list(range(2000))}, path)
     message = str(full.value)
-    assert f"no space left to write '{path}'" in message and "MiB free" in message
+    assert f"no space left to write '{path}' (" in message and "0.1 KiB free" in message
     assert "the previous version is intact" in message and "rerun" in message
     assert path.read_bytes() == before and full.value.errno == errno.ENOSPC
     # a disk that fills up during the write (the free space was read too early)
