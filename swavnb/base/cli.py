@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -59,7 +60,10 @@ def parse_overrides(extra: Sequence[str], config_cls: type) -> dict[str, str]:
 def run(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
     """Run a CLI entry point; user mistakes end in one clear line and exit status 2, Ctrl-C and
     SIGTERM in one line and status 130 / 143 (:mod:`swavnb.base.stopping`)."""
-    handle_sigterm()
+    # torchrun's workers keep SIGTERM's default: torchrun ends them with it, and a rank blocked in
+    # a collective on a dead peer could not run a Python handler until the collective times out
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        handle_sigterm()
     try:
         main(argv)
     except USER_ERRORS as error:
