@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,84 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
     for holder in started:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture
+def read_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
+    """Make a folder read as a read-only mount does (EROFS on every create or write inside it), as
+    chmod cannot for root, who may write anyway; returns the folder."""
+    frozen: list[Path] = []
+    real_open, real_mkdir = os.open, os.mkdir
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def inside(path: Any) -> bool:
+        return any(Path(os.path.abspath(path)).is_relative_to(f) for f in frozen)
+
+    def fake_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & writing and inside(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def fake_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if inside(path):
+            if os.path.isdir(path):
+                raise FileExistsError(errno.EEXIST, "File exists", str(path))
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "mkdir", fake_mkdir)
+
+    def freeze(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        frozen.append(folder.resolve())
+        return folder
+
+    return freeze
+
+
+class Processes:
+    """What the stopping tests watch: whether a folder's lock is held, whether a process is gone,
+    and waiting for either."""
+
+    @staticmethod
+    def held(folder: Path) -> bool:
+        """Whether a process holds ``folder``'s lock (swavnb.base.run_guard)."""
+        with open(folder / ".lock") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    @staticmethod
+    def gone(pid: int) -> bool:
+        """Whether process ``pid`` has ended (a zombie has: only its reaping is left)."""
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+        return state in ("Z", "X")
+
+    @staticmethod
+    def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
+        """Poll ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+
+@pytest.fixture
+def processes() -> type[Processes]:
+    return Processes
 
 
 class PhiloxLike(torch.Generator):

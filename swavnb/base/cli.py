@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
 from swavnb.base.checkpoint import CheckpointError
-from swavnb.base.errors import CompileError, DatasetNotFoundError, DiskFullError, RunFolderBusy
+from swavnb.base.errors import (
+    CompileError,
+    DatasetNotFoundError,
+    DiskFullError,
+    ReadOnlyFolderError,
+    RunFolderBusy,
+)
+from swavnb.base.stopping import exit_status, handle_sigterm
 
 USER_ERRORS = (
     ValueError,
@@ -21,6 +29,7 @@ USER_ERRORS = (
     CompileError,
     RunFolderBusy,
     DiskFullError,
+    ReadOnlyFolderError,
 )
 
 
@@ -49,18 +58,23 @@ def parse_overrides(extra: Sequence[str], config_cls: type) -> dict[str, str]:
 
 
 def run(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
-    """Run a CLI entry point; user mistakes end in one clear line and exit status 2."""
+    """Run a CLI entry point; user mistakes end in one clear line and exit status 2, Ctrl-C and
+    SIGTERM in one line and status 130 / 143 (:mod:`swavnb.base.stopping`)."""
+    # torchrun's workers keep SIGTERM's default: torchrun ends them with it, and a rank blocked in
+    # a collective on a dead peer could not run a Python handler until the collective times out
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        handle_sigterm()
     try:
         main(argv)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(
             "interrupted: rerun the same command to resume from the last checkpoint",
             file=sys.stderr,
         )
-        sys.exit(130)
+        sys.exit(exit_status(stop))
 
 
 def parser(prog: str, description: str, config_cls: type) -> argparse.ArgumentParser:

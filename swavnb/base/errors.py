@@ -39,10 +39,22 @@ class ExportFolderError(ValueError):
     """An export folder holds something other than this checkpoint's exported encoder."""
 
 
+class DamagedFileError(ValueError):
+    """A file this project wrote is unreadable or holds impossible values; the message names it and
+    what redoes it."""
+
+
 class DiskFullError(OSError):
     """No space left for a file; the previous version of the file is intact."""
 
     def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]" prefix
+        return self.strerror or super().__str__()
+
+
+class ReadOnlyFolderError(OSError):
+    """A folder cannot be written (a read-only file system, no permission); nothing was written."""
+
+    def __str__(self) -> str:  # the message alone, as DiskFullError's
         return self.strerror or super().__str__()
 
 

@@ -10,19 +10,32 @@ checkpoint's run id), so the results of a deleted and redone pretraining are rec
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from swavnb.base.checkpoint import write_json
 from swavnb.base.errors import RunFolderBusy, RunFolderError, in_notebook, setting
-from swavnb.base.layout import LOCK, MANIFEST, resolve, shown
+from swavnb.base.files import raise_if_read_only, write_json
+from swavnb.base.layout import (
+    CHECKPOINT,
+    CLUSTERS,
+    KNN,
+    LOCK,
+    MANIFEST,
+    METRICS,
+    RESULT,
+    resolve,
+    shown,
+)
 
 _HELD: dict[Path, Any] = {}  # folder -> open lock file, for the locks this process holds
 
@@ -86,6 +99,26 @@ def refusal(
     )
 
 
+# what a run folder of this project holds: one holding only these and no manifest is a run from
+# before manifests, or one cut off before its first write; anything else is not ours to write into.
+# Hidden entries never count: the lock, atomic writes' temporaries, and what file systems and
+# tools leave anywhere (.nfs*, .DS_Store, .ipynb_checkpoints)
+_OWN_FILES = {CHECKPOINT, METRICS, RESULT, KNN, CLUSTERS, MANIFEST}
+_OWN_PATTERN = re.compile(
+    r"\..*|features-\w+\.pt"  # hidden entries, cached features
+    r"|(finetune|linear)-[0-9.e-]+(-seed\d+)?|(probes|knn)(-seed\d+)?"  # evaluation folders
+)
+
+
+def _foreign(folder: Path) -> list[str]:
+    """The entries of ``folder`` (if it exists) that this project never writes there, sorted."""
+    try:
+        names = sorted(entry.name for entry in folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [name for name in names if name not in _OWN_FILES and not _OWN_PATTERN.fullmatch(name)]
+
+
 def check_identity(
     folder: str | os.PathLike, identity: Mapping[str, Any], fix: str | None = None
 ) -> dict[str, Any] | None:
@@ -96,9 +129,18 @@ def check_identity(
         fix: what the message advises (default: another folder, named as the user sets it).
 
     Raises:
-        RunFolderError: one line naming what the folder holds, what was asked, and the fix.
+        RunFolderError: one line naming what the folder holds, what was asked, and the fix; also
+            for a folder without a manifest that holds files this project does not write (the
+            user's own folder, whose metrics.json or result.json a run would overwrite).
     """
     held, asked = read_manifest(folder), _plain(dict(identity))
+    if held is None and (foreign := _foreign(resolve(folder))):
+        raise RunFolderError(
+            f"'{shown(folder)}' holds files this project did not write "
+            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}) and no {MANIFEST}: "
+            f"choose a new or empty folder with {setting('out')} (or leave it unset so the folder "
+            "is derived from the run); nothing was written there"
+        )
     if held is not None and held.get("identity") != asked:
         fix = fix or (
             f"choose another folder with {setting('out')} (or leave it unset so the folder is "
@@ -201,18 +243,50 @@ def locked(folder: str | os.PathLike, what: str = "run folder") -> Iterator[None
     if folder in _HELD:
         yield
         return
+    created = not os.path.lexists(folder / LOCK)
     _HELD[folder] = _acquire(folder, what)
     try:
         yield
+    except RunFolderError:
+        if created:  # a refused folder keeps nothing of this run, not even its lock file
+            (folder / LOCK).unlink(missing_ok=True)
+        raise
     finally:
         release(folder)
 
 
+def _open_lock(path: Path) -> Any:
+    """``path`` opened for reading and writing, created if missing, never through a link: a
+    ``.lock`` that is a link (or not a plain file) is refused, so its target is never truncated.
+
+    Raises:
+        RunFolderError: ``path`` is a link or not a plain file; nothing was written.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        handle = os.open(path, flags, 0o666)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise RunFolderError(
+            f"'{shown(path)}' is a link (to '{os.readlink(path)}'), not a lock file of this "
+            "project: remove the link (its target is left alone) and rerun"
+        ) from None
+    if not stat.S_ISREG(os.fstat(handle).st_mode):
+        os.close(handle)
+        raise RunFolderError(f"'{shown(path)}' is not a plain file: remove it and rerun")
+    return os.fdopen(handle, "r+")
+
+
 def _acquire(folder: Path, what: str) -> Any:
     """Take ``folder``'s flock and write the holder into it; returns the open lock file."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
-    handle = open(path, "a+")  # kept open while the lock is held
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = _open_lock(path)  # kept open while the lock is held
+    except OSError as error:  # a read-only file system or folder: one line, nothing written
+        raise_if_read_only(folder, error)
+        raise
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

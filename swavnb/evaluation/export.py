@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from swavnb.base.checkpoint import CheckpointError, load_checkpoint, write_bytes, write_json
+from swavnb.base.checkpoint import CheckpointError, load_checkpoint
 from swavnb.base.errors import EncoderFileError, ExportFolderError, in_notebook
+from swavnb.base.files import write_bytes, write_json
 from swavnb.base.layout import CARD, CARD_JSON, ENCODER, resolve, shown
 from swavnb.evaluation.features import read_encoder
 from swavnb.evaluation.model_card import card_markdown, model_card

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from swavnb.base.checkpoint import atomic_save, load_checkpoint
+from swavnb.base.checkpoint import load_checkpoint
+from swavnb.base.files import atomic_save
 from swavnb.base.layout import (
     FEATURES,
     NO_CHECKPOINT,
@@ -173,6 +175,30 @@ def _cache_path(
     return cache / FEATURES.format(key=hashlib.sha1(signature.encode()).hexdigest()[:12])
 
 
+def _read_cache(path: Path, rows: int) -> torch.Tensor | None:
+    """The features cached in ``path`` if they read back whole (``rows`` finite float rows), else
+    None, said in one line: a cut-off or damaged cache is extracted again, never an error."""
+    try:
+        features = torch.load(path, weights_only=True)
+        problem = (
+            ""
+            if isinstance(features, torch.Tensor)
+            and features.dim() == 2
+            and features.shape[0] == rows
+            and features.is_floating_point()
+            and bool(torch.isfinite(features).all())
+            else f"not {rows} rows of finite features"
+        )
+    except Exception as error:  # a cut-off file fails inside torch's zip reader in many ways
+        problem = type(error).__name__
+    if not problem:
+        return features
+    print(
+        f"feature cache '{shown(path)}' is damaged ({problem}): extracting again", file=sys.stderr
+    )
+    return None
+
+
 def frozen_features(
     backbone: nn.Module,
     pool: CifarSplit,
@@ -204,7 +230,11 @@ def frozen_features(
         for name, split in (("train", pool), ("test", test))
     ]
     if all(path is not None and path.exists() for path in paths):
-        return tuple(torch.load(path, weights_only=True) for path in paths)
+        cached = [
+            _read_cache(path, len(split)) for path, split in zip(paths, (pool, test), strict=True)
+        ]
+        if all(features is not None for features in cached):
+            return cached[0], cached[1]
     options = dict(amp=bf16, channels_last=config.channels_last)
     backbone = backbone.to(device)
     if bn_stats == "precise":  # from the pool, never the test images

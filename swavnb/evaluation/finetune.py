@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from swavnb.base import run_guard
-from swavnb.base.checkpoint import write_json
 from swavnb.base.device import device_name, pick_device
 from swavnb.base.errors import NonFiniteLossError, setting
+from swavnb.base.files import write_json
 from swavnb.base.layout import RESULT, SCRATCH, resolve, shown
 from swavnb.base.precision import autocast, precision_name, use_bf16
 from swavnb.data.cifar import CifarSplit, batch_indices, check_fraction, label_subset

@@ -15,6 +15,7 @@ from swavnb.base.errors import RunFolderError, another_folder, setting
 from swavnb.base.layout import CLUSTERS, KNN, RESULT, SCRATCH, evaluation_folder, resolve
 from swavnb.base.unfinished import left_unfinished, take_over
 from swavnb.evaluation.features import Encoder, load_encoder, read_encoder
+from swavnb.evaluation.records import intact
 from swavnb.pretraining.config import FinetuneConfig, as_dict
 
 # settings that change where and how fast an evaluation runs, never its result
@@ -129,8 +130,8 @@ def is_done(
     fraction: float | None = None,
     fix: str | None = None,
 ) -> bool:
-    """Whether the derived folder holds this run's results, of the encoder's present pretraining
-    (the results of a deleted and redone one are stale: not done).
+    """Whether the derived folder holds this run's results, sound (:func:`intact`) and of the
+    encoder's present pretraining (the results of a deleted and redone one are stale: not done).
 
     Args:
         fix: what a refusal advises (default: :func:`swavnb.base.errors.another_folder`).
@@ -141,7 +142,8 @@ def is_done(
     encoder = read_encoder(checkpoint, config.seed, config.preset, runs_dir)
     folder = derived_folder(encoder, kind, config.seed, fraction)
     identity, fix = evaluation_identity(encoder, kind, config, fraction), fix or another_folder()
-    if not all((folder / name).is_file() for name in _RESULTS[kind]):
+    # a missing, damaged or impossible result is not done: the step redoes it
+    if not all(intact(folder / name) for name in _RESULTS[kind]):
         if left_unfinished(folder, identity, _RESULTS[kind], encoder.checkpoint) is None:
             run_guard.check_identity(folder, identity, fix)
         return False  # a run that stopped before its results: the step takes the folder over

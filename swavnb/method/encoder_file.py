@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from swavnb.base.checkpoint import write_bytes
 from swavnb.base.errors import EncoderFileError
+from swavnb.base.files import write_bytes
 from swavnb.base.layout import ENCODER, resolve, shown
 from swavnb.method.model import BACKBONE_DIM, torchvision_cifar_resnet18
 

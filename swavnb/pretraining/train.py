@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from swavnb.base import distributed, run_guard
-from swavnb.base.checkpoint import load_checkpoint, save_checkpoint, write_json
+from swavnb.base.checkpoint import load_checkpoint, save_checkpoint
 from swavnb.base.commit import source_commit
 from swavnb.base.compiling import (
     compiler_failure,
@@ -34,6 +34,7 @@ from swavnb.base.errors import (
     in_notebook,
     setting,
 )
+from swavnb.base.files import readable_json, write_json
 from swavnb.base.layout import CHECKPOINT, METRICS, resolve, shown
 from swavnb.base.precision import autocast, precision_name, use_bf16
 from swavnb.base.unfinished import take_over
@@ -633,6 +634,9 @@ class Pretrainer:
     def fit(self) -> dict[str, Any]:
         """Train until ``config.epochs``, saving after every epoch; returns the metrics."""
         if self.finished:
+            if self.runtime.is_main and not readable_json(self.out / METRICS):
+                with self._owned():  # a damaged copy of the checkpoint's metrics is rewritten
+                    write_json(self.out / METRICS, self.metrics)
             return self.metrics
         with self._owned():
             return self._fit()

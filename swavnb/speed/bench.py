@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from swavnb.base.checkpoint import write_json
 from swavnb.base.device import available_cores, pick_device, run_facts
+from swavnb.base.files import write_json
 from swavnb.base.precision import autocast, precision_name, use_bf16
 from swavnb.data.cifar import epoch_permutation
 from swavnb.pretraining.config import pretrain_config

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from swavnb.base.checkpoint import write_json
 from swavnb.base.device import available_cores, device_kind, pick_device, run_facts
+from swavnb.base.files import write_json
 from swavnb.data.cifar import batch_indices
 from swavnb.pretraining.config import PretrainConfig, pretrain_config
 from swavnb.pretraining.train import Pretrainer, training_images

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from swavnb.base.checkpoint import write_bytes
+from swavnb.base.files import write_text
 from swavnb.base.layout import resolve
 
 CURVES = "curves.csv"
@@ -52,22 +52,31 @@ def study_curves(
     return pd.concat(frames, ignore_index=True)
 
 
+def curves_csv(
+    metrics_by_run: Mapping[tuple[str, int], Mapping[str, Any]], preset: str
+) -> str | None:
+    """``curves.csv``'s text for the study's runs of ``preset``; None without runs (a committed
+    file is never replaced by an empty one)."""
+    curves = study_curves(metrics_by_run, preset)
+    return curves.to_csv(index=False, float_format="%.6g") if len(curves) else None
+
+
 def write_curves(
     metrics_by_run: Mapping[tuple[str, int], Mapping[str, Any]],
     preset: str,
     out: str | os.PathLike,
 ) -> Path | None:
     """Write the curves of the study's runs of ``preset`` to ``out/curves.csv`` atomically; without
-    runs nothing is written (a committed file is never replaced by an empty one).
+    runs nothing is written.
 
     Returns:
         The file written, or None.
     """
-    curves = study_curves(metrics_by_run, preset)
-    if not len(curves):
+    text = curves_csv(metrics_by_run, preset)
+    if text is None:
         return None
     path = resolve(out) / CURVES
-    write_bytes(path, curves.to_csv(index=False, float_format="%.6g").encode())
+    write_text(path, text)
     return path
 
 

@@ -10,6 +10,7 @@ with Jupyter runs afterwards on the imported results.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -22,6 +23,7 @@ from swavnb.base.layout import (
     figures_folder,
     run_folder,
 )
+from swavnb.base.stopping import PARENT_ENV, stop_with_parent
 from swavnb.evaluation.clusters import cluster_assignments, prototype_scores, score_rows
 from swavnb.evaluation.features import evaluation_data, frozen_features, knn_by_bn_stats
 from swavnb.evaluation.finetune import finetune
@@ -194,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("notebook", choices=sorted(STEPS))
     parser.add_argument("parameters", help="the step's notebook parameters as a JSON object")
     args = parser.parse_args(argv)
+    if parent := os.environ.get(PARENT_ENV):  # started by a study: it stops when the study dies
+        stop_with_parent(int(parent))
     run_step(args.notebook, json.loads(args.parameters))
 
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from swavnb.base.files import write_json
 from swavnb.base.layout import notebooks_folder, project_root, shown
 
 LAB = "lab"  # the working copies' folder, in the project root (git-ignored)
@@ -147,8 +148,7 @@ def install(prefix: str | Path = sys.prefix) -> list[Path]:
         kernel_name=KERNEL, display_name=kernel_display_name(prefix), prefix=str(prefix)
     )
     config = Path(prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / f"{KERNEL}.json"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(json.dumps(_EXTENSION, indent=2) + "\n")
+    write_json(config, _EXTENSION)
     return [Path(kernel), config]
 
 

@@ -30,12 +30,15 @@ from swavnb.base.device import available_cores, hardware, pick_device, threads_p
 from swavnb.base.errors import (
     DamagedExportError,
     DiskFullError,
+    ReadOnlyFolderError,
     RunFolderBusy,
     RunFolderError,
     StudyRowsError,
 )
+from swavnb.base.files import check_writable, readable_json
 from swavnb.base.layout import (
     CHECKPOINT,
+    METRICS,
     RESULT,
     SCRATCH,
     encoder_checkpoint,
@@ -62,8 +65,16 @@ from swavnb.pretraining.config import (
 )
 from swavnb.pretraining.train import PRETRAINING_RESULTS, make_augmentation, pretrain_identity
 from swavnb.study.publish import publish
+from swavnb.study.results import results_current
 from swavnb.study.scheduler import FORCE_ALL, FORCE_SCOPES, Step, StepFailed, run
-from swavnb.study.sweeps import KNN_K, LINEAR_FRACTION, Sweep, parse_sweep, sweep_checkpoints
+from swavnb.study.sweeps import (
+    KNN_K,
+    LINEAR_FRACTION,
+    Sweep,
+    parse_sweep,
+    sweep_checkpoints,
+    sweep_current,
+)
 
 STUDY_AUGS = ("jitter", "flip", "swav")  # the reference report's two, then SwAV's recipe
 STUDY_FIX = "move that folder away, or run the study with another --runs_dir"
@@ -95,7 +106,8 @@ def _finished(checkpoint: Path, planned: PretrainConfig) -> bool:
     saved = PretrainConfig(**{**as_dict(PretrainConfig()), **state["config"]})
     if run_guard.differences(held := pretrain_identity(saved), identity):
         raise run_guard.refusal(folder, held, identity, STUDY_FIX)
-    return bool(state["finished"])
+    # a missing or damaged metrics.json is redone: a finished run rewrites it from the checkpoint
+    return bool(state["finished"]) and readable_json(folder / METRICS)
 
 
 # fine-tuning where it converges within the preset's budget (docs/presets.md: quick fine-tunes 100
@@ -339,7 +351,6 @@ def plan(
                     draws=True,
                 )
             )
-    csv = resolve(results_dir) / preset / "results.csv"
     steps.append(
         Step(
             "results",
@@ -351,7 +362,7 @@ def plan(
                 **drawn,
             },
             executed / "results.ipynb",
-            csv.is_file,
+            lambda: results_current(preset, runs_dir, results_dir),
             refresh=True,
             after=[step.name for step in steps],
             draws=True,
@@ -431,7 +442,6 @@ def plan_sweep(
                 headless_only=True,
             ),
         ]
-    csv = resolve(results_dir) / preset / f"sweep-{sweep.field}.csv"
     steps.append(
         Step(
             "sweep",
@@ -444,7 +454,7 @@ def plan_sweep(
                 "figures_dir": _default_or(figures_dir, "figures"),
             },
             executed / f"sweep-{sweep.field}.ipynb",
-            csv.is_file,
+            lambda: sweep_current(runs_dir, preset, sweep.field, results_dir),
             refresh=True,
             after=[step.name for step in steps],
             headless_only=True,
@@ -729,13 +739,16 @@ def main(argv: list[str] | None = None) -> int:
         # one study per runs folder: a second one would train the same runs side by side
         with run_guard.locked(resolve(args.runs_dir) / args.preset, "the study's runs folder"):
             return _run_study(args, steps)
-    except (RunFolderBusy, DiskFullError) as error:
+    except (RunFolderBusy, DiskFullError, ReadOnlyFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
 
 def _run_study(args: argparse.Namespace, steps: list[Step]) -> int:
     bench_failed = ""
+    # before hours of training: the tables and figures come last
+    for flag in ("results_dir", "figures_dir", *(("export",) if args.export else ())):
+        check_writable(getattr(args, flag), f"make it writable, or choose another --{flag}")
     try:
         if args.import_dir:
             from swavnb.study.transfer import import_study

@@ -8,6 +8,7 @@ draw raises :class:`NothingToDraw`, whose message says what is missing and which
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
+from swavnb.base.files import write_bytes
 from swavnb.base.layout import resolve
 from swavnb.data.cifar import N_CLASSES
 from swavnb.method.augment import Augmentation, denormalize
@@ -854,9 +856,12 @@ def save_figure(fig: Figure, folder: str | os.PathLike, name: str) -> list[Path]
     rewrites an identical file and commits show real changes only.
     """
     out = resolve(folder)
-    out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    # drawn into memory, then written atomically: a full disk never leaves half a figure
+    png, svg = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png", dpi=150, bbox_inches="tight")
     with matplotlib.rc_context({"svg.hashsalt": name}):
-        fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
+        fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
+    write_bytes(paths[0], png.getbuffer())
+    write_bytes(paths[1], svg.getbuffer())
     return paths

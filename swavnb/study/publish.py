@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from swavnb.base.files import write_text
 from swavnb.base.layout import notebooks_folder, project_root, resolve
 from swavnb.study.lab import kernelspec
 
@@ -165,6 +166,7 @@ def publish(
     written = []
     for notebook, content in ready.items():
         target = resolve(dest or notebooks_folder()) / f"{notebook}.ipynb"
-        nbformat.write(content, target)
+        text = nbformat.writes(content)
+        write_text(target, text if text.endswith("\n") else text + "\n")  # as nbformat.write
         written.append(target)
     return written

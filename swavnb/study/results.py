@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 
 from swavnb.base import run_guard
-from swavnb.base.checkpoint import write_json
 from swavnb.base.errors import RunFolderError
+from swavnb.base.files import write_json, write_text
 from swavnb.base.layout import (
     CLUSTERS,
     KNN,
@@ -33,9 +33,10 @@ from swavnb.base.layout import (
 from swavnb.evaluation.clusters import COLUMNS as CLUSTER_COLUMNS
 from swavnb.evaluation.clusters import METHODS, SCORES
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval
+from swavnb.evaluation.records import read_metrics, read_result, read_rows
 from swavnb.pretraining.config import BN_STATS
 from swavnb.study.claims import claims_markdown
-from swavnb.study.curves import write_curves
+from swavnb.study.curves import CURVES, curves_csv
 from swavnb.study.rows import RUN, check_rows
 from swavnb.study.sweeps import collect_sweep, sweep_claims, sweep_fields
 
@@ -96,7 +97,7 @@ def collect_results(run_dir: str | os.PathLike) -> pd.DataFrame:
         (n_labels, test_images, image_size, checkpoint); sorted by aug, mode and fraction.
     """
     paths = _study_files(run_dir, RESULT)
-    rows = [json.loads(path.read_text()) for path in paths]
+    rows = [read_result(path) for path in paths]
     rows = [_with_uncertainty({k: v for k, v in row.items() if k not in _NESTED}) for row in rows]
     # what every row has (an empty study too): the study's columns, then labels, seed and errors
     known = [*COLUMNS, "n_labels", "seed", "top1_se", "top5_se"]
@@ -212,7 +213,7 @@ def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
         {"seed": 0, "test_images": None, **row}  # rows from before seeds were recorded
         for path in _study_files(run_dir, KNN)
         if path.parent.name.startswith("probes")  # not a sweep's k-NN rows in a study folder
-        for row in json.loads(path.read_text())
+        for row in read_rows(path)
     ]
     frame = pd.DataFrame(rows, columns=list(KNN_COLUMNS)).round(
         {"top1": 4, "top5": 4}
@@ -231,7 +232,7 @@ def save_clusters(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> pd.
 def collect_clusters(run_dir: str | os.PathLike) -> pd.DataFrame:
     """Every ``clusters.json`` row under ``run_dir``: preset, aug, method, target, clusters, score,
     value."""
-    rows = [row for path in _study_files(run_dir, CLUSTERS) for row in json.loads(path.read_text())]
+    rows = [row for path in _study_files(run_dir, CLUSTERS) for row in read_rows(path)]
     return _sorted(
         pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS)), ["aug", "method", "target", "score"]
     )
@@ -272,7 +273,7 @@ def collect_metrics(run_dir: str | os.PathLike) -> dict[tuple[str, int], dict[st
     (aug, seed) in study order."""
     found = {}
     for path in Path(run_dir).glob(f"*/seed-*/{METRICS}"):
-        metrics = json.loads(path.read_text())
+        metrics = read_metrics(path)
         found[(metrics["config"]["aug"], int(metrics["config"].get("seed", 0)))] = metrics
     return {key: found[key] for key in sorted(found, key=lambda k: (aug_rank(k[0]), k[1]))}
 
@@ -590,17 +591,14 @@ class NoRunsError(FileNotFoundError):
     """A study folder holds no finished run: nothing to gather."""
 
 
-def write_results(
+def gather_results(
     preset: str, runs_dir: str | os.PathLike = "runs", results_dir: str | os.PathLike = "results"
-) -> StudyResults:
-    """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv,
-    clusters.csv, curves.csv (:mod:`swavnb.study.curves`), tables.md and claims.md.
-
-    Relative folders are taken from the project root (:func:`swavnb.base.layout.resolve`).
+) -> tuple[StudyResults, dict[Path, str]]:
+    """What :func:`write_results` writes, without writing: the gathered results and {file: text}.
 
     Raises:
-        NoRunsError: ``runs_dir/<preset>`` holds no evaluation, probe or pretraining run; nothing is
-            written, so existing tables are never replaced by empty ones.
+        NoRunsError: ``runs_dir/<preset>`` holds no evaluation, probe or pretraining run.
+        StudyRowsError: the rows cannot be averaged as they are (:func:`check_rows`).
     """
     run_dir, out = resolve(runs_dir or "runs") / preset, results_folder(preset, results_dir)
     rows, knn, clusters = collect_results(run_dir), collect_knn(run_dir), collect_clusters(run_dir)
@@ -611,19 +609,64 @@ def write_results(
             f"no runs of preset {preset!r} under '{run_dir}'; fill it with `python -m swavnb.study "
             f"--preset {preset}` (or point runs_dir at the folder that holds {preset}/)"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(out / "results.csv", index=False)
-    knn.to_csv(out / "knn.csv", index=False)
-    write_curves(metrics, preset, out)  # the pretraining curves a user's run is drawn against
-    if len(clusters):
-        clusters.to_csv(out / "clusters.csv", index=False)
     tables = markdown_tables(rows, knn, preset, metrics, clusters)
-    (out / "tables.md").write_text(tables)
     claims = claims_markdown(rows, preset) + "\n".join(sweep_claims(runs_dir, preset) + [""])
-    (out / "claims.md").write_text(claims.rstrip("\n") + "\n")
+    files = {out / "knn.csv": knn.to_csv(index=False)}
+    if len(clusters):
+        files[out / "clusters.csv"] = clusters.to_csv(index=False)
+    files[out / "tables.md"] = tables
+    files[out / "claims.md"] = claims.rstrip("\n") + "\n"
+    if (curves := curves_csv(metrics, preset)) is not None:  # what a user's run is drawn against
+        files[out / CURVES] = curves
+    files[out / "results.csv"] = rows.to_csv(index=False)  # last: once it is new, all are
     sweeps = {
         field: collect_sweep(runs_dir, preset, field) for field in sweep_fields(runs_dir, preset)
     }
-    return StudyResults(
+    gathered = StudyResults(
         rows, knn, clusters, metrics, tables, claims, out / "results.csv", out / "tables.md", sweeps
     )
+    return gathered, files
+
+
+def write_results(
+    preset: str, runs_dir: str | os.PathLike = "runs", results_dir: str | os.PathLike = "results"
+) -> StudyResults:
+    """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv,
+    clusters.csv, curves.csv (:mod:`swavnb.study.curves`), tables.md and claims.md, each written
+    atomically.
+
+    Relative folders are taken from the project root (:func:`swavnb.base.layout.resolve`).
+
+    Raises:
+        NoRunsError: ``runs_dir/<preset>`` holds no evaluation, probe or pretraining run; nothing is
+            written, so existing tables are never replaced by empty ones.
+        DiskFullError: no space for one of the files; it and those not yet written keep their
+            previous content, and :func:`results_current` says they are not current.
+    """
+    gathered, files = gather_results(preset, runs_dir, results_dir)
+    for path, text in files.items():
+        write_text(path, text)
+    return gathered
+
+
+def results_current(
+    preset: str, runs_dir: str | os.PathLike = "runs", results_dir: str | os.PathLike = "results"
+) -> bool:
+    """Whether ``results_dir/<preset>/`` holds exactly what :func:`write_results` would write now:
+    the results step's "done", which an empty, cut-off or stale file never passes.
+
+    Any error gathering the runs (none yet, rows that cannot be averaged, a damaged row) counts as
+    not current: the step then runs and says it in one line.
+    """
+    try:
+        _, files = gather_results(preset, runs_dir, results_dir)
+    except (ValueError, OSError):
+        return False
+    return all(_holds(path, text) for path, text in files.items())
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_bytes() == text.encode()
+    except OSError:
+        return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,10 +20,12 @@ from typing import Any
 
 from swavnb.base.device import JOBS_ENV, threads_per_job
 from swavnb.base.layout import notebooks_folder, project_root, shown
+from swavnb.base.stopping import PARENT_ENV, child_processes, end_processes
 
 # the Python running the study (jupyter_client starts python3 as sys.executable), so a study runs
 # whether or not `make setup` installed the `swavnb` kernel the notebooks name (swavnb.study.lab)
 KERNEL = "python3"
+_WORKERS: set[subprocess.Popen] = set()  # the headless steps' processes running now
 
 
 @dataclass
@@ -127,23 +130,32 @@ def execute_headless(step: Step, environment: dict[str, str] | None = None) -> N
     """
     log_file = step.log_file
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **(environment or {})}
-    command = [
+    env = {**os.environ, **(environment or {}), PARENT_ENV: str(os.getpid())}
+    with open(log_file, "w") as out:  # a stream, not a result: written as the step runs
+        worker = subprocess.Popen(
+            _worker_command(step), cwd=project_root(), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        _WORKERS.add(worker)
+        try:
+            code = worker.wait()
+        finally:
+            _WORKERS.discard(worker)
+    if code != 0:
+        tail = log_file.read_text().strip().splitlines()[-1:] or [""]
+        raise StepFailed(
+            f"{step.name} failed (headless, exit {code}): {tail[0]}\nits log: {log_file}"
+        )
+
+
+def _worker_command(step: Step) -> list[str]:
+    """The command of a headless step's process (:mod:`swavnb.study.headless`)."""
+    return [
         sys.executable,
         "-m",
         "swavnb.study.headless",
         step.notebook,
         json.dumps(step.parameters),
     ]
-    with open(log_file, "w") as out:
-        code = subprocess.run(
-            command, cwd=project_root(), env=env, stdout=out, stderr=subprocess.STDOUT
-        ).returncode
-    if code != 0:
-        tail = log_file.read_text().strip().splitlines()[-1:] or [""]
-        raise StepFailed(
-            f"{step.name} failed (headless, exit {code}): {tail[0]}\nits log: {log_file}"
-        )
 
 
 def run(
@@ -181,7 +193,8 @@ def run(
     # each step is a process of its own (kernel or worker); a kernel inherits this process's
     # environment, as papermill passes it none
     kernels_inherit = _environment_added({} if headless else environment)
-    with kernels_inherit, ThreadPoolExecutor(max_workers=jobs) as pool:
+    before = child_processes()
+    with kernels_inherit, ThreadPoolExecutor(max_workers=jobs) as pool, _ending_steps(before):
         while (pending and not stopped()) or running:
             while keep_going and (blocked := [s for s in pending if failed.intersection(s.after)]):
                 for step in blocked:  # in plan order, and so on down the line
@@ -242,6 +255,21 @@ def run(
     if failures:
         raise StepFailed(f"{len(failures)} steps failed:\n" + "\n".join(map(str, failures)))
     return executed
+
+
+@contextlib.contextmanager
+def _ending_steps(before: set[int]) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM (:class:`swavnb.base.stopping.Terminated`), end the processes the
+    steps started (kernels, headless workers; not the ``before`` children) before their threads
+    are joined: none runs on unseen, holding its folder's lock."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        # the kernels about to end are ours to end: papermill's "Kernel died" lines are noise
+        logging.getLogger("papermill").setLevel(logging.CRITICAL)
+        workers = {worker.pid for worker in list(_WORKERS)}
+        end_processes((child_processes() | workers) - before)
+        raise
 
 
 @contextlib.contextmanager

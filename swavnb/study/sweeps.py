@@ -10,7 +10,6 @@ out: it costs minutes per run where these cost seconds.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +18,10 @@ from typing import Any, get_type_hints
 
 import pandas as pd
 
+from swavnb.base.files import write_text
 from swavnb.base.layout import CHECKPOINT, KNN, METRICS, RESULT, resolve, run_folder, sweep_folder
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval, paired_difference
+from swavnb.evaluation.records import read_metrics, read_result, read_rows
 from swavnb.pretraining.config import PretrainConfig, parse_value, pretrain_config
 from swavnb.study.claims import verdict_from_bounds
 
@@ -113,7 +114,7 @@ def collect_sweep(runs_dir: str | os.PathLike, preset: str, field: str) -> pd.Da
     rows = []
     for metrics_path in sorted(root.glob(f"*/*/seed-*/{METRICS}")):
         encoder = metrics_path.parent
-        metrics = json.loads(metrics_path.read_text())
+        metrics = read_metrics(metrics_path)
         row: dict[str, Any] = {
             "field": field,
             "value": _value(encoder.parents[1].name, field),
@@ -123,7 +124,7 @@ def collect_sweep(runs_dir: str | os.PathLike, preset: str, field: str) -> pd.Da
         }
         linear = encoder / f"linear-{LINEAR_FRACTION:g}" / RESULT
         if linear.is_file():
-            result = json.loads(linear.read_text())
+            result = read_result(linear)
             row.update(
                 linear_top1=result["top1"],
                 linear_top1_se=accuracy_se(result["top1"], result["test_images"]),
@@ -132,7 +133,7 @@ def collect_sweep(runs_dir: str | os.PathLike, preset: str, field: str) -> pd.Da
             )
         knn = encoder / "knn" / KNN
         if knn.is_file():
-            chosen = [r for r in json.loads(knn.read_text()) if r["k"] == KNN_K]
+            chosen = [r for r in read_rows(knn) if r["k"] == KNN_K]
             if chosen and chosen[0].get("test_images"):
                 row.update(
                     knn_top1=chosen[0]["top1"],
@@ -228,10 +229,28 @@ def write_sweep(
             f"no finished run of the {field} sweep under '{resolve(runs_dir or 'runs') / preset}'; "
             f"run `python -m swavnb.study --preset {preset} --sweep {field}=v1,v2,...`"
         )
-    out = resolve(results_dir or "results") / preset / f"sweep-{field}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows.round(4).to_csv(out, index=False)
+    out = _sweep_csv(preset, field, results_dir)
+    write_text(out, rows.round(4).to_csv(index=False))
     return out
+
+
+def _sweep_csv(preset: str, field: str, results_dir: str | os.PathLike) -> Path:
+    return resolve(results_dir or "results") / preset / f"sweep-{field}.csv"
+
+
+def sweep_current(
+    runs_dir: str | os.PathLike, preset: str, field: str, results_dir: str | os.PathLike = "results"
+) -> bool:
+    """Whether ``sweep-<field>.csv`` holds exactly what :func:`write_sweep` would write now: the
+    sweep step's "done", which an empty, cut-off or stale file never passes."""
+    try:
+        rows = collect_sweep(runs_dir, preset, field)
+        return not rows.empty and (
+            _sweep_csv(preset, field, results_dir).read_bytes()
+            == rows.round(4).to_csv(index=False).encode()
+        )
+    except (ValueError, OSError):
+        return False
 
 
 def sweep_checkpoints(

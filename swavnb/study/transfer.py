@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 import time
 import zlib
@@ -21,9 +22,11 @@ from typing import Any
 
 import torch
 
-from swavnb.base.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_bytes
+from swavnb.base.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from swavnb.base.errors import DamagedExportError, RunFolderError
+from swavnb.base.files import write_bytes
 from swavnb.base.layout import CHECKPOINT, MANIFEST, resolve, run_folder, shown
+from swavnb.method.augment import AUGMENTATIONS
 
 FORMAT = "swavnb-export-v1"
 PART_BYTES = 15 * 2**20
@@ -82,48 +85,96 @@ def export_model(checkpoint: str | os.PathLike, dest: str | os.PathLike, name: s
     return parts
 
 
+_PART = re.compile(r"(?P<name>[^/]+)\.model\.(?P<index>[1-9][0-9]*)-of-(?P<total>[1-9][0-9]*)")
+
+
 def _model_parts(src: Path) -> dict[str, list[Path]]:
-    """{name: its parts in order} of every complete model export in ``src``."""
-    found: dict[str, list[Path]] = {}
+    """{name: its parts in order} of every complete model export in ``src``.
+
+    Raises:
+        DamagedExportError: a file named like a part is not one (``<name>.model.<i>-of-<n>``).
+        ValueError: a model's parts are not all there.
+    """
+    found: dict[str, dict[int, Path]] = {}
+    totals: dict[str, set[int]] = {}
     for path in src.glob("*.model.*-of-*"):
         if path.name.startswith("."):  # an unfinished atomic write, cut off with its machine
             continue
-        name = path.name.rpartition(".model.")[0]
-        found.setdefault(name, []).append(path)
+        part = _PART.fullmatch(path.name)
+        if part is None or int(part["index"]) > int(part["total"]):
+            raise DamagedExportError(
+                f"'{shown(path)}' is not a model part (--export names them "
+                "<name>.model.<i>-of-<n>, i from 1 to n): move it out of the export folder"
+            )
+        found.setdefault(part["name"], {})[int(part["index"])] = path
+        totals.setdefault(part["name"], set()).add(int(part["total"]))
     complete = {}
     for name, parts in found.items():
-        order = sorted(parts, key=lambda p: int(p.name.rpartition(".model.")[2].split("-of-")[0]))
-        total = int(order[0].name.rpartition("-of-")[2])
-        if len(order) != total:
+        if len(totals[name]) > 1:
+            raise DamagedExportError(
+                f"the parts of model export '{name}' in '{shown(src)}' belong to different exports "
+                f"(-of-{', -of-'.join(map(str, sorted(totals[name])))}): copy one export's parts"
+            )
+        total = totals[name].pop()
+        if len(parts) != total:
             raise ValueError(
-                f"model export '{name}' in '{src}' has {len(order)} of its {total} parts; "
+                f"model export '{name}' in '{src}' has {len(parts)} of its {total} parts; "
                 "copy all of them"
             )
-        complete[name] = order
+        complete[name] = [parts[index] for index in sorted(parts)]
     return complete
 
 
+def _unexpected(name: str) -> str:
+    """Why ``name`` is not a file the export writes, or '' when it is one: a JSON file of a run
+    folder or a step's log under ``notebooks/``, a plain relative path without hidden parts."""
+    path = PurePosixPath(name)
+    if path.is_absolute():
+        return "an absolute path"
+    if any(part in ("", ".", "..") or part.startswith(".") for part in path.parts):
+        return "a path that leaves its folder or names a hidden file"
+    if any(part == CHECKPOINT or part.endswith(".pt") for part in path.parts):
+        return "a checkpoint or cached features, which an import never writes"
+    if path.suffix == ".json" or (
+        len(path.parts) == 2 and path.parts[0] == "notebooks" and path.suffix == ".log"
+    ):
+        return ""
+    return "not a result (JSON) file or a step's log"
+
+
 def _read_archive(archive: Path) -> dict[str, bytes]:
-    """{relative name: bytes} of every regular file in a results archive, read whole before anything
-    is written."""
+    """{relative name: bytes} of every file in a results archive, read whole and checked before
+    anything is written: only the names the export writes (:func:`_unexpected`), plain files, and
+    JSON that parses."""
     fix = f"copy '{archive.name}' again from the export folder (it is rewritten after every step)"
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
-            members = {}
-            for member in tar.getmembers():
-                name = PurePosixPath(member.name)
-                if name.is_absolute() or ".." in name.parts or not member.isfile():
-                    raise DamagedExportError(
-                        f"'{shown(archive)}' holds {member.name!r}, which is not a relative file "
-                        f"of a run folder: it is not a swavnb export; {fix}"
-                    )
-                members[member.name] = tar.extractfile(member).read()
+            members = tar.getmembers()
+            read = {  # links are never followed: a member that is one is refused below
+                str(PurePosixPath(m.name)): tar.extractfile(m).read()  # "./a.json" is "a.json"
+                for m in members
+                if m.isfile()
+            }
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
         raise DamagedExportError(
             f"'{shown(archive)}' is not a readable results archive ({type(error).__name__}: "
             f"{error}); {fix}"
         ) from error
-    return members
+    for member in members:
+        why = _unexpected(member.name) or (
+            "" if member.isfile() else "a link, folder or device, not a plain file"
+        )
+        if not why and member.name.endswith(".json"):
+            try:
+                json.loads(read[str(PurePosixPath(member.name))])
+            except ValueError:
+                why = "JSON that does not parse"
+        if why:
+            raise DamagedExportError(
+                f"'{shown(archive)}' holds {member.name!r}, {why}: an export holds only its runs' "
+                f"JSON files and step logs; {fix}"
+            )
+    return read
 
 
 def _read_model(name: str, parts: list[Path]) -> dict[str, Any]:
@@ -204,6 +255,12 @@ def import_study(
     targets = {}
     for name, payload in models.items():
         config = payload["config"]
+        seed = config.get("seed", 0)
+        if config.get("aug") not in AUGMENTATIONS or type(seed) is not int or seed < 0:
+            raise DamagedExportError(
+                f"model export '{name}' names aug {config.get('aug')!r} and seed {seed!r}, which "
+                "no pretraining writes: it is not a swavnb export"
+            )
         target = run_folder(preset, config["aug"], config.get("seed", 0), runs_dir) / CHECKPOINT
         if not _check_model_target(target, payload):
             targets[name] = target

@@ -10,7 +10,8 @@ import time
 import pytest
 import torch
 
-from swavnb.base.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
+from swavnb.base.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from swavnb.base.files import write_json
 from swavnb.method.model import SwAVModel
 from swavnb.pretraining.config import pretrain_config
 from swavnb.pretraining.train import pretrain

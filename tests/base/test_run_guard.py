@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from swavnb import pretrain
-from swavnb.base import checkpoint, cli, run_guard
-from swavnb.base.checkpoint import write_json
+from swavnb.base import cli, files, run_guard
 from swavnb.base.errors import DiskFullError, RunFolderBusy, RunFolderError
+from swavnb.base.files import write_json
 from swavnb.base.layout import LOCK, MANIFEST
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,13 +121,13 @@ def test_a_full_disk_names_the_file_the_space_and_that_the_old_file_is_intact(
     tmp_path, monkeypatch
 ):
     path = tmp_path / "checkpoint.pt"
-    checkpoint.atomic_save({"weights": list(range(1000))}, path)
+    files.atomic_save({"weights": list(range(1000))}, path)
     before = path.read_bytes()
     monkeypatch.setattr(shutil, "disk_usage", lambda folder: Usage(10**9, 10**9 - 100, 100))
     with pytest.raises(DiskFullError) as full:
-        checkpoint.atomic_save({"weights": list(range(2000))}, path)
+        files.atomic_save({"weights": list(range(2000))}, path)
     message = str(full.value)
-    assert f"no space left to write '{path}'" in message and "MiB free" in message
+    assert f"no space left to write '{path}' (" in message and "0.1 KiB free" in message
     assert "the previous version is intact" in message and "rerun" in message
     assert path.read_bytes() == before and full.value.errno == errno.ENOSPC
     # a disk that fills up during the write (the free space was read too early)
@@ -157,3 +157,56 @@ def test_a_full_disk_mid_pretraining_is_one_line_and_exit_2(tmp_path, monkeypatc
     assert err.startswith(f"error: no space left to write '{tmp_path / 'checkpoint.pt'}'"), err
     assert "nothing was written" in err and "rerun the same command" in err
     assert time.perf_counter() - tic < 120  # the first write fails: the run stops at once
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() if p.is_file() else b"" for p in folder.iterdir()}
+
+
+def test_a_lock_that_is_a_link_is_refused_and_its_target_left_alone(tmp_path, capsys):
+    target = tmp_path / "precious.txt"
+    target.write_text("the user's own file\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).symlink_to(target)
+    with pytest.raises(RunFolderError) as refused:
+        with run_guard.locked(run):
+            pass
+    message = str(refused.value)
+    assert "\n" not in message and f"'{run / LOCK}' is a link (to '{target}')" in message
+    assert "remove the link" in message
+    assert target.read_text() == "the user's own file\n" and (run / LOCK).is_symlink()
+    # from the command line: one line, exit 2, before anything is loaded or written
+    with pytest.raises(SystemExit) as exited:
+        cli.run(pretrain.main, ["--preset", "smoke", "--out", str(run), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and "\n" not in err and "is a link" in err, err
+    assert target.read_text() == "the user's own file\n" and sorted(_contents(run)) == [LOCK]
+
+
+def test_out_into_a_folder_of_the_users_own_files_is_refused_and_left_untouched(tmp_path, capsys):
+    mine = tmp_path / "my-experiment"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"mine": true}')
+    (mine / "notes.txt").write_text("do not lose")
+    before = _contents(mine)
+    with pytest.raises(SystemExit) as exited:
+        cli.run(pretrain.main, ["--preset", "smoke", "--out", str(mine), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and "\n" not in err, err
+    assert f"'{mine}' holds files this project did not write (notes.txt) and no run.json" in err
+    assert "--out" in err
+    assert _contents(mine) == before  # no manifest, no lock file, nothing overwritten
+    with pytest.raises(RunFolderError, match="holds files this project did not write"):
+        run_guard.claim(mine, IDENTITY, "run-a", ("result.json",))
+    assert _contents(mine) == before
+
+
+def test_a_folder_of_this_projects_files_without_a_manifest_is_taken(tmp_path):
+    # a run from before manifests, or cut off before its first write, in any file system's litter
+    for name in ("metrics.json", "features-0123abcd.pt", ".DS_Store", ".nfs0001"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "linear-0.1").mkdir()
+    (tmp_path / "probes-seed1").mkdir()
+    assert run_guard.claim(tmp_path, IDENTITY, "run-a") is False
+    assert run_guard.is_current(tmp_path, IDENTITY, "run-a")

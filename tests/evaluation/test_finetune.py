@@ -10,6 +10,7 @@ import torch
 import swavnb.evaluation.features
 import swavnb.evaluation.finetune
 from swavnb.base.checkpoint import load_checkpoint
+from swavnb.base.files import atomic_save
 from swavnb.base.layout import SCRATCH
 from swavnb.evaluation.features import (
     evaluation_data,
@@ -342,3 +343,45 @@ def test_a_non_finite_loss_stops_the_run_in_one_line_and_writes_no_row(tmp_path,
         and ("lr_head" if mode == "finetune" else "lr") in message
     )
     assert not (out / "result.json").exists()  # a chance-level row never passes for a result
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # cut off mid-write by an older writer
+        lambda data: b"",
+        lambda data: b"not a zip",
+    ],
+)
+def test_a_damaged_feature_cache_is_named_and_extracted_again(tmp_path, checkpoint, damage, capsys):
+    config = finetune_config("smoke", **TINY)
+    backbone, encoder = load_encoder(str(checkpoint), config.seed)
+    pool, test = evaluation_data(config)
+    cache, cpu = tmp_path / "cache", torch.device("cpu")
+    first = frozen_features(backbone, pool, test, cpu, config, cache, encoder.tag)
+    for path in cache.iterdir():
+        path.write_bytes(damage(path.read_bytes()))
+    again = frozen_features(backbone, pool, test, cpu, config, cache, encoder.tag)
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    err = capsys.readouterr().err
+    assert err.count("is damaged") == 2 and "extracting again" in err
+    assert all(str(path) in err for path in cache.iterdir())
+    # rewritten whole: the next read takes them from the cache without a word
+    frozen_features(backbone, pool, test, cpu, config, cache, encoder.tag)
+    assert capsys.readouterr().err == ""
+
+
+def test_cached_features_of_the_wrong_size_or_not_finite_are_extracted_again(
+    tmp_path, checkpoint, capsys
+):
+    config = finetune_config("smoke", **TINY)
+    backbone, encoder = load_encoder(str(checkpoint), config.seed)
+    pool, test = evaluation_data(config)
+    cache, cpu = tmp_path / "cache", torch.device("cpu")
+    first = frozen_features(backbone, pool, test, cpu, config, cache, encoder.tag)
+    train_cache, test_cache = sorted(cache.iterdir(), key=lambda p: torch.load(p).shape[0])[::-1]
+    atomic_save(first[0][:10], train_cache)
+    atomic_save(torch.full_like(first[1], float("nan")), test_cache)
+    again = frozen_features(backbone, pool, test, cpu, config, cache, encoder.tag)
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    assert capsys.readouterr().err.count("is damaged") == 2

@@ -181,3 +181,24 @@ def test_an_encoder_is_evaluated_only_with_its_own_presets_settings(tmp_path):
         finetune(flip, 0.5, "linear", None, finetune_config("quick", **TINY), runs_dir=runs)
     assert "\n" not in str(e.value) and str(e.value).endswith("set --preset smoke")
     assert sorted(run_folder("smoke", "flip", 0, runs).iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[: len(text) // 2],  # cut off
+        lambda text: text.replace('"top1": ', '"top1": -5, "was": ', 1),  # impossible
+        lambda text: text.replace('"top5": ', '"top5": NaN, "was": ', 1),
+    ],
+)
+def test_a_damaged_result_is_not_done_and_the_same_evaluation_redoes_it(tmp_path, damage):
+    runs = tmp_path / "runs"
+    config = finetune_config("smoke", linear_epochs=2, **TINY)
+    row = finetune("none", 0.5, "linear", None, config, runs_dir=runs)
+    assert is_done("none", "linear", config, runs, 0.5)
+    path = run_folder("smoke", "scratch", 0, runs) / "linear-0.5" / RESULT
+    path.write_text(damage(path.read_text()))
+    assert not is_done("none", "linear", config, runs, 0.5)  # the study's step runs it again
+    again = finetune("none", 0.5, "linear", None, config, runs_dir=runs)
+    assert is_done("none", "linear", config, runs, 0.5)
+    assert again["top1"] == row["top1"] and json.loads(path.read_text())["top1"] == row["top1"]

@@ -483,3 +483,20 @@ def test_more_jobs_than_cores_run_as_many_as_there_are_cores_said_in_one_line(
     assert "--jobs 1000 is more than the 2 cores this process may use: 2 steps at a time" in out
     assert "(headless, 2 at a time)" in out or "(notebooks, 2 at a time)" in out
     assert jobs == [2]
+
+
+@pytest.mark.parametrize("flag", ["runs_dir", "results_dir", "figures_dir"])
+def test_a_read_only_folder_stops_the_study_before_any_step_in_one_line(
+    tmp_path, read_only, capsys, flag
+):
+    folders = {name: tmp_path / name for name in ("runs_dir", "results_dir", "figures_dir")}
+    read_only(folders[flag])
+    argv = ["--preset", "smoke", "--augs", "flip", "--modes", "linear", "--headless"]
+    argv += [part for name, folder in folders.items() for part in (f"--{name}", str(folder))]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "\n" not in err and err.startswith(f"error: cannot write in '{folders[flag]}'"), err
+    assert "(read-only file system): make it writable, or choose another" in err
+    assert f"--{flag}" in err or flag == "runs_dir"
+    assert "pretrain flip seed 0 ->" not in captured.out  # no step started

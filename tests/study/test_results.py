@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from swavnb.base.errors import RunFolderBusy
+from swavnb.base.errors import DamagedFileError, DiskFullError, RunFolderBusy
 from swavnb.base.layout import CLUSTERS, KNN
 from swavnb.study.results import (
     COLUMNS,
@@ -18,6 +21,7 @@ from swavnb.study.results import (
     collect_knn,
     collect_results,
     knn_table,
+    results_current,
     save_clusters,
     save_knn,
     write_results,
@@ -256,3 +260,105 @@ def test_a_study_with_no_probes_yet_still_gets_tables(tmp_path):
     assert (
         len(results.rows) == 1 and "2.92" in results.tables and "No probes yet." in results.tables
     )
+
+
+def test_a_full_disk_while_results_are_written_keeps_every_previous_file_and_names_the_file(
+    tmp_path, monkeypatch
+):
+    runs, out = _study(tmp_path), tmp_path / "results" / "smoke"
+    write_results("smoke", runs, tmp_path / "results")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    _result(runs / "smoke", "jitter", "finetune", 0.1, 15.0)  # a new run to gather
+    written = []
+
+    def fsync_then_full(fd):  # the disk fills up after the first file
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_full)
+    with pytest.raises(DiskFullError) as full:
+        write_results("smoke", runs, tmp_path / "results")
+    message = str(full.value)
+    assert "\n" not in message and f"no space left to write '{out}/" in message, message
+    assert re.search(r"\d KiB needed, [\d.]+ [KM]iB free", message), message
+    assert "the previous version is intact" in message
+    after = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert set(after) == set(before)  # no temporary left
+    assert after["results.csv"] == before["results.csv"]  # the new rows are not there: not done
+    assert not results_current("smoke", runs, tmp_path / "results")
+    monkeypatch.undo()  # space freed: the same command writes them
+    write_results("smoke", runs, tmp_path / "results")
+    assert results_current("smoke", runs, tmp_path / "results")
+    assert "jitter" in (out / "results.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: "",  # what a full disk left with to_csv: an empty file
+        lambda text: text[: len(text) // 2],  # cut off
+        lambda text: text.replace("top1", "t1"),  # a column missing
+        lambda text: "\x00\xff garbage",
+    ],
+)
+def test_the_results_step_is_done_only_when_its_files_are_whole_and_current(tmp_path, damage):
+    from swavnb.study.plan import plan
+
+    runs, results = _study(tmp_path), tmp_path / "results"
+    step = plan("smoke", ["flip"], [0.1], runs_dir=runs, results_dir=results)[-1]
+    assert step.name == "results" and not step.done()
+    write_results("smoke", runs, results)
+    assert step.done()
+    csv = results / "smoke" / "results.csv"
+    good = csv.read_text()
+    csv.write_text(damage(good))
+    assert not step.done()  # never "skipped, results exist" on a damaged file
+    csv.write_text(good)
+    (results / "smoke" / "tables.md").write_text("")
+    assert not step.done()
+    write_results("smoke", runs, results)
+    assert step.done()
+    _result(runs / "smoke", "jitter", "finetune", 0.1, 15.0)
+    assert not step.done()  # a run the tables do not hold yet
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "problem"),
+    [
+        ("top1", "-5", "top1 -5 is not a percentage in [0, 100]"),
+        ("top1", "NaN", "top1 nan is not a percentage"),
+        ("top5", "1e999", "top5 inf is not a percentage"),
+        ("top5", "1.0", "top5 1.0 is below top1 12.0"),
+        ("top1_se", "-0.5", "top1_se -0.5 is not a finite number >= 0"),
+        ("fraction", "0", "fraction 0 is not in (0, 1]"),
+    ],
+)
+def test_an_impossible_result_value_is_refused_naming_the_file(tmp_path, field, text, problem):
+    runs = _study(tmp_path)
+    path = runs / "smoke" / "flip" / "seed-0" / "linear-0.1" / "result.json"
+    path.write_text(
+        path.read_text()
+        .replace("{", f'{{"{field}": {text}, ', 1)
+        .replace(f', "{field}": ', ', "_old": ', 1)
+    )
+    with pytest.raises(DamagedFileError) as refused:
+        write_results("smoke", runs, tmp_path / "results")
+    message = str(refused.value)
+    assert "\n" not in message and f"'{path}' is damaged ({problem}" in message, message
+    assert "rerun the study, which redoes that evaluation" in message
+    assert not (tmp_path / "results").exists()  # nothing written from the bad row
+
+
+@pytest.mark.parametrize("name", ["result.json", "knn.json", "metrics.json"])
+def test_a_cut_off_json_file_is_one_line_naming_it(tmp_path, name):
+    runs = _study(tmp_path)
+    folder = runs / "smoke" / "flip" / "seed-0"
+    path = {"result.json": folder / "linear-0.1", "knn.json": folder / "probes"}.get(name, folder)
+    path = path / name
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(DamagedFileError) as refused:
+        write_results("smoke", runs, tmp_path / "results")
+    message = str(refused.value)
+    assert "\n" not in message and f"'{path}' is damaged (not readable JSON" in message, message
+    assert not results_current("smoke", runs, tmp_path / "results")

@@ -222,7 +222,6 @@ def test_each_job_gets_its_share_of_the_cores_for_threads_and_compile_workers(
     """Inductor sizes its compile workers from the affinity mask, not OMP_NUM_THREADS: without
     TORCHINDUCTOR_COMPILE_THREADS 4 jobs on 16 cores would start up to 64."""
     import os
-    import subprocess
 
     monkeypatch.setattr(device, "available_cores", lambda: 16)  # threads_per_job reads it
     assert scheduler.job_environment(1) == {}
@@ -234,14 +233,20 @@ def test_each_job_gets_its_share_of_the_cores_for_threads_and_compile_workers(
     assert scheduler.job_environment(4) == shared
     children = []
 
-    def child(command, env, **kwargs):  # the headless step's process
-        children.append(env)
-        return subprocess.CompletedProcess(command, 0)
+    class Child:  # the headless step's process
+        def __init__(self, command, env, **kwargs):
+            children.append(env)
+            self.pid = None
 
-    monkeypatch.setattr(scheduler.subprocess, "run", child)
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(scheduler.subprocess, "Popen", Child)
     steps = [Step("finetune", n, {}, tmp_path / f"{n}.ipynb", lambda: False) for n in "abcd"]
     assert run(steps, jobs=4, headless=True, log=lambda line: None) == 4
     assert len(children) == 4 and all(env.items() >= shared.items() for env in children)
+    # and the study's pid, so that it stops when the study dies (swavnb.base.stopping)
+    assert all(env["SWAVNB_PARENT_PID"] == str(os.getpid()) for env in children)
     # a notebook's kernel inherits the study's environment: the same, for the run's duration
     seen = []
     monkeypatch.setattr(scheduler, "execute", lambda step: seen.append(dict(os.environ)))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from swavnb.base.checkpoint import load_checkpoint, save_checkpoint, write_json
+from swavnb.base.checkpoint import load_checkpoint, save_checkpoint
 from swavnb.base.errors import DamagedExportError, RunFolderError
+from swavnb.base.files import write_json
 from swavnb.pretraining.config import pretrain_config
 from swavnb.pretraining.train import pretrain
 from swavnb.study import transfer
@@ -116,3 +118,90 @@ def test_import_never_replaces_another_pretraining(trained, tmp_path):
     with pytest.raises(RunFolderError, match="holds another pretraining .*run other"):
         transfer.import_study(out, runs, "smoke")
     assert _files(runs) == before
+
+
+def _archive(out: Path, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> None:
+    """A results archive of crafted members: (name, bytes) files, or bare TarInfo (links,
+    devices)."""
+    with tarfile.open(out / "results-smoke.tar.gz", "w:gz") as tar:
+        for member in members:
+            if isinstance(member, tarfile.TarInfo):
+                tar.addfile(member)
+            else:
+                info = tarfile.TarInfo(member[0])
+                info.size = len(member[1])
+                tar.addfile(info, io.BytesIO(member[1]))
+
+
+def _link(name: str, kind: bytes, target: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize(
+    ("member", "why"),
+    [
+        (("flip/seed-0/checkpoint.pt", b"16 bytes of junk"), "a checkpoint or cached features"),
+        (("flip/seed-0/checkpoint.pt/x.json", b"{}"), "a checkpoint or cached features"),
+        (("flip/seed-0/features-abc.pt", b"junk"), "a checkpoint or cached features"),
+        (("../../outside.json", b"{}"), "a path that leaves its folder"),
+        (("/tmp/absolute.json", b"{}"), "an absolute path"),
+        (("flip/seed-0/.lock", b"{}"), "a path that leaves its folder or names a hidden file"),
+        (("flip/notes.txt", b"mine"), "not a result (JSON) file or a step's log"),
+        (("flip/seed-0/metrics.json", b'{"cut off'), "JSON that does not parse"),
+        (_link("flip/seed-0/result.json", tarfile.SYMTYPE, "/etc/passwd"), "a link, folder"),
+        (_link("flip/seed-0/knn.json", tarfile.LNKTYPE, "bench.json"), "a link, folder"),
+        (_link("flip/seed-0/dev.json", tarfile.CHRTYPE), "a link, folder or device"),
+        (_link("flip/seed-0/run.json", tarfile.DIRTYPE), "a link, folder or device"),
+    ],
+)
+def test_import_accepts_only_the_files_an_export_writes(trained, tmp_path, member, why):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    _export(trained, out)
+    transfer.import_study(out, runs, "smoke")
+    before, around = _files(runs), set(tmp_path.iterdir())
+    _archive(out, [("flip/seed-0/metrics.json", b"{}"), member])
+    with pytest.raises(DamagedExportError) as refused:
+        transfer.import_study(out, runs, "smoke")
+    message = str(refused.value)
+    name = member[0] if isinstance(member, tuple) else member.name
+    assert "\n" not in message and f"holds {name!r}, {why}" in message, message
+    assert "an export holds only its runs' JSON files and step logs" in message
+    assert _files(runs) == before  # nothing written, the checkpoint least of all
+    assert set(tmp_path.iterdir()) == around  # nor beside the runs folder
+
+
+@pytest.mark.parametrize(
+    "name", ["flip-seed0.model.abc-of-2", "flip-seed0.model.3-of-2", "flip-seed0.model.0-of-1"]
+)
+def test_a_file_named_like_a_model_part_that_is_none_is_one_line(trained, tmp_path, name):
+    out = tmp_path / "out"
+    _export(trained, out)
+    (out / name).write_bytes(b"junk")
+    with pytest.raises(DamagedExportError) as refused:
+        transfer.import_study(out, tmp_path / "runs", "smoke")
+    message = str(refused.value)
+    assert "\n" not in message and "invalid literal" not in message
+    assert f"'{out / name}' is not a model part" in message and "<name>.model.<i>-of-<n>" in message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_model_export_never_names_a_folder_outside_the_runs(trained, tmp_path):
+    out = tmp_path / "out"
+    _export(trained, out)
+    state = load_checkpoint(trained / "checkpoint.pt")
+    crafted = {
+        "format": transfer.FORMAT,
+        "config": {**state["config"], "aug": "../../../elsewhere"},
+        "model_hparams": state["model_hparams"],
+        "metrics": {},
+        "epoch": 1,
+        "model": {},
+    }
+    buffer = io.BytesIO()
+    torch.save(crafted, buffer)
+    (out / "evil.model.1-of-1").write_bytes(buffer.getvalue())
+    with pytest.raises(DamagedExportError, match="names aug '../../../elsewhere' and seed 0"):
+        transfer.import_study(out, tmp_path / "runs", "smoke")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "elsewhere").exists()
