@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from swavnb.base.files import write_json
+from swavnb.base.files import write_json, write_text
 from swavnb.base.layout import notebooks_folder, project_root, shown
 
 LAB = "lab"  # the working copies' folder, in the project root (git-ignored)
@@ -84,7 +84,7 @@ def working_copies(source: str | Path | None = None, dest: str | Path | None = N
     for published in sorted(source.glob("*.ipynb")):
         target = dest / published.name
         if not target.exists():
-            nbformat.write(working_copy(published), target)
+            write_text(target, nbformat.writes(working_copy(published)) + "\n")  # as nbformat.write
             lines.append(f"{shown(target)}: a working copy of {shown(published)}, without outputs")
             continue
         try:

@@ -688,8 +688,9 @@ def claims_forest(rows: pd.DataFrame) -> Figure:
     """
     table, found = claim_effects(rows)
     if found.empty:
-        raise ValueError(
-            "no comparison to draw: the claims need rows of two encoders or two counts"
+        raise NothingToDraw(
+            "no claim to draw: the claims compare two encoders or two label counts; run "
+            "finetune.ipynb for another encoder or fraction, then this notebook again"
         )
     modes = list(dict.fromkeys(found["mode"]))
     heights = [len(table[table["mode"] == m]) + (found["mode"] == m).sum() for m in modes]

@@ -76,8 +76,8 @@ def test_curves_csv_is_written_atomically_with_the_projects_writer(tmp_path, mon
     written = []
     import swavnb.study.curves as curves
 
-    real = curves.write_bytes
-    monkeypatch.setattr(curves, "write_bytes", lambda p, d: written.append(p) or real(p, d))
+    real = curves.write_text
+    monkeypatch.setattr(curves, "write_text", lambda p, d: written.append(p) or real(p, d))
     path = write_curves(collect_metrics(_runs(tmp_path) / "smoke"), "smoke", tmp_path / "out")
     assert written == [path] == [tmp_path / "out" / "curves.csv"]
 

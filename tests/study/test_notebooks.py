@@ -189,6 +189,8 @@ def test_pretrain_finetune_results_in_working_copies_without_probes_names_the_mi
             log_output=False,
         )
     assert [line for line in _stream_lines(lab / "results.ipynb") if line.startswith("no ")] == [
+        "no claims figure: no claim to draw: the claims compare two encoders or two label counts; "
+        "run finetune.ipynb for another encoder or fraction, then this notebook again",
         "no accuracy-linear figure: no linear evaluation in this preset's runs yet; run "
         "finetune.ipynb with mode = 'linear' for an encoder, then this notebook again",
         "no knn figure: no k-NN rows in this preset's runs yet; run probes.ipynb for an encoder, "
