@@ -18,10 +18,9 @@ from swavnb.base.errors import setting
 from swavnb.pretraining.config import PretrainConfig
 
 LOSS_PLATEAU, USAGE_COLLAPSE = "loss_plateau", "usage_collapse"
-# a loss above 99 % of log K is within 1 % of guessing uniformly: a run that learns leaves it within
-# its first epoch (docs/presets.md: quick's recipe is 4 % below after two epochs, the stuck one at
-# exactly log K)
-PLATEAU_SHARE = 0.99
+# against near-uniform codes the cross-entropy cannot fall below log K, so a stuck run sits at log K
+# or above it; 0.5 % below is a margin for codes that are almost uniform (docs/monitoring.md)
+PLATEAU_SHARE = 0.995
 # normalised usage entropy below 0.5 is as concentrated as sqrt(K) prototypes used evenly (17 of
 # 300): a few prototypes take the images
 COLLAPSED_ENTROPY = 0.5
@@ -59,8 +58,8 @@ def _symptom(alarm: Mapping[str, Any], n_prototypes: int) -> str:
     if alarm["kind"] == LOSS_PLATEAU:
         return (
             f"the loss {alarm['value']:.3f} has not left log K = {math.log(n_prototypes):.3f} "
-            f"({n_prototypes} prototypes; within 1 % or above): SwAV's plateau, where nothing "
-            "is learned"
+            f"({n_prototypes} prototypes; within {100 * (1 - PLATEAU_SHARE):.1f} % or above): "
+            "SwAV's plateau, where nothing is learned"
         )
     used = n_prototypes ** alarm["value"]  # the number of evenly used prototypes of that entropy
     return (
@@ -75,7 +74,8 @@ def alarm_line(alarms: list[Mapping[str, Any]], config: PretrainConfig) -> str:
     fixes = [
         f"a sharper Sinkhorn ({setting('epsilon')} below {config.epsilon:g})",
         f"fewer prototypes ({setting('n_prototypes')}, now {config.n_prototypes})",
-        f"prototypes frozen early ({setting('freeze_prototypes_epochs')} 1)",
+        f"prototypes frozen early ({setting('freeze_prototypes_epochs')}, now "
+        f"{config.freeze_prototypes_epochs:g})",
     ]
     if config.queue_length:
         fixes.append(f"the queue joining later ({setting('queue_start_epoch')})")
