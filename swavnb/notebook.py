@@ -26,6 +26,7 @@ from swavnb.evaluation.clusters import (
     prototype_usage,
     score_rows,
 )
+from swavnb.evaluation.export import export_encoder
 from swavnb.evaluation.features import evaluation_data, frozen_features, knn_by_bn_stats
 from swavnb.evaluation.finetune import finetune
 from swavnb.evaluation.folders import open_evaluation
@@ -35,6 +36,7 @@ from swavnb.method.model import SwAVModel
 from swavnb.method.sinkhorn import sinkhorn
 from swavnb.pretraining.config import as_dict, finetune_config, preset_changes, pretrain_config
 from swavnb.pretraining.train import make_augmentation, pretrain, training_images
+from swavnb.study.curves import read_curves
 from swavnb.study.results import COLUMNS, save_clusters, save_knn, write_results
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "evaluation_data",
     "frozen_features",
     "knn_by_bn_stats",
+    "export_encoder",
     "finetune",
     "open_evaluation",
     "nearest_neighbours",
@@ -79,6 +82,7 @@ __all__ = [
     "prototype_usage",
     "score_rows",
     # study
+    "read_curves",
     "COLUMNS",
     "save_clusters",
     "save_knn",

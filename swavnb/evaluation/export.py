@@ -9,6 +9,7 @@ a folder holding another checkpoint's export is replaced only when told (``force
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,8 @@ def export_encoder(
     replacing = check_export_folder(out, digest, force)
     run_id = read_encoder(checkpoint, state["config"]["seed"], state=state).run_id
     facts = model_card(state, checkpoint, run_id, digest, parameter_count(tensors))
+    if not replacing and _holds(out, facts):  # a rerun writes nothing: same weights, same card
+        return _exported(out, _read_facts(out))
     if replacing:  # no card of the replaced encoder may stay beside the new weights
         for name in OURS[1:]:
             (out / name).unlink(missing_ok=True)
@@ -199,9 +202,30 @@ def export_encoder(
     encoder = write_encoder(out / ENCODER, tensors, metadata)
     write_json(out / CARD_JSON, facts)
     write_bytes(out / CARD, card_markdown(facts).encode())
+    return _exported(out, facts, encoder)
+
+
+def _read_facts(out: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((out / CARD_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _holds(out: Path, facts: dict[str, Any]) -> bool:
+    """Whether ``out`` holds an export whose card says what ``facts`` say, apart from when it was
+    exported (the weights' digest is in the facts)."""
+    held = _read_facts(out)
+    if held is None or not all((out / name).is_file() for name in OURS):
+        return False
+    unstamped = lambda card: {**card, "exported": {**card.get("exported", {}), "at": None}}
+    return unstamped(held) == json.loads(json.dumps(unstamped(facts)))
+
+
+def _exported(out: Path, facts: dict[str, Any], encoder: Path | None = None) -> dict[str, Any]:
     return {
         "folder": out,
-        "encoder": encoder,
+        "encoder": encoder or out / ENCODER,
         "card": out / CARD,
         "card_json": out / CARD_JSON,
         "facts": facts,

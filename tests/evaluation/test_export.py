@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -232,7 +233,15 @@ def test_the_card_lists_every_row_of_its_checkpoint_with_intervals_and_no_stale_
 def test_the_same_checkpoint_exports_again_and_another_needs_force(checkpoint, tmp_path):
     out = tmp_path / "out"
     export_encoder(checkpoint, out)
-    export_encoder(checkpoint, out)  # the same encoder: rewritten, e.g. with newer rows
+    written = {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.iterdir()}
+    time.sleep(0.01)
+    export_encoder(checkpoint, out)  # nothing changed: nothing rewritten, not even the card's time
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == written
+    # a card that says otherwise (an older card, before a new row) is rewritten
+    older = json.loads((out / CARD_JSON).read_text())
+    (out / CARD_JSON).write_text(json.dumps({**older, "evaluations": [{"top1": 1.0}]}))
+    assert export_encoder(checkpoint, out)["facts"]["evaluations"] == []
+    assert json.loads((out / CARD_JSON).read_text())["evaluations"] == []
     state = load_checkpoint(checkpoint)
     state["model"]["backbone.conv1.weight"] += 1.0
     state["run_id"] = "another-run"

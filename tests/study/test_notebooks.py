@@ -47,11 +47,13 @@ SMOKE_PARAMETERS = {
 
 
 def _run_files(runs: Path) -> dict[str, bytes]:
-    """Every file of the study's runs but the locks, whose holder changes with each process."""
+    """Every file of the study's runs but the locks, whose holder changes with each process, and
+    the exported encoder's card, which a rerun of the pretraining notebook refreshes with the rows
+    evaluated since (the weights it exports are the checkpoint's, which must not change)."""
     return {
         str(p.relative_to(runs)): p.read_bytes()
         for p in sorted(runs.rglob("*"))
-        if p.is_file() and p.name != LOCK
+        if p.is_file() and p.name != LOCK and p.parent.name != "encoder"
     }
 
 
