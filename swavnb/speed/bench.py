@@ -39,7 +39,8 @@ from swavnb.base.files import write_json
 from swavnb.base.precision import autocast, precision_name, use_bf16
 from swavnb.data.cifar import epoch_permutation
 from swavnb.pretraining.config import pretrain_config
-from swavnb.pretraining.train import Pretrainer, training_images
+from swavnb.pretraining.recipe import training_images
+from swavnb.pretraining.train import Pretrainer
 from swavnb.speed.reference import ReferenceTrainer
 
 

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from swavnb.base import run_guard
-from swavnb.base.checkpoint import CheckpointError, load_checkpoint
+from swavnb.base import folder_lock
+from swavnb.base.checkpoint import CheckpointError
 from swavnb.base.compiling import check_compile
 from swavnb.base.device import available_cores, hardware, pick_device, threads_per_job
 from swavnb.base.errors import (
@@ -35,10 +35,9 @@ from swavnb.base.errors import (
     RunFolderError,
     StudyRowsError,
 )
-from swavnb.base.files import check_writable, readable_json
+from swavnb.base.files import check_writable
 from swavnb.base.layout import (
     CHECKPOINT,
-    METRICS,
     RESULT,
     SCRATCH,
     encoder_checkpoint,
@@ -50,20 +49,13 @@ from swavnb.base.layout import (
     run_folder,
     shown,
 )
-from swavnb.base.unfinished import left_unfinished
 from swavnb.data.cifar import check_fraction
+from swavnb.evaluation.config import FRACTIONS, MODES, finetune_config
 from swavnb.evaluation.folders import is_done
 from swavnb.method.augment import AUGMENTATIONS
-from swavnb.pretraining.config import (
-    FRACTIONS,
-    MODES,
-    PRESETS,
-    PretrainConfig,
-    as_dict,
-    finetune_config,
-    pretrain_config,
-)
-from swavnb.pretraining.train import PRETRAINING_RESULTS, make_augmentation, pretrain_identity
+from swavnb.pretraining.config import PRESETS, PretrainConfig, pretrain_config
+from swavnb.pretraining.folder import is_finished
+from swavnb.pretraining.recipe import make_augmentation
 from swavnb.study.publish import publish
 from swavnb.study.results import results_current
 from swavnb.study.scheduler import FORCE_ALL, FORCE_SCOPES, Step, StepFailed, run
@@ -94,20 +86,7 @@ def _finished(checkpoint: Path, planned: PretrainConfig) -> bool:
         RunFolderError: its folder holds another run (another aug, seed or config): the study would
             otherwise count that run as this one's.
     """
-    folder = checkpoint.parent
-    identity = pretrain_identity(planned)
-    if left_unfinished(folder, identity, PRETRAINING_RESULTS) is not None:
-        return False  # another run stopped before its first save: the step takes the folder over
-    run_guard.check_identity(folder, identity, STUDY_FIX)
-    if not checkpoint.is_file():
-        return False
-    state = load_checkpoint(checkpoint)
-    # a field added after the checkpoint was written counts as its default, as it ran then
-    saved = PretrainConfig(**{**as_dict(PretrainConfig()), **state["config"]})
-    if run_guard.differences(held := pretrain_identity(saved), identity):
-        raise run_guard.refusal(folder, held, identity, STUDY_FIX)
-    # a missing or damaged metrics.json is redone: a finished run rewrites it from the checkpoint
-    return bool(state["finished"]) and readable_json(folder / METRICS)
+    return is_finished(checkpoint.parent, planned, STUDY_FIX)
 
 
 # fine-tuning where it converges within the preset's budget (docs/presets.md: quick fine-tunes 100
@@ -127,7 +106,7 @@ def _asked(
 
 def _by_labels(preset: str, fractions: Sequence[float]) -> dict[int, list[float]]:
     """The fractions, grouped by the number of labels each takes from the preset's pool."""
-    from swavnb.evaluation.finetune import planned_steps
+    from swavnb.evaluation.finetuning import planned_steps
 
     config = finetune_config(preset)
     groups: dict[int, list[float]] = {}
@@ -198,7 +177,7 @@ def finetune_cost(
     and above ``measure_above`` steps the time, from one step timed here on the threads each of
     ``jobs`` steps side by side gets. Finished runs (kept unless ``force``) cost nothing and are
     counted apart."""
-    from swavnb.evaluation.finetune import planned_steps, seconds_per_step
+    from swavnb.evaluation.finetuning import planned_steps, seconds_per_step
 
     planned = [s for s in steps if s.notebook == "finetune"]
     runs = [s for s in planned if force or _to_go(s)]
@@ -737,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         print(cost, flush=True)
     try:
         # one study per runs folder: a second one would train the same runs side by side
-        with run_guard.locked(resolve(args.runs_dir) / args.preset, "the study's runs folder"):
+        with folder_lock.locked(resolve(args.runs_dir) / args.preset, "the study's runs folder"):
             return _run_study(args, steps)
     except (RunFolderBusy, DiskFullError, ReadOnlyFolderError) as error:
         print(f"error: {error}", file=sys.stderr)

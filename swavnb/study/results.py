@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from swavnb.base import run_guard
+from swavnb.base import folder_lock, run_guard
 from swavnb.base.errors import RunFolderError
 from swavnb.base.files import write_json, write_text
 from swavnb.base.layout import (
@@ -32,9 +32,9 @@ from swavnb.base.layout import (
 )
 from swavnb.evaluation.clusters import COLUMNS as CLUSTER_COLUMNS
 from swavnb.evaluation.clusters import METHODS, SCORES
+from swavnb.evaluation.config import BN_STATS
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval
 from swavnb.evaluation.records import read_metrics, read_result, read_rows
-from swavnb.pretraining.config import BN_STATS
 from swavnb.study.claims import claims_markdown
 from swavnb.study.curves import CURVES, curves_csv
 from swavnb.study.rows import RUN, check_rows
@@ -201,7 +201,7 @@ def save_knn(
         for k, acc in by_k.items()
     ]
     # under the folder's lock, held already by a notebook until its last cell, or taken here
-    with run_guard.locked(out_dir, "probes folder"):
+    with folder_lock.locked(out_dir, "probes folder"):
         write_json(resolve(out_dir) / KNN, rows)
     return pd.DataFrame(rows, columns=list(KNN_COLUMNS))
 
@@ -224,7 +224,7 @@ def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
 def save_clusters(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> pd.DataFrame:
     """Write one encoder's cluster-quality rows (:func:`swavnb.evaluation.clusters.score_rows`) to
     ``out_dir/clusters.json``."""
-    with run_guard.locked(out_dir, "probes folder"):  # as save_knn
+    with folder_lock.locked(out_dir, "probes folder"):  # as save_knn
         write_json(resolve(out_dir) / CLUSTERS, rows)
     return pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS))
 

@@ -14,7 +14,7 @@ from papermill.translators import PythonTranslator
 from swavnb.base import device
 from swavnb.base.errors import RunFolderError
 from swavnb.base.layout import notebooks_folder
-from swavnb.evaluation import finetune as finetune_module
+from swavnb.evaluation import finetuning as finetune_module
 from swavnb.study import plan as study
 from swavnb.study.plan import finetune_cost, main, plan
 from swavnb.study.scheduler import forced
@@ -390,11 +390,11 @@ def test_a_pretraining_that_stopped_before_its_first_save_is_to_do_not_refused(t
     from swavnb.base import run_guard
     from swavnb.base.layout import run_folder
     from swavnb.pretraining.config import pretrain_config
-    from swavnb.pretraining.train import pretrain_identity
+    from swavnb.pretraining.folder import pretraining_identity
 
     # e.g. the notebook run with -p lr 1e30 into the study's folder, stopped by its NaN loss
     folder = run_folder("smoke", "flip", 0, tmp_path)
-    stopped = pretrain_identity(pretrain_config("smoke", aug="flip", lr=1e30))
+    stopped = pretraining_identity(pretrain_config("smoke", aug="flip", lr=1e30))
     run_guard.claim(folder, stopped, "stopped-run")
     step = plan("smoke", ["flip"], [0.1], runs_dir=tmp_path)[0]
     assert step.name == "pretrain flip seed 0" and step.done() is False

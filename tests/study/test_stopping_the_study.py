@@ -32,11 +32,11 @@ step = scheduler.Step(
 plan.plan = lambda *args, **kwargs: [step]
 worker = '''
 import sys, time
-from swavnb.base import cli, run_guard
+from swavnb.base import cli, folder_lock
 from swavnb.study import headless
 
 def sleep(parameters):
-    with run_guard.locked(parameters["folder"], "stand-in step folder"):
+    with folder_lock.locked(parameters["folder"], "stand-in step folder"):
         time.sleep(120)
 
 headless.STEPS["sleep"] = sleep
