@@ -53,7 +53,7 @@ def real_images(train_split: CifarSplit) -> torch.Tensor:
 def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Any]:
     """One real smoke-sized study (flip and random init, 10 % labels), shared by the study and nbval
     tests: its folders, and the command line that built it (``argv``)."""
-    from swavnb.study import plan as study
+    from swavnb.study import __main__ as study
 
     root = tmp_path_factory.mktemp("smoke-study")
     folders = {"runs": root / "runs", "results": root / "results", "figures": root / "figures"}
