@@ -117,7 +117,7 @@ class Pretrainer:
             restore(self, state)
         # rank 0 measures (its weights are the ones saved); the other ranks wait at the save
         self.monitor = EpochMonitor(config, self.runtime.is_main and not self.finished)
-        self._record_conditions()
+        self.compiled, self.compile_fallback = _record_conditions(self)
         self.net = self._network()
         self.pending: list[tuple[int, torch.Tensor]] = []  # losses not checked yet
         self.postfix: dict[str, str] = {}  # what the progress line shows after the bar
@@ -143,33 +143,6 @@ class Pretrainer:
             EmbeddingQueue(self.augment.n_assign, rows, config.feat_dim, self.device)
             if rows
             else None
-        )
-
-    def _record_conditions(self) -> None:
-        """What this process runs on, into the metrics: a resumed run may have started elsewhere
-        (each epoch records its own precision too)."""
-        self.metrics.update(
-            device=device_name(self.device),
-            precision=precision_name(self.bf16),
-            world_size=self.runtime.world_size,
-            batchnorm=batchnorm_scope(self.runtime),
-            commit=source_commit(),  # the code's git commit, for the exported model card
-        )
-        if self.monitor.online_knn is not None:
-            self.metrics["online_knn"] = self.monitor.online_knn.describe()
-        self.metrics.setdefault("alarms", [])
-        self.compiled, self.compile_fallback = False, ""
-        if self.finished:  # a finished run trains nothing: no compiler to probe
-            return
-        self.compiled, self.compile_fallback = decide_compile(
-            self.config.compile, self.device, self.runtime.distributed, self.runtime.is_main
-        )
-        self.metrics.update(
-            compiled=self.compiled,
-            compile_fallback=self.compile_fallback or None,  # why auto ran eager
-            deterministic=self.deterministic,
-            # steps of `study --jobs N` run side by side: img/s and seconds are then time-shared
-            shared_with_jobs=shared_with_jobs(),
         )
 
     def _network(self) -> torch.nn.Module:
@@ -208,21 +181,12 @@ class Pretrainer:
                 line = self.monitor.after_epoch(
                     self.metrics, self.model.backbone, self.device, self.bf16
                 )
-                self._show(bar, line)
+                _show(bar, self.metrics["epochs"][-1], self.postfix, line, self.runtime.is_main)
                 save(self)
                 if self.runtime.is_main:
                     write_json(self.out / METRICS, self.metrics)
         distributed.barrier()
         return self.metrics
-
-    def _show(self, bar: tqdm, alarm: str | None) -> None:
-        """The epoch's online k-NN on the progress line, and an alarm's line below it."""
-        record = self.metrics["epochs"][-1]
-        if "online_knn_top1" in record:
-            self.postfix["knn"] = f"{record['online_knn_top1']:.1f}%"
-            bar.set_postfix(self.postfix)
-        if alarm is not None and self.runtime.is_main:
-            bar.write(alarm, file=sys.stderr)
 
     def _run_epoch(self, bar: tqdm) -> None:
         config, runtime = self.config, self.runtime
@@ -341,3 +305,44 @@ class Pretrainer:
         self.optimizer.step()
         if self.queue is not None:
             self.queue.push(embeddings)
+
+
+def _record_conditions(trainer: Pretrainer) -> tuple[bool, str]:
+    """What this process runs on, into the run's metrics: a resumed run may have started elsewhere
+    (each epoch records its own precision too). Returns whether the network compiles, and why
+    ``auto`` runs eager ('' where it does not)."""
+    metrics, runtime = trainer.metrics, trainer.runtime
+    metrics.update(
+        device=device_name(trainer.device),
+        precision=precision_name(trainer.bf16),
+        world_size=runtime.world_size,
+        batchnorm=batchnorm_scope(runtime),
+        commit=source_commit(),  # the code's git commit, for the exported model card
+    )
+    if trainer.monitor.online_knn is not None:
+        metrics["online_knn"] = trainer.monitor.online_knn.describe()
+    metrics.setdefault("alarms", [])
+    if trainer.finished:  # a finished run trains nothing: no compiler to probe
+        return False, ""
+    compiled, fallback = decide_compile(
+        trainer.config.compile, trainer.device, runtime.distributed, runtime.is_main
+    )
+    metrics.update(
+        compiled=compiled,
+        compile_fallback=fallback or None,  # why auto ran eager
+        deterministic=trainer.deterministic,
+        # steps of `study --jobs N` run side by side: img/s and seconds are then time-shared
+        shared_with_jobs=shared_with_jobs(),
+    )
+    return compiled, fallback
+
+
+def _show(
+    bar: tqdm, record: dict[str, Any], postfix: dict[str, str], alarm: str | None, main: bool
+) -> None:
+    """The epoch's online k-NN on the progress line, and an alarm's line below it (rank 0)."""
+    if "online_knn_top1" in record:
+        postfix["knn"] = f"{record['online_knn_top1']:.1f}%"
+        bar.set_postfix(postfix)
+    if alarm is not None and main:
+        bar.write(alarm, file=sys.stderr)
