@@ -1,5 +1,5 @@
-"""What the typed run configs share: each field says whether it changes the run, a config is built
-from a preset and overrides, and the checks that name every bad field in one line.
+"""What the typed run configs share: each field says whether it changes the run, and a config is
+built from a preset and overrides (the checks of its values: :mod:`swavnb.base.field_checks`).
 
 A field that *changes the run* is part of its identity: a run folder holds one value of it, and a
 run resumes only with the same. A *runtime* field changes where or how fast a run goes, never its
@@ -11,14 +11,10 @@ no folder. Every field says which in its own declaration (:func:`changes_run`, :
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, TypeVar, get_type_hints
 
 _CHANGES_RUN = "changes_run"  # the field metadata key
 T = TypeVar("T")
-
-# the pools a run's image counts are taken from: CIFAR-100's training and test splits
-TRAIN_POOL, TEST_POOL = 50_000, 10_000
 
 
 def changes_run(default: Any) -> Any:
@@ -99,41 +95,3 @@ def build(cls: type[T], presets: dict[str, dict[str, Any]], preset: str, overrid
     values = {**presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
     parsed = {k: parse_value(v, hints[k], k) for k, v in values.items()}
     return cls(**{**parsed, "preset": preset})
-
-
-def at_least(config: Any, minimum: int, names: tuple[str, ...]) -> list[str]:
-    """What is wrong with each of ``names`` below ``minimum``."""
-    return [
-        f"{name} must be >= {minimum}, got {getattr(config, name)}"
-        for name in names
-        if getattr(config, name) < minimum
-    ]
-
-
-def finite(config: Any, names: tuple[str, ...], positive: bool = True) -> list[str]:
-    """Each of ``names`` a finite number, > 0 (``positive``) or >= 0: an inf or NaN rate trains on
-    a NaN loss."""
-    bound = "> 0" if positive else ">= 0"
-    return [
-        f"{name} must be a finite number {bound}, got {value}"
-        for name in names
-        if not math.isfinite(value := getattr(config, name))
-        or (value <= 0 if positive else value < 0)
-    ]
-
-
-def image_count(config: Any, name: str, pool: int) -> list[str]:
-    """``name`` 0 (the whole pool) or a class-stratified subset of at most ``pool`` images."""
-    count = getattr(config, name)
-    if 0 <= count <= pool:
-        return []
-    return [
-        f"{name} must be 0 (all {pool:,} images) or 1 to {pool:,} (a class-stratified subset, at "
-        f"least one image per class), got {count}"
-    ]
-
-
-def refuse(problems: list[str]) -> None:
-    """One line naming every bad field."""
-    if problems:
-        raise ValueError("; ".join(problems))

@@ -5,18 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from swavnb.base.config import (
-    TEST_POOL,
-    TRAIN_POOL,
-    at_least,
-    build,
-    changes_run,
-    finite,
-    image_count,
-    refuse,
-    run_config,
-    runtime,
-)
+from swavnb.base.config import build, changes_run, run_config, runtime
+from swavnb.base.field_checks import TEST_POOL, TRAIN_POOL, at_least, finite, image_count, refuse
 from swavnb.base.precision import check_amp
 from swavnb.data.cifar import check_image_size
 
@@ -71,6 +61,8 @@ class FinetuneConfig:
         self.amp = check_amp(self.amp)
 
 
+# one preset a few lines, as the pretraining's (swavnb.pretraining.config)
+# fmt: off
 _FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "swav": {},
@@ -78,29 +70,17 @@ _FINETUNE_PRESETS: dict[str, dict[str, Any]] = {
     # stratified test subset; fine-tuning as long as more steps help at 100 and 500 labels
     # (docs/presets.md)
     "quick": dict(
-        image_size=16,
-        train_images=5000,
-        test_images=2000,
-        epochs=50,
-        min_steps=200,
-        batch_size=64,
-        linear_epochs=30,
-        n_evals=2,
-        tsne_images=1000,
+        image_size=16, train_images=5000, test_images=2000,
+        epochs=50, min_steps=200, batch_size=64, linear_epochs=30,
+        n_evals=2, tsne_images=1000,
     ),
     "smoke": dict(
-        image_size=16,
-        train_images=200,
-        test_images=100,
-        epochs=1,
-        min_steps=3,
-        batch_size=32,
-        linear_epochs=5,
-        n_evals=2,
-        knn_k=(5, 20),
-        tsne_images=100,
+        image_size=16, train_images=200, test_images=100,
+        epochs=1, min_steps=3, batch_size=32, linear_epochs=5,
+        n_evals=2, knn_k=(5, 20), tsne_images=100,
     ),
 }
+# fmt: on
 
 
 def finetune_config(preset: str = "quick", **overrides: Any) -> FinetuneConfig:

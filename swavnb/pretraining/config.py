@@ -10,20 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from swavnb.base.compiling import check_compile
-from swavnb.base.config import (
-    TEST_POOL,
-    TRAIN_POOL,
-    as_dict,
-    at_least,
-    build,
-    changes_run,
-    finite,
-    image_count,
-    refuse,
-    run_config,
-    run_fields,
-    runtime,
-)
+from swavnb.base.config import as_dict, build, changes_run, run_config, run_fields, runtime
+from swavnb.base.field_checks import TEST_POOL, TRAIN_POOL, at_least, finite, image_count, refuse
 from swavnb.base.precision import check_amp
 from swavnb.data.cifar import check_image_size
 
@@ -99,23 +87,17 @@ class PretrainConfig:
         self.compile = check_compile(self.compile)
 
 
+# one preset a few lines, each line one concern: a table to read across, kept as written
+# fmt: off
 _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # the reference report's setup, for a GPU
     "paper": {},
     # a recipe meant to beat the reference report: SwAV's own choices as lightly / solo-learn run
     # them on CIFAR
     "swav": dict(
-        aug="swav",
-        head="mlp",
-        epochs=200,
-        optimizer="sgd",
-        lr=0.12,
-        weight_decay=5e-4,
-        warmup_epochs=10,
-        schedule="cosine",
-        freeze_prototypes_epochs=1,
-        queue_length=3840,
-        queue_start_epoch=30,
+        aug="swav", head="mlp", epochs=200,
+        optimizer="sgd", lr=0.12, weight_decay=5e-4, warmup_epochs=10, schedule="cosine",
+        freeze_prototypes_epochs=1, queue_length=3840, queue_start_epoch=30,
     ),
     # the whole study in < 30 min on a 2-core CPU: 16 px images (ResNet-18 ~3x cheaper) and a recipe
     # that leaves SwAV's log K plateau within ~600 steps of batch 64 (docs/presets.md): SGD +
@@ -123,43 +105,21 @@ _PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # sharper Sinkhorn (epsilon 0.02: at 0.05 the codes of near-identical early embeddings are
     # almost uniform, so the loss sits at log K and nothing is learned)
     "quick": dict(
-        image_size=16,
-        local_size=8,
-        n_local_crops=2,
-        train_images=9000,
-        epochs=4,
-        batch_size=64,
-        head="mlp",
-        n_prototypes=300,
-        epsilon=0.02,
-        optimizer="sgd",
-        lr=0.1,
-        weight_decay=1e-5,
-        warmup_epochs=1,
-        schedule="cosine",
-        freeze_prototypes_epochs=0.5,
-        log_every_steps=5,
-        compile="false",
+        image_size=16, local_size=8, n_local_crops=2, train_images=9000, epochs=4, batch_size=64,
+        head="mlp", n_prototypes=300, epsilon=0.02,
+        optimizer="sgd", lr=0.1, weight_decay=1e-5, warmup_epochs=1, schedule="cosine",
+        freeze_prototypes_epochs=0.5, log_every_steps=5, compile="false",
     ),
     # seconds, for tests: 16 px (4x cheaper than 32) keeps the suite within minutes on a
     # float32-only CPU
     "smoke": dict(
-        train_images=200,
-        image_size=16,
-        local_size=8,
-        n_prototypes=30,
-        feat_dim=16,
-        hidden_dim=32,
-        epochs=2,
-        batch_size=32,
-        n_local_crops=2,
-        log_every_steps=1,
-        compile="false",
+        train_images=200, image_size=16, local_size=8, n_prototypes=30, feat_dim=16, hidden_dim=32,
+        epochs=2, batch_size=32, n_local_crops=2, log_every_steps=1, compile="false",
         # one image per class each: the online k-NN at the least it costs, as the tests need
-        online_knn_pool=100,
-        online_knn_test=100,
+        online_knn_pool=100, online_knn_test=100,
     ),
 }
+# fmt: on
 
 
 def pretrain_config(preset: str = "quick", **overrides: Any) -> PretrainConfig:
