@@ -60,7 +60,10 @@ def _start(tmp_path: Path, processes: Any) -> tuple[subprocess.Popen, int]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    held = lambda: (folder / ".lock").exists() and processes.held(folder)
+    # the holder takes the flock, then writes its record into the file: wait for both
+    held = lambda: (
+        (folder / ".lock").exists() and processes.held(folder) and (folder / ".lock").read_text()
+    )
     if (
         not processes.wait_until(lambda: held() or study.poll() is not None, timeout_s=120)
         or not held()
