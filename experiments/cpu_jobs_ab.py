@@ -28,8 +28,9 @@ def _worker(workload: str, steps: int) -> float:
     import torch
 
     from swavnb.data.cifar import batch_indices, label_subset
+    from swavnb.evaluation.config import finetune_config
     from swavnb.evaluation.features import evaluation_data
-    from swavnb.pretraining.config import finetune_config, pretrain_config
+    from swavnb.pretraining.config import pretrain_config
     from swavnb.pretraining.train import Pretrainer
 
     if workload.startswith("pretrain"):
@@ -44,7 +45,7 @@ def _worker(workload: str, steps: int) -> float:
             for i in range(2, 2 + steps):
                 step(i)
             return steps / (time.perf_counter() - tic)
-    from swavnb.evaluation.finetune import train_finetune
+    from swavnb.evaluation.finetuning import train_finetune
     from swavnb.method.model import cifar_resnet18
 
     config = finetune_config("quick", device="cpu", amp="false", n_evals=1)

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from swavnb.base.device import device_name, pick_device
-from swavnb.evaluation.finetune import finetune
-from swavnb.pretraining.config import finetune_config
+from swavnb.evaluation.config import finetune_config
+from swavnb.evaluation.finetuning import finetune
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ import torch
 
 from swavnb.base.checkpoint import load_checkpoint
 from swavnb.base.device import device_name
+from swavnb.evaluation.config import finetune_config
 from swavnb.evaluation.features import evaluation_data, frozen_features, load_backbone
 from swavnb.evaluation.probes import knn_accuracy
-from swavnb.pretraining.config import finetune_config
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from swavnb.base.device import hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = "swavnb/pretraining/train.py"
+QUEUE = "swavnb/pretraining/queue.py"
 FEATURES = "swavnb/evaluation/features.py"
 TEST_TRAIN = "tests/pretraining/test_train.py"
 TEST_FINETUNE = "tests/evaluation/test_finetune.py"
@@ -52,7 +53,7 @@ MUTATIONS = (
     Mutation(
         "lr_backbone",
         "a pretrained backbone fine-tunes at the head's rate, not lr_backbone (item 1)",
-        "swavnb/evaluation/finetune.py",
+        "swavnb/evaluation/finetuning.py",
         "backbone_lr = config.lr_backbone if pretrained else config.lr_head",
         "backbone_lr = config.lr_head",
         (
@@ -71,9 +72,9 @@ MUTATIONS = (
     Mutation(
         "tally",
         "a mid-epoch resume drops the epoch's tally so far (item 2)",
-        TRAIN,
-        'resumed = self.state is not None and self.start_step and self.state["tally"] is not None',
-        "resumed = False",
+        "swavnb/pretraining/checkpointing.py",
+        'if state["step"] and state["tally"] is not None:',
+        "if False:",
         (f"{TEST_TRAIN}::test_resume_mid_epoch_matches_uninterrupted_run",),
     ),
     Mutation(
@@ -103,25 +104,25 @@ MUTATIONS = (
     Mutation(
         "queue_shift",
         "the queue overwrites its newest entries instead of shifting (item 5)",
-        TRAIN,
-        "                self.queue[:, batch:] = self.queue[:, :-batch].clone()\n",
+        QUEUE,
+        "            self.embeddings[:, batch:] = self.embeddings[:, :-batch].clone()\n",
         "",
         (f"{TEST_TRAIN}::test_queue_joins_sinkhorn_once_full_and_keeps_the_latest_batches",),
     ),
     Mutation(
         "queue_full",
         "the queue joins Sinkhorn before it is full (item 5)",
-        TRAIN,
-        "if use_queue and self.queue_pushes * len(scores[0]) >= self.queue.shape[1]:",
-        "if use_queue:",
+        QUEUE,
+        "        if self.pushes * batch < self.embeddings.shape[1]:\n            return None\n",
+        "",
         (f"{TEST_TRAIN}::test_queue_joins_sinkhorn_once_full_and_keeps_the_latest_batches",),
     ),
     Mutation(
         "queue_start",
         "the queue joins before queue_start_epoch (item 5)",
         TRAIN,
-        "use_queue = self.queue is not None and self.epoch >= config.queue_start_epoch",
-        "use_queue = self.queue is not None",
+        "if self.queue is not None and self.epoch >= config.queue_start_epoch:",
+        "if self.queue is not None:",
         (f"{TEST_TRAIN}::test_queue_waits_for_its_start_epoch",),
     ),
     Mutation(
@@ -138,9 +139,9 @@ MUTATIONS = (
     Mutation(
         "stale_results",
         "an evaluation of a redone pretraining counts as done (item 6)",
-        "swavnb/base/run_guard.py",
-        'return held is not None and held.get("version") == version',
-        "return held is not None",
+        "swavnb/evaluation/folders.py",
+        'return done and held is not None and held.get("version") == encoder.run_id',
+        "return done and held is not None",
         (
             "tests/evaluation/test_folders.py::"
             "test_a_redone_pretraining_makes_its_encoders_results_and_features_stale",

@@ -5,7 +5,7 @@
 Times, on one thread, (1) the weight gradient of each distinct ResNet-18 convolution shape of
 the ``quick`` preset both ways, and (2) the study's own steps: ``Pretrainer.train_step`` of
 ``quick`` for ``flip`` and ``swav``, and a fine-tuning step (backbone + head, batch 64 at 16 px),
-each with :func:`~swavnb.method.small_map_conv.standard_weight_grad` (torch's backward) and
+each with :func:`~swavnb.base.small_map_conv.standard_weight_grad` (torch's backward) and
 without (ours), alternating timed repetitions so drift hits both alike. Prints milliseconds and
 ratios; writes the JSON with the CPU named.
 """
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from swavnb.base.device import device_name
+from swavnb.base.small_map_conv import batch_weight_grad, standard_weight_grad
 from swavnb.method.model import BACKBONE_DIM, cifar_resnet18
-from swavnb.method.small_map_conv import batch_weight_grad, standard_weight_grad
 from swavnb.pretraining.config import pretrain_config
 from swavnb.pretraining.train import Pretrainer
 from swavnb.speed.bench import cycling_steps

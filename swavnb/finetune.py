@@ -1,6 +1,6 @@
 """``python -m swavnb.finetune --checkpoint C|none --fraction F [--mode finetune|linear]
 [--out DIR] [--field value ...]``: one label-fraction evaluation
-(:mod:`swavnb.evaluation.finetune`).
+(:mod:`swavnb.evaluation.finetuning`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from typing import Any
 from swavnb.base import cli
 from swavnb.base.checkpoint import load_checkpoint
 from swavnb.base.layout import RESULT, is_random_init
-from swavnb.evaluation.finetune import finetune
-from swavnb.pretraining.config import FRACTIONS, MODES, PRESETS, FinetuneConfig, finetune_config
+from swavnb.evaluation.config import FRACTIONS, MODES, FinetuneConfig, finetune_config
+from swavnb.evaluation.finetuning import finetune
+from swavnb.pretraining.config import PRESETS
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

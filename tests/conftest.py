@@ -53,7 +53,7 @@ def real_images(train_split: CifarSplit) -> torch.Tensor:
 def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Any]:
     """One real smoke-sized study (flip and random init, 10 % labels), shared by the study and nbval
     tests: its folders, and the command line that built it (``argv``)."""
-    from swavnb.study import plan as study
+    from swavnb.study import __main__ as study
 
     root = tmp_path_factory.mktemp("smoke-study")
     folders = {"runs": root / "runs", "results": root / "results", "figures": root / "figures"}
@@ -75,11 +75,11 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> di
 
 @pytest.fixture
 def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
-    """Start a second process that holds a folder's lock (swavnb.base.run_guard) until the test
+    """Start a second process that holds a folder's lock (swavnb.base.folder_lock) until the test
     ends."""
     code = (
-        "import sys, time; from swavnb.base import run_guard\n"
-        "with run_guard.locked(sys.argv[1]):\n"
+        "import sys, time; from swavnb.base import folder_lock\n"
+        "with folder_lock.locked(sys.argv[1]):\n"
         "    print('held', flush=True); time.sleep(120)\n"
     )
     started = []
@@ -141,7 +141,7 @@ class Processes:
 
     @staticmethod
     def held(folder: Path) -> bool:
-        """Whether a process holds ``folder``'s lock (swavnb.base.run_guard)."""
+        """Whether a process holds ``folder``'s lock (swavnb.base.folder_lock)."""
         with open(folder / ".lock") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,12 +9,15 @@ cannot see, at the first step) with the cause and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from swavnb.base.errors import CompileError, setting
 from swavnb.base.precision import auto_true_false
 
 # auto under torchrun is eager: on CUDA BatchNorm becomes SyncBatchNorm, where dynamo graph-breaks
@@ -75,6 +78,58 @@ def resolve_compile(
         return False, SYNC_BN_REASON if device.type == "cuda" else DISTRIBUTED_REASON
     problem = compiler_problem(str(device))
     return not problem, problem
+
+
+def decide_compile(
+    value: str, device: torch.device, distributed: bool, say: bool = True
+) -> tuple[bool, str]:
+    """:func:`resolve_compile`, where ``true`` asks the probe too (a missing toolchain stops the run
+    in seconds, before the network's own compile fails on it), and one line (``say``) where
+    ``auto`` runs eager.
+
+    Raises:
+        CompileError: ``true`` on a machine whose compiler does not work, naming the fix.
+    """
+    compiled, fallback = resolve_compile(value, device, distributed)
+    if check_compile(value) == "true" and (problem := compiler_problem(str(device))):
+        raise CompileError(compile_fix(f"cannot build kernels here ({problem})"))
+    if fallback and say:
+        print(
+            f"torch.compile is off ({fallback}); the run trains eager: the same training without "
+            f"the compile speed-up ({setting('compile')} false skips this check)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return compiled, fallback
+
+
+def compiled_network(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` compiled for static shapes: a run's batch and crop sizes never change, and automatic
+    dynamic shapes would compile a second run in the same process for a symbolic batch size."""
+    return torch.compile(net, dynamic=False)
+
+
+def compile_fix(what: str) -> str:
+    """A compile failure's message: ``what`` failed, and the eager run that avoids it."""
+    return (
+        f"torch.compile {what}; rerun with {setting('compile')} false: the same training, eager, "
+        "without the compile speed-up"
+    )
+
+
+@contextlib.contextmanager
+def compile_failures_name_the_fix() -> Iterator[None]:
+    """Around a compiled network's first forward, backward and kernel launches, where the
+    compiler's failures surface (:func:`compiler_failure`): CompileError naming the fix."""
+    try:
+        yield
+    except Exception as error:
+        cause = compiler_failure(error)
+        if cause is None:
+            raise
+        raise CompileError(
+            compile_fix(f"could not build or launch the network ({one_line(cause)})")
+        ) from error
 
 
 def _is_build_code(filename: str) -> bool:

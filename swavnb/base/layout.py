@@ -11,6 +11,7 @@ working directory.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -135,6 +136,20 @@ def evaluation_folder(encoder: Path, mode: str, fraction: float, seed: int | Non
 def probes_folder(encoder: Path, seed: int | None = None) -> Path:
     """An encoder's probes: ``<encoder>/probes``, with ``-seed<seed>`` as for evaluations."""
     return encoder / ("probes" + ("" if seed is None else f"-seed{seed}"))
+
+
+# what a run folder may hold without a manifest (swavnb.base.run_guard): hidden entries (the lock,
+# atomic writes' temporaries, file systems' litter), our files, cached features, evaluation folders
+_OWN_FILES = {CHECKPOINT, METRICS, RESULT, KNN, CLUSTERS, MANIFEST}
+_OWN_PATTERN = re.compile(
+    r"\..*|features-\w+\.pt|(finetune|linear)-[0-9.e-]+(-seed\d+)?|(probes|knn)(-seed\d+)?"
+)
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """The entries of ``folder`` (if it exists) that this project never writes there, sorted."""
+    names = sorted(entry.name for entry in folder.iterdir()) if folder.is_dir() else []
+    return [name for name in names if name not in _OWN_FILES and not _OWN_PATTERN.fullmatch(name)]
 
 
 def feature_caches(encoder: Path) -> list[Path]:

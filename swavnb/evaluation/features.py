@@ -1,9 +1,8 @@
 """Features of a backbone: load it (or a random one), the evaluation images, frozen features and
 their cache, and the weighted k-NN of those features under both BN settings.
 
-Label-fraction evaluation (:mod:`swavnb.evaluation.finetune`), the probes notebook and the headless
-study
-share these, so each backbone's frozen features are extracted once per BN setting.
+Label-fraction evaluation (:mod:`swavnb.evaluation.finetuning`), the probes notebook and the
+headless study share these, so each backbone's frozen features are extracted once per BN setting.
 """
 
 from __future__ import annotations
@@ -31,9 +30,9 @@ from swavnb.base.layout import (
 )
 from swavnb.base.precision import precision_name, use_bf16
 from swavnb.data.cifar import CifarSplit, label_subset, load_cifar100
+from swavnb.evaluation.config import FinetuneConfig, check_bn_stats
 from swavnb.evaluation.probes import extract_features, knn_accuracy, precise_batchnorm
 from swavnb.method.model import SwAVModel, cifar_resnet18
-from swavnb.pretraining.config import FinetuneConfig, check_bn_stats
 
 
 @dataclass(frozen=True)

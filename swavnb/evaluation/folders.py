@@ -1,6 +1,6 @@
-"""Which folder an evaluation or probes run of an encoder writes, and what that folder's manifest
-says it holds (:mod:`swavnb.base.run_guard`), for the notebooks, the command line and the study
-alike."""
+"""Which folder an evaluation or probes run of an encoder writes, and which run that folder holds
+(:func:`evaluation_identity`, stored in its ``run.json``), for the notebooks, the command line and
+the study alike."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ from typing import Any
 
 from torch import nn
 
-from swavnb.base import run_guard
-from swavnb.base.errors import RunFolderError, another_folder, setting
+from swavnb.base import folder_lock, run_guard
+from swavnb.base.config import run_fields
+from swavnb.base.errors import setting
 from swavnb.base.layout import CLUSTERS, KNN, RESULT, SCRATCH, evaluation_folder, resolve
-from swavnb.base.unfinished import left_unfinished, take_over
+from swavnb.evaluation.config import FinetuneConfig
 from swavnb.evaluation.features import Encoder, load_encoder, read_encoder
 from swavnb.evaluation.records import intact
-from swavnb.pretraining.config import FinetuneConfig, as_dict
 
-# settings that change where and how fast an evaluation runs, never its result
-RUNTIME_FIELDS = frozenset({"device", "amp", "data_root", "channels_last"})
 KINDS = ("finetune", "linear", "probes", "knn")
 # knn: the k-NN rows alone, without the probes' figures and clusters (a sweep's cheap evaluation)
 _RESULTS = {"finetune": (RESULT,), "linear": (RESULT,), "probes": (KNN, CLUSTERS), "knn": (KNN,)}
@@ -29,14 +27,14 @@ _FOLDERS = {"probes": "probes", "knn": "knn"}
 def evaluation_identity(
     encoder: Encoder, kind: str, config: FinetuneConfig, fraction: float | None = None
 ) -> dict[str, Any]:
-    """What the folder of an evaluation (``kind`` finetune / linear, at ``fraction``) or of the
-    probes (``kind`` probes) of ``encoder`` holds."""
+    """Which run an evaluation (``kind`` finetune / linear, at ``fraction``) or the probes
+    (``kind`` probes, knn) of ``encoder`` are: the fields of ``config`` that change the run."""
     identity = {
         "kind": kind if kind in _FOLDERS else "evaluation",
         "preset": config.preset,
         "seed": config.seed,
         "encoder": encoder.identity,
-        "config": {k: v for k, v in as_dict(config).items() if k not in RUNTIME_FIELDS},
+        "config": run_fields(config),
     }
     if kind not in _FOLDERS:
         identity.update(mode=kind, fraction=fraction)
@@ -73,12 +71,12 @@ def open_evaluation(
         kind: finetune | linear (at ``fraction``) | probes.
         out_dir: None or '' derives it (:func:`derived_folder`).
         hold: keep the folder's lock until the process ends (a notebook, writing cells later) or
-            :func:`swavnb.base.run_guard.release`.
+            :func:`swavnb.base.folder_lock.release`.
 
     Returns:
         The backbone, the :class:`Encoder` it is, and the run's folder (absolute): a folder whose
         manifest names another run that stopped before any result is taken over
-        (:mod:`swavnb.base.unfinished`).
+        (:mod:`swavnb.base.run_guard`).
 
     Raises:
         RunFolderError: the folder holds another run; RunFolderBusy: another process writes it.
@@ -90,20 +88,11 @@ def open_evaluation(
         checkpoint, config.seed, config.image_size, config.preset, runs_dir
     )
     check_preset(encoder, config)
-    out = resolve(out_dir or derived_folder(encoder, kind, config.seed, fraction))
     identity = evaluation_identity(encoder, kind, config, fraction)
-    what = f"{kind} folder"
-    with run_guard.locked(out, what):
-        take_over(out, identity, _RESULTS[kind], encoder.checkpoint)
-        run_guard.check_identity(out, identity, another_folder())
-        run_guard.claim(out, identity, encoder.run_id, _RESULTS[kind], encoder.checkpoint)
-    if hold:  # after the claim, so a refused folder is never left locked
-        run_guard.hold(out, what)
-        try:  # a run that took the folder over between the claim and the hold has it now
-            run_guard.check_identity(out, identity, another_folder())
-        except RunFolderError:
-            run_guard.release(out)
-            raise
+    out = resolve(out_dir) if out_dir else derived_folder(encoder, kind, config.seed, fraction)
+    results = _RESULTS[kind]
+    with folder_lock.locked(out, f"{kind} folder", keep=hold):
+        run_guard.claim(out, identity, encoder.run_id, results, encoder.checkpoint, results=results)
     return backbone, encoder, out
 
 
@@ -141,10 +130,8 @@ def is_done(
     """
     encoder = read_encoder(checkpoint, config.seed, config.preset, runs_dir)
     folder = derived_folder(encoder, kind, config.seed, fraction)
-    identity, fix = evaluation_identity(encoder, kind, config, fraction), fix or another_folder()
+    identity, results = evaluation_identity(encoder, kind, config, fraction), _RESULTS[kind]
+    held = run_guard.check(folder, identity, results, encoder.checkpoint, fix)
     # a missing, damaged or impossible result is not done: the step redoes it
-    if not all(intact(folder / name) for name in _RESULTS[kind]):
-        if left_unfinished(folder, identity, _RESULTS[kind], encoder.checkpoint) is None:
-            run_guard.check_identity(folder, identity, fix)
-        return False  # a run that stopped before its results: the step takes the folder over
-    return run_guard.is_current(folder, identity, encoder.run_id, fix)
+    done = all(intact(folder / name) for name in results)
+    return done and held is not None and held.get("version") == encoder.run_id

@@ -306,20 +306,14 @@ def _commit_lines(commit: Mapping[str, str | None]) -> list[str]:
     ]
 
 
-def card_markdown(card: Mapping[str, Any]) -> str:
-    """The card as the Markdown ``README.md`` beside the weights."""
-    training, encoder, inputs = card["training"], card["encoder"], card["input"]
-    hardware, source = card["hardware"], card["source"]
-    batchnorm = hardware["batchnorm"]
-    size = inputs["image_size"]
-    mean = ", ".join(f"{v:.4f}" for v in inputs["mean"])
-    std = ", ".join(f"{v:.4f}" for v in inputs["std"])
-    subset = " (a class-stratified subset)" if training["stratified_subset"] else ""
+def _head_lines(card: Mapping[str, Any]) -> list[str]:
+    """The card's title, the file, its architecture and how to load it."""
+    training, encoder = card["training"], card["encoder"]
     title = (
         f"# SwAV ResNet-18 (CIFAR stem): {training['preset']} preset, {training['aug']} views, "
         f"seed {training['seed']}"
     )
-    lines = [
+    return [
         title,
         "",
         f"`{encoder['file']}` is the backbone of a swavnb SwAV pretraining on CIFAR-100, as a "
@@ -345,6 +339,15 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         *plain_torchvision_lines(encoder["file"]),
         "```",
         "",
+    ]
+
+
+def _input_lines(inputs: Mapping[str, Any]) -> list[str]:
+    """What images the encoder takes."""
+    size = inputs["image_size"]
+    mean = ", ".join(f"{v:.4f}" for v in inputs["mean"])
+    std = ", ".join(f"{v:.4f}" for v in inputs["std"])
+    return [
         "## Input",
         "",
         f"- Images of {size}x{size} px, RGB, as float32 in [0, 1] (uint8 pixels / 255), then "
@@ -358,6 +361,15 @@ def card_markdown(card: Mapping[str, Any]) -> str:
             f"feed it {size} px images."
         ),
         "",
+    ]
+
+
+def _training_lines(card: Mapping[str, Any]) -> list[str]:
+    """How the encoder was trained, and by which code."""
+    training, hardware = card["training"], card["hardware"]
+    batchnorm = hardware["batchnorm"]
+    subset = " (a class-stratified subset)" if training["stratified_subset"] else ""
+    lines = [
         "## Training",
         "",
         "| | |",
@@ -382,15 +394,21 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "",
         *_commit_lines(card["commit"]),
     ]
-    if source["imported_from"]:
+    if card["source"]["imported_from"]:
         lines.append(
             "- The checkpoint was carried off its training machine by `study --export`, its "
             "weights rounded to bf16 on the way: these float32 weights are those bf16 values."
         )
-    lines += ["", "## Evaluations", ""]
+    return lines
+
+
+def _evaluation_lines(card: Mapping[str, Any]) -> list[str]:
+    """The rows of the encoder's evaluations and clusters found in its run folder."""
+    folder = Path(card["source"]["checkpoint"]).parent
+    lines = ["", "## Evaluations", ""]
     if card["evaluations"]:
         lines += [
-            f"Every row in the run folder `{Path(source['checkpoint']).parent}` for this "
+            f"Every row in the run folder `{folder}` for this "
             "checkpoint (evaluations written elsewhere with `--out` are not found). The interval "
             "is each row's test-set binomial error (± 1.96 SE, within [0, 100]): it leaves out "
             "seed-to-seed variation.",
@@ -399,7 +417,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         ]
     else:
         lines.append(
-            f"Not evaluated: the run folder `{Path(source['checkpoint']).parent}` holds no "
+            f"Not evaluated: the run folder `{folder}` holds no "
             "fine-tune, linear or k-NN row for this checkpoint."
         )
     if card["clusters"]:
@@ -412,13 +430,25 @@ def card_markdown(card: Mapping[str, Any]) -> str:
             f"Left out: {stale}, the evaluations of an earlier pretraining in the same folder (or "
             "files that cannot be read).",
         ]
-    exported = card["exported"]
-    lines += [
+    return lines
+
+
+def card_markdown(card: Mapping[str, Any]) -> str:
+    """The card as the Markdown ``README.md`` beside the weights."""
+    source, exported = card["source"], card["exported"]
+    provenance = [
         "",
         "## Provenance",
         "",
         f"- Checkpoint: `{source['checkpoint']}`, run id `{source['run_id']}`.",
         f"- Exported {exported['at']} by swavnb {exported['swavnb']}, torch {exported['torch']}.",
         "",
+    ]
+    lines = [
+        *_head_lines(card),
+        *_input_lines(card["input"]),
+        *_training_lines(card),
+        *_evaluation_lines(card),
+        *provenance,
     ]
     return "\n".join(lines)

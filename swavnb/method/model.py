@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swavnb.method.small_map_conv import use_small_map_convs
+from swavnb.base.small_map_conv import use_small_map_convs
 
 HEADS = ("linear", "mlp")
 BACKBONE_DIM = 512
@@ -35,7 +35,7 @@ def torchvision_cifar_resnet18() -> nn.Module:
 
 def cifar_resnet18() -> nn.Module:
     """:func:`torchvision_cifar_resnet18` whose convolutions are
-    :class:`~swavnb.method.small_map_conv.SmallMapConv2d`: the same layers, whose float32 weight
+    :class:`~swavnb.base.small_map_conv.SmallMapConv2d`: the same layers, whose float32 weight
     gradient on a CPU is faster where the map is tiny; ``forward`` gives (B, 512) pooled features.
     """
     return use_small_map_convs(torchvision_cifar_resnet18())

@@ -37,9 +37,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from swavnb.base.device import available_cores, pick_device, run_facts
 from swavnb.base.files import write_json
 from swavnb.base.precision import autocast, precision_name, use_bf16
-from swavnb.data.cifar import epoch_permutation
+from swavnb.data.cifar import CifarSplit, epoch_permutation
 from swavnb.pretraining.config import pretrain_config
-from swavnb.pretraining.train import Pretrainer, training_images
+from swavnb.pretraining.recipe import training_images
+from swavnb.pretraining.train import Pretrainer
 from swavnb.speed.reference import ReferenceTrainer
 
 
@@ -230,7 +231,7 @@ def _row(case: dict[str, Any]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m swavnb.bench", description=__doc__.split("\n\n")[0]
     )
@@ -262,7 +263,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--peak-size", type=int, default=0, help="peak matmul side (default 4096 CPU, 8192 GPU)"
     )
     parser.add_argument("--json", default="", help="write the results here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _case(
+    aug: str,
+    batch: int,
+    args: argparse.Namespace,
+    train: CifarSplit,
+    device: torch.device,
+    dtypes: dict[str, torch.dtype],
+    tmp: Path,
+) -> dict[str, Any]:
+    """One case: ours and the reference at ``aug`` and ``batch``, beside the matmul peaks of
+    ``dtypes`` (float32, and bf16 where ours runs it)."""
+    ours_precision = "bf16" if "bf16" in dtypes else "float32"
+    # measured next to each case, so clock or thermal drift over a long run does not skew its shares
+    peak = {
+        name: matmul_peak_flops(device, dtype, args.peak_size) for name, dtype in dtypes.items()
+    }
+    ours = bench_ours(aug, batch, args, tmp)
+    reference = bench_reference(aug, batch, args, train.images, ours.pop("device"))
+    return {
+        "case": aug,
+        "batch": batch,
+        "ours_precision": ours_precision,
+        "ours_img_per_s": ours["img_per_s"],
+        "reference_img_per_s": reference["img_per_s"],
+        "ratio": ours["img_per_s"] / reference["img_per_s"],
+        "ours_peak_mem_mb": ours["peak_mem_mb"],
+        "reference_peak_mem_mb": reference["peak_mem_mb"],
+        "ours_step_share": ours["share"],
+        **_roofline(ours, reference, peak, ours_precision),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _arguments(argv)
     gpu = torch.cuda.is_available() and args.device != "cpu"
     args.steps = args.steps or (20 if gpu else 3)
     args.workers = args.workers or available_cores()
@@ -287,28 +324,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for aug in args.augs.split(","):
             for batch in batches:
-                # measured next to each case, so clock or thermal drift over a long run does not
-                # skew its shares
-                peak = {
-                    name: matmul_peak_flops(device, dtype, args.peak_size)
-                    for name, dtype in dtypes.items()
-                }
-                ours = bench_ours(aug, batch, args, Path(tmp))
-                reference = bench_reference(aug, batch, args, train.images, ours.pop("device"))
-                case = {
-                    "case": aug,
-                    "batch": batch,
-                    "ours_precision": ours_precision,
-                    "ours_img_per_s": ours["img_per_s"],
-                    "reference_img_per_s": reference["img_per_s"],
-                    "ratio": ours["img_per_s"] / reference["img_per_s"],
-                    "ours_peak_mem_mb": ours["peak_mem_mb"],
-                    "reference_peak_mem_mb": reference["peak_mem_mb"],
-                    "ours_step_share": ours["share"],
-                    **_roofline(ours, reference, peak, ours_precision),
-                }
-                cases.append(case)
-                print(_row(case), flush=True)
+                cases.append(_case(aug, batch, args, train, device, dtypes, Path(tmp)))
+                print(_row(cases[-1]), flush=True)
     report = {
         **run_facts(torch.device("cuda" if gpu else "cpu"), args.workers),
         "ours_compiled": not args.eager,

@@ -22,7 +22,8 @@ from swavnb.base.device import available_cores, device_kind, pick_device, run_fa
 from swavnb.base.files import write_json
 from swavnb.data.cifar import batch_indices
 from swavnb.pretraining.config import PretrainConfig, pretrain_config
-from swavnb.pretraining.train import Pretrainer, training_images
+from swavnb.pretraining.recipe import training_images
+from swavnb.pretraining.train import Pretrainer
 from swavnb.speed.reference import ReferenceTrainer
 
 

@@ -24,7 +24,7 @@ from swavnb.method.augment import (
 from swavnb.method.loss import swav_loss
 from swavnb.method.model import SwAVModel
 from swavnb.pretraining.config import PretrainConfig
-from swavnb.pretraining.train import (
+from swavnb.pretraining.recipe import (
     learning_rate,
     make_augmentation,
     make_optimizer,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from swavnb.base import cli, run_guard
+from swavnb.base import cli, folder_lock
 from swavnb.base.device import pick_device
 from swavnb.base.layout import (
     SCRATCH,
@@ -25,16 +25,12 @@ from swavnb.base.layout import (
 )
 from swavnb.base.stopping import PARENT_ENV, stop_with_parent
 from swavnb.evaluation.clusters import cluster_assignments, prototype_scores, score_rows
+from swavnb.evaluation.config import FinetuneConfig, finetune_config
 from swavnb.evaluation.features import evaluation_data, frozen_features, knn_by_bn_stats
-from swavnb.evaluation.finetune import finetune
+from swavnb.evaluation.finetuning import finetune
 from swavnb.evaluation.folders import is_done, open_evaluation
 from swavnb.method.model import SwAVModel
-from swavnb.pretraining.config import (
-    FinetuneConfig,
-    finetune_config,
-    preset_changes,
-    pretrain_config,
-)
+from swavnb.pretraining.config import preset_changes, pretrain_config
 from swavnb.pretraining.train import pretrain
 from swavnb.study.results import NoRunsError, save_clusters, save_knn, write_results
 from swavnb.study.sweeps import KNN_K, collect_sweep, write_sweep
@@ -114,12 +110,16 @@ def run_knn(p: Mapping[str, Any]) -> None:
     read from the cache the linear probe filled."""
     config = replace(_evaluation_config(p), knn_k=(KNN_K,))
     checkpoint, device = _checkpoint(p), pick_device(config.device)
-    backbone, encoder, out_dir = open_evaluation(checkpoint, "knn", config, None, _runs_dir(p))
-    with run_guard.locked(out_dir, "k-NN folder"):
+    backbone, encoder, out_dir = open_evaluation(
+        checkpoint, "knn", config, None, _runs_dir(p), hold=True
+    )
+    try:  # held from the claim to the rows
         pool, test = evaluation_data(config)
         cache, tag = encoder.folder, encoder.tag
         knn = knn_by_bn_stats(backbone, pool, test, device, config, cache, tag, (config.bn_stats,))
         save_knn(knn, config.preset, encoder.aug, out_dir, config.seed, len(test))
+    finally:
+        folder_lock.release(out_dir)
 
 
 def run_sweep(p: Mapping[str, Any]) -> None:
@@ -145,9 +145,9 @@ def run_probes(p: Mapping[str, Any]) -> None:
     preset, checkpoint, seed = config.preset, _checkpoint(p), config.seed
     device = pick_device(config.device)
     backbone, encoder, out_dir = open_evaluation(
-        checkpoint, "probes", config, p.get("out_dir"), _runs_dir(p)
+        checkpoint, "probes", config, p.get("out_dir"), _runs_dir(p), hold=True
     )
-    with run_guard.locked(out_dir, "probes folder"):
+    try:  # held from the claim to the rows
         pool, test = evaluation_data(config)
         cache, tag, aug = encoder.folder, encoder.tag, encoder.aug
         _, test_features = frozen_features(backbone, pool, test, device, config, cache, tag)
@@ -161,6 +161,8 @@ def run_probes(p: Mapping[str, Any]) -> None:
         assignments = cluster_assignments(test_features, scores, n_clusters, seed)
         targets = {"fine": test.fine, "superclass": test.coarse}
         save_clusters(score_rows(assignments, targets, preset, aug, n_clusters), out_dir)
+    finally:
+        folder_lock.release(out_dir)
 
 
 def run_results(p: Mapping[str, Any]) -> None:

@@ -221,7 +221,8 @@ def finetune_curves(row: Mapping[str, Any]) -> Figure:
     """Train and test top-1 over the steps of one evaluation run, and its training loss.
 
     Args:
-        row: the result row of :func:`swavnb.evaluation.finetune.finetune` (or its ``result.json``).
+        row: the result row of :func:`swavnb.evaluation.finetuning.finetune` (or its
+            ``result.json``).
     """
     curves = pd.DataFrame(row["curves"])
     fig, axes = _figure(1, 2, (10.0, 3.8))

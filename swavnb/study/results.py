@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from swavnb.base import run_guard
+from swavnb.base import folder_lock, run_guard
 from swavnb.base.errors import RunFolderError
 from swavnb.base.files import write_json, write_text
 from swavnb.base.layout import (
@@ -32,9 +32,9 @@ from swavnb.base.layout import (
 )
 from swavnb.evaluation.clusters import COLUMNS as CLUSTER_COLUMNS
 from swavnb.evaluation.clusters import METHODS, SCORES
+from swavnb.evaluation.config import BN_STATS
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval
 from swavnb.evaluation.records import read_metrics, read_result, read_rows
-from swavnb.pretraining.config import BN_STATS
 from swavnb.study.claims import claims_markdown
 from swavnb.study.curves import CURVES, curves_csv
 from swavnb.study.rows import RUN, check_rows
@@ -201,7 +201,7 @@ def save_knn(
         for k, acc in by_k.items()
     ]
     # under the folder's lock, held already by a notebook until its last cell, or taken here
-    with run_guard.locked(out_dir, "probes folder"):
+    with folder_lock.locked(out_dir, "probes folder"):
         write_json(resolve(out_dir) / KNN, rows)
     return pd.DataFrame(rows, columns=list(KNN_COLUMNS))
 
@@ -224,7 +224,7 @@ def collect_knn(run_dir: str | os.PathLike) -> pd.DataFrame:
 def save_clusters(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> pd.DataFrame:
     """Write one encoder's cluster-quality rows (:func:`swavnb.evaluation.clusters.score_rows`) to
     ``out_dir/clusters.json``."""
-    with run_guard.locked(out_dir, "probes folder"):  # as save_knn
+    with folder_lock.locked(out_dir, "probes folder"):  # as save_knn
         write_json(resolve(out_dir) / CLUSTERS, rows)
     return pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS))
 
@@ -456,6 +456,100 @@ def _bn_note(rows: pd.DataFrame) -> str:
     return f", {' and '.join(used)} BN statistics" if used else ""
 
 
+def _setup(rows: pd.DataFrame) -> list[str]:
+    """The test images, image sizes and devices behind the rows."""
+    if not len(rows):
+        return []
+    setup = []
+    if "test_images" in rows:
+        setup.append(
+            f"test images: {', '.join(str(int(n)) for n in sorted(rows['test_images'].unique()))}"
+        )
+    if "image_size" in rows:
+        setup.append(
+            f"image size: {', '.join(f'{int(n)} px' for n in sorted(rows['image_size'].unique()))}"
+        )
+    setup.append(f"device: {', '.join(sorted(rows['device'].astype(str).unique()))}")
+    return setup
+
+
+def _intervals(rows: pd.DataFrame) -> str:
+    """What a cell's ± says: over seeds (naming the cells over fewer), or one run's test error."""
+    seeds = sorted(int(s) for s in rows["seed"].unique()) if len(rows) else []
+    if len(seeds) <= 1:
+        return (
+            f"Each cell is one run (seed {', '.join(map(str, seeds)) or '–'}) ± 1.96 × its "
+            "test-set standard error (binomial): the interval of the test measurement alone, not "
+            "of a new pretraining"
+        )
+    intervals = (
+        f"Each cell is the mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}) ± the half "
+        "width of its 95 % interval (Student's t over the seeds)"
+    )
+    # a study still running, or a seed whose evaluation failed
+    counts = rows.groupby(["aug", "mode", "n_labels"], sort=False)["seed"].nunique()
+    fewer = [
+        f"{aug} {mode} at {int(labels):,} labels ({n} seed{'s' if n > 1 else ''})"
+        for (aug, mode, labels), n in counts.items()
+        if n < len(seeds)
+    ]
+    return intervals + (f"; cells over fewer seeds: {', '.join(fewer)}" if fewer else "")
+
+
+def _report_tables(rows: pd.DataFrame) -> list[str]:
+    """The reference report's tables for its views, then one for each other view."""
+    parts = []
+    others = [a for a in AUG_ORDER if a not in REPORT_TABLES and a != "scratch"]
+    for aug in [*REPORT_TABLES, *others]:
+        title = (
+            f"{REPORT_TABLES[aug]} of the reference report: {aug} views"
+            if aug in REPORT_TABLES
+            else f"{aug} views (not in the reference report)"
+        )
+        parts += [f"## {title}, fine-tuned on labelled images", report_table(rows, aug)]
+    return parts
+
+
+_PRETRAINING_COLUMNS = [
+    "aug",
+    "seed",
+    "epochs",
+    "final loss",
+    "usage entropy (last epoch)",
+    "prototypes used (last epoch)",
+    "minutes",
+    "device",
+    "precision",
+    "shared with jobs",
+]
+
+
+def _pretraining_runs(metrics: Mapping[tuple[str, int], Mapping[str, Any]]) -> list[str]:
+    """The pretraining runs' table (:func:`pretrain_summary`) and its notes."""
+    body = [
+        [
+            r.aug,
+            str(r.seed),
+            str(r.epochs),
+            f"{r.loss:.4f}",
+            f"{r.usage_entropy:.2f}",
+            f"{r.prototypes_used:.2f}",
+            f"{r.seconds / 60:.1f}",
+            r.device,
+            r.precision or _MISSING,
+            _MISSING if pd.isna(r.shared_with_jobs) else str(int(r.shared_with_jobs)),
+        ]
+        for r in pretrain_summary(metrics).itertuples()
+    ]
+    return [
+        "## Pretraining runs",
+        _markdown(_PRETRAINING_COLUMNS, body),
+        "*shared with jobs*: the study's `--jobs`; above 1 the minutes are time-shared with "
+        "the steps that ran beside it (– : not recorded).",
+        USAGE_NOTE,
+    ]
+
+
 def markdown_tables(
     rows: pd.DataFrame,
     knn: pd.DataFrame,
@@ -465,54 +559,18 @@ def markdown_tables(
 ) -> str:
     """The whole ``tables.md``: the reference report's Tables 1 and 2 reproduced, then every encoder
     and probe."""
-    setup = []
-    if "test_images" in rows and len(rows):
-        setup.append(
-            f"test images: {', '.join(str(int(n)) for n in sorted(rows['test_images'].unique()))}"
-        )
-    if "image_size" in rows and len(rows):
-        setup.append(
-            f"image size: {', '.join(f'{int(n)} px' for n in sorted(rows['image_size'].unique()))}"
-        )
-    if len(rows):
-        setup.append(f"device: {', '.join(sorted(rows['device'].astype(str).unique()))}")
-    seeds = sorted(int(s) for s in rows["seed"].unique()) if len(rows) else []
-    intervals = (
-        f"Each cell is the mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}) ± the half "
-        "width of its 95 % interval (Student's t over the seeds)"
-        if len(seeds) > 1
-        else f"Each cell is one run (seed {', '.join(map(str, seeds)) or '–'}) ± 1.96 × its "
-        "test-set standard error (binomial): the interval of the test measurement alone, not of a "
-        "new pretraining"
-    )
-    if len(seeds) > 1:  # a study still running, or a seed whose evaluation failed
-        counts = rows.groupby(["aug", "mode", "n_labels"], sort=False)["seed"].nunique()
-        fewer = [
-            f"{aug} {mode} at {int(labels):,} labels ({n} seed{'s' if n > 1 else ''})"
-            for (aug, mode, labels), n in counts.items()
-            if n < len(seeds)
-        ]
-        if fewer:
-            intervals += f"; cells over fewer seeds: {', '.join(fewer)}"
+    setup = _setup(rows)
     parts = [
         f"# Results of preset `{preset}`",
         "Accuracies in percent on the CIFAR-100 test set"
         + (f" ({'; '.join(setup)})." if setup else ".")
         + " Rows are numbers of labelled images. "
-        f"{intervals}. The reference report's columns (*ref. report*: a course report, SwAV with "
-        "ResNet-18 on CIFAR-100 fine-tuned on 1-40 % of the labels, its Tables 1-2) are its single "
-        f"runs at another scale ({REPORT_SCALE}), placed at their label counts (its fractions of "
-        f"{REPORT_POOL:,} images): set beside ours for orientation, not comparable with them.",
-    ]
-    others = [a for a in AUG_ORDER if a not in REPORT_TABLES and a != "scratch"]
-    for aug in [*REPORT_TABLES, *others]:
-        title = (
-            f"{REPORT_TABLES[aug]} of the reference report: {aug} views"
-            if aug in REPORT_TABLES
-            else f"{aug} views (not in the reference report)"
-        )
-        parts += [f"## {title}, fine-tuned on labelled images", report_table(rows, aug)]
-    parts += [
+        f"{_intervals(rows)}. The reference report's columns (*ref. report*: a course report, SwAV "
+        "with ResNet-18 on CIFAR-100 fine-tuned on 1-40 % of the labels, its Tables 1-2) are its "
+        f"single runs at another scale ({REPORT_SCALE}), placed at their label counts (its "
+        f"fractions of {REPORT_POOL:,} images): set beside ours for orientation, not comparable "
+        "with them.",
+        *_report_tables(rows),
         "## Fine-tuning, every encoder (top-1 / top-5)",
         mode_table(rows, "finetune"),
         f"## Linear classifier on frozen features{_bn_note(rows)} (top-1 / top-5)",
@@ -532,43 +590,7 @@ def markdown_tables(
             cluster_table(clusters),
         ]
     if metrics:
-        summary = pretrain_summary(metrics)
-        body = [
-            [
-                r.aug,
-                str(r.seed),
-                str(r.epochs),
-                f"{r.loss:.4f}",
-                f"{r.usage_entropy:.2f}",
-                f"{r.prototypes_used:.2f}",
-                f"{r.seconds / 60:.1f}",
-                r.device,
-                r.precision or _MISSING,
-                _MISSING if pd.isna(r.shared_with_jobs) else str(int(r.shared_with_jobs)),
-            ]
-            for r in summary.itertuples()
-        ]
-        parts += [
-            "## Pretraining runs",
-            _markdown(
-                [
-                    "aug",
-                    "seed",
-                    "epochs",
-                    "final loss",
-                    "usage entropy (last epoch)",
-                    "prototypes used (last epoch)",
-                    "minutes",
-                    "device",
-                    "precision",
-                    "shared with jobs",
-                ],
-                body,
-            ),
-            "*shared with jobs*: the study's `--jobs`; above 1 the minutes are time-shared with "
-            "the steps that ran beside it (– : not recorded).",
-            USAGE_NOTE,
-        ]
+        parts += _pretraining_runs(metrics)
     return "\n\n".join(parts) + "\n"
 
 

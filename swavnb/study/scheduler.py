@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -53,6 +53,28 @@ class Step:
     def log_file(self) -> Path:
         """Where a headless run of the step writes its output, beside the executed notebook."""
         return self.output.with_suffix(".log")
+
+    def without_notebook(self, headless: bool) -> bool:
+        return headless or self.headless_only
+
+    def have(self, headless: bool) -> bool:
+        """Whether its results exist, and its executed notebook where it draws figures (results
+        that came from a headless run are drawn by running the notebook)."""
+        return self.done() and (
+            self.without_notebook(headless) or not self.draws or self.output.is_file()
+        )
+
+    def written(self, headless: bool) -> Path:
+        """What a run of the step writes as it goes: its log, or its executed notebook."""
+        return self.log_file if self.without_notebook(headless) else self.output
+
+    def run(self, environment: dict[str, str], headless: bool) -> None:
+        """Run the step: in a process of its own (:func:`execute_headless`, with ``environment``),
+        or its notebook by papermill (:func:`execute`)."""
+        if self.without_notebook(headless):
+            execute_headless(self, environment)
+        else:
+            execute(self)
 
 
 # what --force redoes: every step, or all but the pretrainings (the costly part, and the encoders
@@ -181,80 +203,128 @@ def run(
     Returns:
         How many steps were executed.
     """
-    start, executed, finished, failed = time.perf_counter(), 0, set(), set()
-    elapsed = lambda: str(timedelta(seconds=round(time.perf_counter() - start)))
+    schedule = _Schedule(steps, force, log, keep_going, headless)
     environment = job_environment(jobs)
-    work = lambda step: (
-        execute_headless(step, environment) if headless or step.headless_only else execute(step)
-    )
-    numbered = {step.name: f"[{index}/{len(steps)}]" for index, step in enumerate(steps, 1)}
-    pending, running, failures, removed = list(steps), {}, [], set()
-    stopped = lambda: bool(failures) and not keep_going
     # each step is a process of its own (kernel or worker); a kernel inherits this process's
     # environment, as papermill passes it none
     kernels_inherit = _environment_added({} if headless else environment)
     before = child_processes()
     with kernels_inherit, ThreadPoolExecutor(max_workers=jobs) as pool, _ending_steps(before):
-        while (pending and not stopped()) or running:
-            while keep_going and (blocked := [s for s in pending if failed.intersection(s.after)]):
-                for step in blocked:  # in plan order, and so on down the line
-                    pending.remove(step)
-                    needs = ", ".join(sorted(failed.intersection(step.after)))
-                    failed.add(step.name)
-                    log(f"{numbered[step.name]} {elapsed()} {step.name}: left out, needs {needs}")
-            while not stopped() and len(running) < jobs:
-                # the first ready step in plan order, again and again
-                step = next((s for s in pending if all(name in finished for name in s.after)), None)
-                if step is None:
-                    break
-                pending.remove(step)
-                without_notebook = headless or step.headless_only
-                have = step.done() and (without_notebook or not step.draws or step.output.is_file())
-                redo = forced(step, force)
-                if not redo and not (step.refresh and executed) and have:
-                    log(f"{numbered[step.name]} {elapsed()} {step.name}: skipped, results exist")
-                    finished.add(step.name)
-                    continue
-                written = step.log_file if without_notebook else step.output
-                log(f"{numbered[step.name]} {elapsed()} {step.name} -> {shown(written)}")
-                if redo:
-                    # once per run: a later step listing the same file would delete what an
-                    # earlier forced step just rewrote
-                    for path in set(step.stale) - removed:
-                        path.unlink(missing_ok=True)
-                        removed.add(path)
-                running[pool.submit(work, step)] = (step, time.perf_counter())
-            if not running:
-                if pending and not stopped():
-                    raise RuntimeError(
-                        f"steps {[s.name for s in pending]} wait for steps that are not planned"
-                    )
-                continue
-            for future in wait(running, return_when=FIRST_COMPLETED).done:
-                step, tic = running.pop(future)
-                if (error := future.exception()) is not None:
-                    failures.append(_as_step_failure(error, step.name))
-                    failed.add(step.name)
-                    log(f"{numbered[step.name]} {elapsed()} {step.name}: FAILED")
-                    continue
-                executed += 1
-                finished.add(step.name)
-                log(
-                    f"{numbered[step.name]} {elapsed()} {step.name}: "
-                    f"done in {time.perf_counter() - tic:.0f} s"
+        while (schedule.pending and not schedule.stopped()) or schedule.running:
+            schedule.leave_out_blocked()
+            while len(schedule.running) < jobs and (step := schedule.next_to_run()):
+                schedule.running[pool.submit(step.run, environment, headless)] = (
+                    step,
+                    time.perf_counter(),
                 )
-                try:
-                    on_done(step)
-                except Exception as error:  # the export: the step's results stay where they are
-                    failures.append(_as_step_failure(error, f"the export after {step.name}"))
-                    log(f"{numbered[step.name]} {elapsed()} the export after {step.name}: FAILED")
-    if pending:
-        log(f"{len(pending)} steps not started after the failure; rerun the same command to go on")
-    if len(failures) == 1:
-        raise failures[0]
-    if failures:
-        raise StepFailed(f"{len(failures)} steps failed:\n" + "\n".join(map(str, failures)))
-    return executed
+            if schedule.running:
+                schedule.collect(wait(schedule.running, return_when=FIRST_COMPLETED).done, on_done)
+            elif schedule.pending and not schedule.stopped():
+                names = [s.name for s in schedule.pending]
+                raise RuntimeError(f"steps {names} wait for steps that are not planned")
+    return schedule.end()
+
+
+class _Schedule:
+    """Where a run of the steps stands: what is pending, running, finished and failed, said in
+    one numbered line a step."""
+
+    def __init__(
+        self,
+        steps: Sequence[Step],
+        force: bool | str,
+        log: Callable[[str], None],
+        keep_going: bool,
+        headless: bool,
+    ) -> None:
+        self.force, self.log, self.keep_going, self.headless = force, log, keep_going, headless
+        self.start, self.executed = time.perf_counter(), 0
+        self.numbered = {step.name: f"[{i}/{len(steps)}]" for i, step in enumerate(steps, 1)}
+        self.pending: list[Step] = list(steps)
+        self.running: dict[Future, tuple[Step, float]] = {}
+        self.finished: set[str] = set()
+        self.failed: set[str] = set()
+        self.failures: list[StepFailed] = []
+        self.removed: set[Path] = set()  # stale files deleted once per run
+
+    def say(self, step: Step, what: str) -> None:
+        elapsed = timedelta(seconds=round(time.perf_counter() - self.start))
+        self.log(f"{self.numbered[step.name]} {elapsed} {step.name}{what}")
+
+    def stopped(self) -> bool:
+        return bool(self.failures) and not self.keep_going
+
+    def leave_out_blocked(self) -> None:
+        """With ``keep_going``, leave out the steps that read a failed one's results, in plan
+        order, and so on down the line."""
+        while self.keep_going and (
+            blocked := [s for s in self.pending if self.failed.intersection(s.after)]
+        ):
+            for step in blocked:
+                self.pending.remove(step)
+                needs = ", ".join(sorted(self.failed.intersection(step.after)))
+                self.failed.add(step.name)
+                self.say(step, f": left out, needs {needs}")
+
+    def next_to_run(self) -> Step | None:
+        """The first ready step in plan order that is to run, its stale files deleted where it is
+        forced; the ready steps before it whose results exist are skipped."""
+        while not self.stopped():
+            ready = (s for s in self.pending if all(n in self.finished for n in s.after))
+            step = next(ready, None)
+            if step is None:
+                return None
+            self.pending.remove(step)
+            have, redo = step.have(self.headless), forced(step, self.force)
+            if not redo and not (step.refresh and self.executed) and have:
+                self.say(step, ": skipped, results exist")
+                self.finished.add(step.name)
+                continue
+            self.say(step, f" -> {shown(step.written(self.headless))}")
+            if redo:
+                # once per run: a later step listing the same file would delete what an earlier
+                # forced step just rewrote
+                for path in set(step.stale) - self.removed:
+                    path.unlink(missing_ok=True)
+                    self.removed.add(path)
+            return step
+        return None
+
+    def collect(self, done: set[Future], on_done: Callable[[Step], None]) -> None:
+        """The finished steps of ``done``: each a failure, or a step done and then ``on_done``."""
+        for future in done:
+            step, tic = self.running.pop(future)
+            if (error := future.exception()) is not None:
+                self.failures.append(_as_step_failure(error, step.name))
+                self.failed.add(step.name)
+                self.say(step, ": FAILED")
+                continue
+            self.executed += 1
+            self.finished.add(step.name)
+            self.say(step, f": done in {time.perf_counter() - tic:.0f} s")
+            try:
+                on_done(step)
+            except Exception as error:  # the export: the step's results stay where they are
+                self.failures.append(_as_step_failure(error, f"the export after {step.name}"))
+                elapsed = timedelta(seconds=round(time.perf_counter() - self.start))
+                self.log(
+                    f"{self.numbered[step.name]} {elapsed} the export after {step.name}: FAILED"
+                )
+
+    def end(self) -> int:
+        """The number of steps executed; raises the failures, together."""
+        if self.pending:
+            self.log(
+                f"{len(self.pending)} steps not started after the failure; rerun the same command "
+                "to go on"
+            )
+        if len(self.failures) == 1:
+            raise self.failures[0]
+        if self.failures:
+            raise StepFailed(
+                f"{len(self.failures)} steps failed:\n" + "\n".join(map(str, self.failures))
+            )
+        return self.executed
 
 
 @contextlib.contextmanager

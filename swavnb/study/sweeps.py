@@ -18,11 +18,12 @@ from typing import Any, get_type_hints
 
 import pandas as pd
 
+from swavnb.base.config import parse_value
 from swavnb.base.files import write_text
 from swavnb.base.layout import CHECKPOINT, KNN, METRICS, RESULT, resolve, run_folder, sweep_folder
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval, paired_difference
 from swavnb.evaluation.records import read_metrics, read_result, read_rows
-from swavnb.pretraining.config import PretrainConfig, parse_value, pretrain_config
+from swavnb.pretraining.config import PretrainConfig, pretrain_config
 from swavnb.study.claims import verdict_from_bounds
 
 # fields that change where or how a run goes, not what it learns, and the run's own identity

@@ -18,7 +18,7 @@ from swavnb.base.files import check_writable, write_text
 PACKAGE = Path(__file__).resolve().parents[2] / "swavnb"
 # writes that cannot be atomic, by design: a child's output streamed into its log as it runs, and
 # the lock file, whose inode is what a second process's flock waits on
-STREAMS = {("study/scheduler.py", "execute_headless"), ("base/run_guard.py", "_open_lock")}
+STREAMS = {("study/scheduler.py", "execute_headless"), ("base/folder_lock.py", "_open_lock")}
 # methods and functions that write a file when given a path (a buffer is fine: see _to_a_buffer)
 WRITERS = {"write_text", "write_bytes", "to_csv", "to_json", "to_parquet", "savefig", "save"}
 

@@ -8,13 +8,9 @@ import pytest
 import torch
 
 from swavnb.base.precision import check_amp, cpu_capability, native_bf16, use_bf16
-from swavnb.evaluation import clusters, finetune, probes
-from swavnb.pretraining.config import (
-    FinetuneConfig,
-    PretrainConfig,
-    finetune_config,
-    pretrain_config,
-)
+from swavnb.evaluation import clusters, finetuning, probes
+from swavnb.evaluation.config import FinetuneConfig, finetune_config
+from swavnb.pretraining.config import PretrainConfig, pretrain_config
 
 
 def _cpu_has(monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool) -> None:
@@ -81,4 +77,4 @@ def test_no_default_forces_bf16_without_asking_the_hardware():
     functions = [probes.precise_batchnorm, probes.extract_features, clusters.prototype_scores]
     for function in functions:
         assert inspect.signature(function).parameters["amp"].default == "auto", function.__name__
-    assert "amp" not in inspect.signature(finetune.finetune).parameters  # it follows its config
+    assert "amp" not in inspect.signature(finetuning.finetune).parameters  # it follows its config

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from swavnb import pretrain
-from swavnb.base import cli, files, run_guard
+from swavnb.base import cli, files, folder_lock, run_guard
 from swavnb.base.errors import DiskFullError, RunFolderBusy, RunFolderError
 from swavnb.base.files import write_json
 from swavnb.base.layout import LOCK, MANIFEST
@@ -23,12 +23,23 @@ ROOT = Path(__file__).resolve().parents[2]
 IDENTITY = {"kind": "pretrain", "preset": "smoke", "aug": "flip", "seed": 0, "config": {"lr": 0.1}}
 
 
+def _claim(folder: Path, *args, **kwargs) -> bool:
+    """:func:`run_guard.claim` as a run calls it: under the folder's lock."""
+    with folder_lock.locked(folder):
+        return run_guard.claim(folder, *args, **kwargs)
+
+
+def _current(folder: Path, identity: dict, version: str) -> bool:
+    held = run_guard.check(folder, identity)
+    return held is not None and held["version"] == version
+
+
 def test_a_folder_holding_another_run_refuses_with_one_line_naming_both(tmp_path):
-    assert run_guard.claim(tmp_path, IDENTITY, "run-a") is False
-    assert run_guard.is_current(tmp_path, IDENTITY, "run-a")
+    assert _claim(tmp_path, IDENTITY, "run-a") is False
+    assert _current(tmp_path, IDENTITY, "run-a")
     other = {**IDENTITY, "aug": "swav", "config": {"lr": 0.2}}
     with pytest.raises(RunFolderError) as refused:
-        run_guard.claim(tmp_path, other, "run-b")
+        _claim(tmp_path, other, "run-b")
     message = str(refused.value)
     assert "\n" not in message
     assert "holds flip pretraining (seed 0), preset smoke, not swav pretraining" in message
@@ -38,15 +49,13 @@ def test_a_folder_holding_another_run_refuses_with_one_line_naming_both(tmp_path
 
 
 def test_the_same_run_of_a_redone_pretraining_replaces_its_stale_results(tmp_path):
-    run_guard.claim(tmp_path, IDENTITY, "run-a", replaces=("result.json",))
+    _claim(tmp_path, IDENTITY, "run-a", replaces=("result.json",))
     write_json(tmp_path / "result.json", {"top1": 1.0})
-    assert run_guard.claim(tmp_path, IDENTITY, "run-a", replaces=("result.json",)) is False
+    assert _claim(tmp_path, IDENTITY, "run-a", replaces=("result.json",)) is False
     assert (tmp_path / "result.json").exists()  # the same pretraining: kept
-    assert not run_guard.is_current(tmp_path, IDENTITY, "run-b")  # a redone one: not done
-    assert run_guard.claim(tmp_path, IDENTITY, "run-b", replaces=("result.json",)) is True
-    assert not (tmp_path / "result.json").exists() and run_guard.is_current(
-        tmp_path, IDENTITY, "run-b"
-    )
+    assert not _current(tmp_path, IDENTITY, "run-b")  # a redone one: not done
+    assert _claim(tmp_path, IDENTITY, "run-b", replaces=("result.json",)) is True
+    assert not (tmp_path / "result.json").exists() and _current(tmp_path, IDENTITY, "run-b")
 
 
 def test_a_second_process_is_refused_naming_the_first_and_a_dead_ones_lock_is_taken_over(
@@ -54,17 +63,20 @@ def test_a_second_process_is_refused_naming_the_first_and_a_dead_ones_lock_is_ta
 ):
     holder = lock_holder(tmp_path)
     with pytest.raises(RunFolderBusy, match=f"in use by process {holder.pid} on "):
-        with run_guard.locked(tmp_path):
+        with folder_lock.locked(tmp_path):
             pass
     holder.kill()
     holder.wait()
     assert (tmp_path / LOCK).exists()  # left behind by the killed process: stale, not held
-    with run_guard.locked(tmp_path), run_guard.locked(tmp_path):  # taken over; re-entrant
+    with folder_lock.locked(tmp_path), folder_lock.locked(tmp_path):  # taken over; re-entrant
         assert str(os.getpid()) in (tmp_path / LOCK).read_text()
 
 
 def _another_process_can_lock(folder: Path) -> bool:
-    code = "import sys; from swavnb.base import run_guard\nwith run_guard.locked(sys.argv[1]): pass"
+    code = (
+        "import sys; from swavnb.base import folder_lock\n"
+        "with folder_lock.locked(sys.argv[1]): pass"
+    )
     done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
     assert done.returncode == 0 or "RunFolderBusy" in done.stderr, done.stderr
     return done.returncode == 0
@@ -72,11 +84,12 @@ def _another_process_can_lock(folder: Path) -> bool:
 
 def test_a_released_hold_lets_another_process_in_while_this_one_lives(tmp_path):
     # a notebook's kernel holds its folder until its last cell, not until the kernel is stopped
-    run_guard.hold(tmp_path, "probes folder")
+    with folder_lock.locked(tmp_path, "probes folder", keep=True):
+        pass
     assert not _another_process_can_lock(tmp_path)
-    run_guard.release(tmp_path)
+    folder_lock.release(tmp_path)
     assert _another_process_can_lock(tmp_path)
-    run_guard.release(tmp_path)  # holding none: nothing happens
+    folder_lock.release(tmp_path)  # holding none: nothing happens
 
 
 def test_a_pretraining_command_on_a_folder_in_use_is_one_line_and_exit_2(
@@ -96,22 +109,22 @@ def test_an_evaluation_of_another_checkpoint_is_refused_and_a_redone_one_replace
 ):
     evaluation = {"kind": "evaluation", "preset": "smoke", "seed": 0, "encoder": {"aug": "flip"}}
     first = "runs/mine/a/checkpoint.pt"
-    assert run_guard.claim(tmp_path, evaluation, "run-1", ("result.json",), first) is False
+    assert _claim(tmp_path, evaluation, "run-1", ("result.json",), first) is False
     (tmp_path / "result.json").write_text("{}")
     # the same checkpoint pretrained again: its old results are stale and go
-    assert run_guard.claim(tmp_path, evaluation, "run-2", ("result.json",), first) is True
+    assert _claim(tmp_path, evaluation, "run-2", ("result.json",), first) is True
     assert not (tmp_path / "result.json").exists()
     (tmp_path / "result.json").write_text("{}")
     # another checkpoint of the same aug and seed, sent to the same --out: refused, results kept
     other = "runs/mine/b/checkpoint.pt"
     with pytest.raises(RunFolderError) as refused:
-        run_guard.claim(tmp_path, evaluation, "run-3", ("result.json",), other)
+        _claim(tmp_path, evaluation, "run-3", ("result.json",), other)
     message = str(refused.value)
     assert first in message and other in message
     assert "choose another folder" in message and (tmp_path / "result.json").exists()
     # a manifest written before manifests named their checkpoint: replaced as before
     write_json(tmp_path / MANIFEST, {"identity": evaluation, "version": "run-2"})
-    assert run_guard.claim(tmp_path, evaluation, "run-4", ("result.json",), first) is True
+    assert _claim(tmp_path, evaluation, "run-4", ("result.json",), first) is True
 
 
 Usage = namedtuple("Usage", "total used free")
@@ -170,7 +183,7 @@ def test_a_lock_that_is_a_link_is_refused_and_its_target_left_alone(tmp_path, ca
     run.mkdir()
     (run / LOCK).symlink_to(target)
     with pytest.raises(RunFolderError) as refused:
-        with run_guard.locked(run):
+        with folder_lock.locked(run):
             pass
     message = str(refused.value)
     assert "\n" not in message and f"'{run / LOCK}' is a link (to '{target}')" in message
@@ -198,7 +211,7 @@ def test_out_into_a_folder_of_the_users_own_files_is_refused_and_left_untouched(
     assert "--out" in err
     assert _contents(mine) == before  # no manifest, no lock file, nothing overwritten
     with pytest.raises(RunFolderError, match="holds files this project did not write"):
-        run_guard.claim(mine, IDENTITY, "run-a", ("result.json",))
+        _claim(mine, IDENTITY, "run-a", ("result.json",))
     assert _contents(mine) == before
 
 
@@ -208,5 +221,5 @@ def test_a_folder_of_this_projects_files_without_a_manifest_is_taken(tmp_path):
         (tmp_path / name).write_text("{}")
     (tmp_path / "linear-0.1").mkdir()
     (tmp_path / "probes-seed1").mkdir()
-    assert run_guard.claim(tmp_path, IDENTITY, "run-a") is False
-    assert run_guard.is_current(tmp_path, IDENTITY, "run-a")
+    assert _claim(tmp_path, IDENTITY, "run-a") is False
+    assert _current(tmp_path, IDENTITY, "run-a")

@@ -13,13 +13,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# a command that holds a folder's lock (swavnb.base.run_guard) until it is stopped
+# a command that holds a folder's lock (swavnb.base.folder_lock) until it is stopped
 COMMAND = """
 import sys, time
-from swavnb.base import cli, run_guard
+from swavnb.base import cli, folder_lock
 
 def main(argv):
-    with run_guard.locked(sys.argv[1], "test folder"):
+    with folder_lock.locked(sys.argv[1], "test folder"):
         print("holding", flush=True)
         time.sleep(120)
 
@@ -31,7 +31,7 @@ PARENT = """
 import os, subprocess, sys, time
 child = '''
 import os, sys, time
-from swavnb.base import cli, run_guard
+from swavnb.base import cli, folder_lock
 from swavnb.base.stopping import stop_with_parent
 
 def main(argv):
@@ -40,7 +40,7 @@ def main(argv):
         sys.platform = "darwin"  # no parent-death signal: the check of os.getppid() alone
     stop_with_parent(int(os.environ["PARENT"]))
     sys.platform = platform
-    with run_guard.locked(sys.argv[1], "test folder"):
+    with folder_lock.locked(sys.argv[1], "test folder"):
         print("holding", flush=True)
         time.sleep(120)
 

@@ -37,15 +37,16 @@ from swavnb.base.layout import (
     run_folder,
 )
 from swavnb.evaluation.clusters import cluster_assignments, prototype_scores, score_rows
+from swavnb.evaluation.config import finetune_config
 from swavnb.evaluation.export import export_encoder
 from swavnb.evaluation.features import evaluation_data, frozen_features, knn_by_bn_stats
-from swavnb.evaluation.finetune import finetune
+from swavnb.evaluation.finetuning import finetune
 from swavnb.evaluation.folders import open_evaluation
 from swavnb.evaluation.intervals import Z95, accuracy_se
 from swavnb.evaluation.model_card import plain_torchvision_lines
 from swavnb.method.augment import CIFAR100_MEAN, CIFAR100_STD
 from swavnb.method.model import SwAVModel
-from swavnb.pretraining.config import finetune_config, pretrain_config
+from swavnb.pretraining.config import pretrain_config
 from swavnb.pretraining.train import pretrain
 from swavnb.study.results import save_clusters, save_knn
 

@@ -8,20 +8,21 @@ import pytest
 import torch
 
 import swavnb.evaluation.features
-import swavnb.evaluation.finetune
+import swavnb.evaluation.finetuning
 from swavnb.base.checkpoint import load_checkpoint
 from swavnb.base.files import atomic_save
 from swavnb.base.layout import SCRATCH
+from swavnb.evaluation.config import finetune_config
 from swavnb.evaluation.features import (
     evaluation_data,
     frozen_features,
     knn_by_bn_stats,
     load_encoder,
 )
-from swavnb.evaluation.finetune import finetune, train_finetune
+from swavnb.evaluation.finetuning import finetune, train_finetune
 from swavnb.evaluation.probes import extract_features, knn_accuracy, precise_batchnorm
 from swavnb.method.model import cifar_resnet18
-from swavnb.pretraining.config import finetune_config, pretrain_config
+from swavnb.pretraining.config import pretrain_config
 from swavnb.pretraining.train import pretrain
 
 TINY = dict(
@@ -71,7 +72,7 @@ def _spy_on_evaluation(monkeypatch) -> dict:
     state before and after, its parameter names and the other arguments."""
     seen = {}
     for name in ("train_finetune", "frozen_features"):
-        real = getattr(swavnb.evaluation.finetune, name)
+        real = getattr(swavnb.evaluation.finetuning, name)
 
         def spy(backbone, *args, real=real, **kwargs):
             state = lambda: {k: v.detach().clone() for k, v in backbone.state_dict().items()}
@@ -80,7 +81,7 @@ def _spy_on_evaluation(monkeypatch) -> dict:
             seen["after"] = state()
             return result
 
-        monkeypatch.setattr(swavnb.evaluation.finetune, name, spy)
+        monkeypatch.setattr(swavnb.evaluation.finetuning, name, spy)
     return seen
 
 
@@ -275,7 +276,7 @@ def test_resolution_must_match_the_checkpoint(tmp_path, checkpoint):
 
 
 def test_a_step_is_timed_on_the_threads_asked_and_the_process_keeps_its_own(monkeypatch):
-    from swavnb.evaluation import finetune as module
+    from swavnb.evaluation import finetuning as module
 
     seen = []
 

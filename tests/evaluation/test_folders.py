@@ -12,10 +12,11 @@ import pytest
 from swavnb.base.errors import RunFolderBusy, RunFolderError
 from swavnb.base.layout import CHECKPOINT, RESULT, run_folder
 from swavnb.evaluation import features
-from swavnb.evaluation import finetune as finetune_module
-from swavnb.evaluation.finetune import finetune
+from swavnb.evaluation import finetuning as finetune_module
+from swavnb.evaluation.config import finetune_config
+from swavnb.evaluation.finetuning import finetune
 from swavnb.evaluation.folders import is_done, open_evaluation
-from swavnb.pretraining.config import finetune_config, pretrain_config
+from swavnb.pretraining.config import pretrain_config
 from swavnb.pretraining.train import pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +105,7 @@ def test_a_notebook_holds_its_probes_folder_until_its_kernel_ends_and_never_a_re
     code = (
         "import sys, time\n"
         "from swavnb.evaluation.folders import open_evaluation\n"
-        "from swavnb.pretraining.config import finetune_config\n"
+        "from swavnb.evaluation.config import finetune_config\n"
         f"config = finetune_config('smoke', **{TINY!r})\n"
         "open_evaluation('none', 'probes', config, sys.argv[1], hold=True)\n"
         "print('held', flush=True); time.sleep(120)\n"

@@ -26,7 +26,7 @@ from swavnb.method.augment import (
     to_unit_float,
 )
 from swavnb.pretraining.config import pretrain_config
-from swavnb.pretraining.train import make_augmentation
+from swavnb.pretraining.recipe import make_augmentation
 
 MEAN = torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(CIFAR100_STD).view(1, 3, 1, 1)

@@ -70,7 +70,7 @@ def test_the_package_imports_and_augments_without_kornia():
         "import torch\n"
         "from swavnb.method.augment import Augmentation\n"
         "from swavnb.study import plan\nfrom swavnb.pretraining import train\n"
-        "from swavnb.evaluation import finetune\n"
+        "from swavnb.evaluation import finetuning\n"
         "views = Augmentation('swav')(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), "
         "torch.Generator().manual_seed(0))\nprint(len(views))"
     )

@@ -26,6 +26,7 @@ from torch import nn
 from swavnb.method.augment import eval_transform
 from swavnb.method.sinkhorn import sinkhorn
 from swavnb.pretraining.config import pretrain_config
+from swavnb.pretraining.folder import saved_state
 from swavnb.pretraining.train import Pretrainer
 
 # SGD: Adam's first steps move a weight by +-lr whatever its gradient, so float noise would flip
@@ -97,7 +98,8 @@ def reference_codes(scores: torch.Tensor, epsilon: float, n_iters: int) -> torch
 def main(out: Path) -> None:
     # no more mid-epoch checkpoints (writing them changes nothing else): fewer files to write
     config = pretrain_config("smoke", aug="flip", **{**KILLED_RUN, "checkpoint_every_steps": 0})
-    resumed = Pretrainer(config, out / "broken", progress=False)  # joins torchrun's gloo group
+    # joins torchrun's gloo group; resumes the killed run from its checkpoint, as pretrain() does
+    resumed = Pretrainer(config, out / "broken", False, saved_state(out / "broken"))
     rank, world = dist.get_rank(), dist.get_world_size()
     resumed_from = (resumed.epoch, resumed.start_step)
     resumed.fit()
@@ -116,7 +118,7 @@ def main(out: Path) -> None:
     weight_diff = max((other - params).abs().max().item() for other in _gather(params))
     shards = {
         "scores": [torch.cat(_gather(step)) for step in scores],  # (B, K) per step, rank order
-        "queue": torch.cat(_gather(trainer.queue), dim=1),  # (n_assign, queue_length, D)
+        "queue": torch.cat(_gather(trainer.queue.embeddings), dim=1),  # (n_assign, queue_length, D)
     }
     if rank == 0:
         torch.save(shards, out / "shards.pt")

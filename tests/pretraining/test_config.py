@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 from swavnb.base.cli import parse_overrides
+from swavnb.evaluation.config import FinetuneConfig, finetune_config
 from swavnb.pretraining.config import (
     PRESETS,
-    FinetuneConfig,
     PretrainConfig,
-    finetune_config,
     preset_changes,
     pretrain_config,
-    validate_world,
+    validate_pretrain,
 )
 
 
@@ -148,13 +147,13 @@ def test_unknown_preset_and_option():
 )
 def test_a_batch_or_queue_that_ranks_cannot_share_evenly_is_refused(fields, world, message):
     with pytest.raises(ValueError, match=message):
-        validate_world(pretrain_config("smoke", **fields), world)
+        validate_pretrain(pretrain_config("smoke", **fields), world)
 
 
 def test_a_batch_and_queue_that_split_evenly_are_accepted():
     config = pretrain_config("smoke", batch_size=16, queue_length=32)
     for world in (1, 2, 4, 8):
-        validate_world(config, world)
+        validate_pretrain(config, world)
 
 
 @pytest.mark.parametrize(

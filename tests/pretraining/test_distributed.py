@@ -101,8 +101,8 @@ def test_two_ranks_train_like_one_process_and_resume_after_sigkill(tmp_path):
     assert len(shards["scores"]) == len(scores) == per_epoch
     for step, (two_ranks, single) in enumerate(zip(shards["scores"], scores, strict=True)):
         assert _matched(two_ranks, single, atol=1e-4), f"step {step}"
-    for view in range(len(one.queue)):
-        assert _matched(shards["queue"][view], one.queue[view], atol=1e-4), f"queue, view {view}"
+    for view, queued in enumerate(one.queue.embeddings):
+        assert _matched(shards["queue"][view], queued, atol=1e-4), f"queue, view {view}"
     two_ranks = load_checkpoint(tmp_path / "shards" / "checkpoint.pt")
     for name, weights in one.model.state_dict().items():
         torch.testing.assert_close(two_ranks["model"][name], weights, rtol=1e-4, atol=1e-5)

@@ -26,8 +26,9 @@ from swavnb.pretraining.alarm import (
     collapse_alarms,
 )
 from swavnb.pretraining.config import preset_changes, pretrain_config
+from swavnb.pretraining.folder import pretraining_identity
 from swavnb.pretraining.online_knn import BN_STATISTICS, OnlineKnn
-from swavnb.pretraining.train import Pretrainer, pretrain, pretrain_identity
+from swavnb.pretraining.train import Pretrainer, pretrain
 
 # 8 px, a queue from the first step and prototypes frozen for half the run: every piece of state
 # that the online k-NN could disturb is in use
@@ -115,7 +116,7 @@ def test_the_online_knn_settings_name_no_folder_and_a_run_resumes_with_them_chan
     for changed in (dict(online_knn_pool=0), dict(online_knn_pool=2000, online_knn_test=1000)):
         config = pretrain_config("quick", aug="flip", **changed)
         assert preset_changes(config) == {}
-        assert pretrain_identity(config) == pretrain_identity(default)
+        assert pretraining_identity(config) == pretraining_identity(default)
         assert run_folder("quick", "flip", 0, changes=preset_changes(config)) == run_folder(
             "quick", "flip", 0
         )

@@ -9,7 +9,7 @@ import torch
 from swavnb.method.augment import Augmentation, MultiCrop, denormalize
 from swavnb.method.model import SwAVModel
 from swavnb.pretraining.config import pretrain_config
-from swavnb.pretraining.train import learning_rate
+from swavnb.pretraining.recipe import learning_rate
 from swavnb.speed.reference import (
     MultiViewDataset,
     ReferenceTrainer,

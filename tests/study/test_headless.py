@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from swavnb.base.layout import CLUSTERS, KNN, RESULT, project_root
+from swavnb.study import __main__ as command
 from swavnb.study import headless
-from swavnb.study import plan as study
 
 
 def _study(runs: Path, *extra: str) -> list[str]:
@@ -93,8 +93,8 @@ def exported(tmp_path_factory, data_root):
 
 
 def test_the_node_side_imports_nothing_it_lacks(tmp_path):
-    modules = "swavnb.study.plan, swavnb.study.headless, swavnb.study.transfer, swavnb.speed.bench"
-    modules += ", swavnb.study.plots"
+    modules = "swavnb.study.__main__, swavnb.study.plan, swavnb.study.headless"
+    modules += ", swavnb.study.transfer, swavnb.speed.bench, swavnb.study.plots"
     check = (
         f"import sys, {modules}\n"
         f"print(sorted(set(sys.modules) & set({NODE_LACKS!r})))\n"
@@ -147,7 +147,7 @@ def test_without_a_compiler_compile_true_stops_at_the_first_step_in_one_line(
 ):
     monkeypatch.setenv("CXX", NO_COMPILER["CXX"])  # the steps' processes inherit it
     argv = _study(tmp_path / "runs", "--headless", "--skip_probes", "--modes", "finetune")
-    assert study.main([*argv, "--compile", "true", "--data_root", str(data_root)]) == 1
+    assert command.main([*argv, "--compile", "true", "--data_root", str(data_root)]) == 1
     error = capsys.readouterr().err.splitlines()[0]
     assert error.startswith(
         "error: pretrain flip seed 0 failed (headless, exit 2): error: torch.compile"
@@ -160,7 +160,7 @@ def test_without_a_compiler_compile_true_stops_at_the_first_step_in_one_line(
 
 def test_import_into_fresh_folders_runs_only_the_notebooks_that_draw(exported, tmp_path, capsys):
     fresh = tmp_path / "runs"
-    assert study.main(_study(fresh, "--import", str(exported / "export"))) == 0
+    assert command.main(_study(fresh, "--import", str(exported / "export"))) == 0
     out = capsys.readouterr().out
     assert "imported" in out and "1 models" in out
     executed = sorted(p.name for p in (fresh / "smoke" / "notebooks").glob("*.ipynb"))

@@ -10,7 +10,7 @@ import pytest
 
 from swavnb import finetune, pretrain
 from swavnb.speed import bench, loss_curve
-from swavnb.study import plan
+from swavnb.study import __main__ as study
 from swavnb.study.claims import claims_markdown
 from swavnb.study.results import markdown_tables
 from swavnb.study.sweeps import verdict
@@ -67,7 +67,7 @@ def test_tables_and_claims_call_the_report_the_reference_report():
 
 
 @pytest.mark.parametrize(
-    "main", [plan.main, pretrain.main, finetune.main, bench.main, loss_curve.main]
+    "main", [study.main, pretrain.main, finetune.main, bench.main, loss_curve.main]
 )
 def test_every_command_help_calls_the_report_the_reference_report(main, capsys):
     with pytest.raises(SystemExit) as exit_:

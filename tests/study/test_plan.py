@@ -14,9 +14,11 @@ from papermill.translators import PythonTranslator
 from swavnb.base import device
 from swavnb.base.errors import RunFolderError
 from swavnb.base.layout import notebooks_folder
-from swavnb.evaluation import finetune as finetune_module
+from swavnb.evaluation import finetuning as finetune_module
+from swavnb.study import __main__ as command
 from swavnb.study import plan as study
-from swavnb.study.plan import finetune_cost, main, plan
+from swavnb.study.__main__ import main
+from swavnb.study.plan import finetune_cost, plan
 from swavnb.study.scheduler import forced
 
 NOTEBOOKS = notebooks_folder()
@@ -208,7 +210,7 @@ def test_smoke_study_runs_every_notebook_skips_on_rerun_and_names_a_failing_cell
 )
 def test_force_reaches_the_scheduler_as_its_scope(tmp_path, monkeypatch, flags, scope):
     scopes = []
-    monkeypatch.setattr(study, "run", lambda steps, force, **kwargs: scopes.append(force))
+    monkeypatch.setattr(command, "run", lambda steps, force, **kwargs: scopes.append(force))
     assert main(["--preset", "smoke", "--runs_dir", str(tmp_path), *flags]) == 0
     assert scopes == [scope]
 
@@ -220,21 +222,21 @@ def test_a_failed_benchmark_is_reported_the_study_goes_on_and_the_exit_says_so(
         raise subprocess.TimeoutExpired(["python", "-m", "swavnb.bench"], timeout)
 
     calls = []
-    monkeypatch.setattr(study, "benchmark", broken_benchmark)
-    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: calls.append(kwargs) or 0)
+    monkeypatch.setattr(command, "benchmark", broken_benchmark)
+    monkeypatch.setattr(command, "run", lambda steps, *args, **kwargs: calls.append(kwargs) or 0)
     argv = ["--preset", "smoke", "--bench", "--keep_going", "--runs_dir", str(tmp_path)]
-    assert study.main(argv) == 1
+    assert command.main(argv) == 1
     assert len(calls) == 1 and calls[0]["keep_going"] is True  # the steps ran, as asked
     err = capsys.readouterr().err
     assert "the benchmark failed" in err and "the study goes on" in err
     with pytest.raises(SystemExit):  # the probes notebook it would publish is not run
-        study.main(["--preset", "smoke", "--skip_probes", "--publish"])
+        command.main(["--preset", "smoke", "--skip_probes", "--publish"])
     assert "drop --skip_probes" in capsys.readouterr().err
 
 
 def test_probes_can_be_left_out_and_results_then_wait_for_the_rest(tmp_path, monkeypatch):
     planned = []
-    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: planned.extend(steps) or 0)
+    monkeypatch.setattr(command, "run", lambda steps, *args, **kwargs: planned.extend(steps) or 0)
     argv = ["--preset", "smoke", "--augs", "flip", "--fractions", "0.1", "--modes", "finetune"]
     assert main([*argv, "--skip_probes", "--runs_dir", str(tmp_path)]) == 0
     steps = plan("smoke", ["flip"], [0.1], modes=["finetune"], probes=False)
@@ -294,7 +296,7 @@ def test_a_second_study_on_the_same_runs_folder_is_refused_naming_the_first(
 
 def test_compile_reaches_every_pretraining_only_when_given(tmp_path, monkeypatch, capsys):
     planned = []
-    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
+    monkeypatch.setattr(command, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
     argv = ["--preset", "smoke", "--augs", "flip,swav", "--fractions", "0.1", "--skip_probes"]
     assert main([*argv, "--runs_dir", str(tmp_path)]) == 0
     assert main([*argv, "--runs_dir", str(tmp_path), "--compile", "Auto"]) == 0
@@ -390,11 +392,11 @@ def test_a_pretraining_that_stopped_before_its_first_save_is_to_do_not_refused(t
     from swavnb.base import run_guard
     from swavnb.base.layout import run_folder
     from swavnb.pretraining.config import pretrain_config
-    from swavnb.pretraining.train import pretrain_identity
+    from swavnb.pretraining.folder import pretraining_identity
 
     # e.g. the notebook run with -p lr 1e30 into the study's folder, stopped by its NaN loss
     folder = run_folder("smoke", "flip", 0, tmp_path)
-    stopped = pretrain_identity(pretrain_config("smoke", aug="flip", lr=1e30))
+    stopped = pretraining_identity(pretrain_config("smoke", aug="flip", lr=1e30))
     run_guard.claim(folder, stopped, "stopped-run")
     step = plan("smoke", ["flip"], [0.1], runs_dir=tmp_path)[0]
     assert step.name == "pretrain flip seed 0" and step.done() is False
@@ -414,7 +416,7 @@ def test_fractions_that_take_the_same_labels_are_planned_once_and_said_in_one_li
         (0.01, 1.0)
     }
     planned = []
-    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
+    monkeypatch.setattr(command, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
     assert main(["--preset", "smoke", "--augs", "flip", "--runs_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert (
@@ -446,8 +448,8 @@ def test_fractions_that_take_the_same_labels_are_planned_once_and_said_in_one_li
 def test_empty_fractions_and_no_jobs_are_refused_in_one_line(
     tmp_path, monkeypatch, capsys, argv, message
 ):
-    monkeypatch.setattr(study, "available_cores", lambda: 2)
-    monkeypatch.setattr(study, "run", lambda *args, **kwargs: pytest.fail("a step ran"))
+    monkeypatch.setattr(command, "available_cores", lambda: 2)
+    monkeypatch.setattr(command, "run", lambda *args, **kwargs: pytest.fail("a step ran"))
     with pytest.raises(SystemExit) as exit_info:
         main(["--preset", "smoke", "--runs_dir", str(tmp_path), *argv])
     assert exit_info.value.code == 2
@@ -458,7 +460,7 @@ def test_empty_fractions_and_no_jobs_are_refused_in_one_line(
 
 def test_an_aug_asked_twice_is_pretrained_once_and_said(tmp_path, monkeypatch, capsys):
     planned = []
-    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
+    monkeypatch.setattr(command, "run", lambda steps, *args, **kwargs: planned.append(steps) or 0)
     argv = ["--preset", "smoke", "--augs", "flip,swav,flip", "--fractions", "0.1"]
     assert main([*argv, "--skip_probes", "--runs_dir", str(tmp_path)]) == 0
     assert "augs: flip asked more than once; each is pretrained once" in capsys.readouterr().out
@@ -474,9 +476,9 @@ def test_more_jobs_than_cores_run_as_many_as_there_are_cores_said_in_one_line(
     tmp_path, monkeypatch, capsys
 ):
     # --jobs 1000 started a notebook per step side by side, each with CIFAR in memory
-    monkeypatch.setattr(study, "available_cores", lambda: 2)
+    monkeypatch.setattr(command, "available_cores", lambda: 2)
     jobs = []
-    monkeypatch.setattr(study, "run", lambda steps, *args, **kwargs: jobs.append(kwargs["jobs"]))
+    monkeypatch.setattr(command, "run", lambda steps, *args, **kwargs: jobs.append(kwargs["jobs"]))
     argv = ["--preset", "smoke", "--augs", "flip", "--fractions", "0.1", "--jobs", "1000"]
     assert main([*argv, "--runs_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -99,9 +99,9 @@ def test_the_committed_rows_are_sound():
 def _claimed(folder: Path, fraction: float, **settings) -> None:
     """The manifest an evaluation of flip (seed 0) at ``fraction`` writes when it starts."""
     from swavnb.base import run_guard
+    from swavnb.evaluation.config import finetune_config
     from swavnb.evaluation.features import Encoder
     from swavnb.evaluation.folders import evaluation_identity
-    from swavnb.pretraining.config import finetune_config
 
     source = "runs/smoke/flip/seed-0/checkpoint.pt"
     encoder = Encoder("flip", 0, "run-1", "smoke", source, folder.parent)

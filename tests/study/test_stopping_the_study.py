@@ -32,11 +32,11 @@ step = scheduler.Step(
 plan.plan = lambda *args, **kwargs: [step]
 worker = '''
 import sys, time
-from swavnb.base import cli, run_guard
+from swavnb.base import cli, folder_lock
 from swavnb.study import headless
 
 def sleep(parameters):
-    with run_guard.locked(parameters["folder"], "stand-in step folder"):
+    with folder_lock.locked(parameters["folder"], "stand-in step folder"):
         time.sleep(120)
 
 headless.STEPS["sleep"] = sleep
@@ -60,7 +60,10 @@ def _start(tmp_path: Path, processes: Any) -> tuple[subprocess.Popen, int]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    held = lambda: (folder / ".lock").exists() and processes.held(folder)
+    # the holder takes the flock, then writes its record into the file: wait for both
+    held = lambda: (
+        (folder / ".lock").exists() and processes.held(folder) and (folder / ".lock").read_text()
+    )
     if (
         not processes.wait_until(lambda: held() or study.poll() is not None, timeout_s=120)
         or not held()

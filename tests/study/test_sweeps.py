@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from swavnb.base.layout import CHECKPOINT, run_folder, sweep_folder
+from swavnb.study import __main__ as command
 from swavnb.study import plan as study
 from swavnb.study import sweeps
 from swavnb.study.sweeps import (
@@ -43,7 +44,7 @@ def test_bad_sweeps_are_refused_before_anything_trains(text, message, tmp_path, 
         parse_sweep(text, "smoke", "flip")
     assert message in str(refused.value)
     with pytest.raises(SystemExit) as exited:  # the command: one line, exit 2, nothing written
-        study.main(["--preset", "smoke", "--sweep", text, "--runs_dir", str(tmp_path)])
+        command.main(["--preset", "smoke", "--sweep", text, "--runs_dir", str(tmp_path)])
     assert exited.value.code == 2 and message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
@@ -103,7 +104,7 @@ def test_a_sweep_of_aug_evaluates_the_studys_run_of_each_strategy(tmp_path, caps
         linked = sweep_folder("smoke", "aug", aug, aug, 0, runs)
         assert linked.resolve() == run_folder("smoke", aug, 0, runs).resolve()
     with pytest.raises(SystemExit):
-        study.main(["--preset", "smoke", "--sweep", "aug=flip,swav", "--augs", "flip"])
+        command.main(["--preset", "smoke", "--sweep", "aug=flip,swav", "--augs", "flip"])
     assert "drop --augs" in capsys.readouterr().err
 
 
@@ -119,7 +120,7 @@ def test_a_smoke_sweep_trains_each_value_once_resumes_and_gathers_its_rows(
     argv = ["--preset", "smoke", "--augs", "flip", "--sweep", "n_prototypes=10,30", "--headless"]
     argv += ["--jobs", "2", "--data_root", str(data_root), "--runs_dir", str(runs)]
     argv += ["--results_dir", str(tmp_path / "results"), "--figures_dir", str(tmp_path / "figures")]
-    assert study.main(argv) == 0, capsys.readouterr().err
+    assert command.main(argv) == 0, capsys.readouterr().err
     skipped = capsys.readouterr().out.count("skipped, results exist")
     assert skipped == 2  # value 30: its pretraining and its linear probe
     rows = collect_sweep(runs, "smoke", "n_prototypes")
@@ -139,7 +140,7 @@ def test_a_smoke_sweep_trains_each_value_once_resumes_and_gathers_its_rows(
     evaluations = sorted(folder.name for folder in trained.iterdir() if folder.is_dir())
     assert evaluations == ["knn", "linear-0.1"]
     shutil.rmtree(trained / "knn")
-    assert study.main(argv) == 0
+    assert command.main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("skipped, results exist") == 5  # 2 pretrainings, 30: 2 evaluations, 10: linear
     assert (trained / CHECKPOINT).stat().st_mtime_ns == kept and (trained / "knn").is_dir()

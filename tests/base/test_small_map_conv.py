@@ -7,8 +7,8 @@ import torch
 import torchvision
 from torch import nn
 
+from swavnb.base.small_map_conv import SmallMapConv2d, standard_weight_grad, use_small_map_convs
 from swavnb.method.model import cifar_resnet18
-from swavnb.method.small_map_conv import SmallMapConv2d, standard_weight_grad, use_small_map_convs
 
 BATCH_PATH = "_BatchWeightGradConvBackward"
 

@@ -8,13 +8,14 @@ import math
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swavnb.base import run_guard
+from swavnb.base import folder_lock
 from swavnb.base.device import device_name, pick_device
 from swavnb.base.errors import NonFiniteLossError, setting
 from swavnb.base.files import write_json
@@ -22,13 +23,13 @@ from swavnb.base.layout import RESULT, SCRATCH, resolve, shown
 from swavnb.base.precision import autocast, precision_name, use_bf16
 from swavnb.data.cifar import CifarSplit, batch_indices, check_fraction, label_subset
 from swavnb.evaluation.accuracy import per_group_accuracy, topk_accuracy
-from swavnb.evaluation.features import evaluation_data, frozen_features
+from swavnb.evaluation.config import MODES, FinetuneConfig
+from swavnb.evaluation.features import Encoder, evaluation_data, frozen_features
 from swavnb.evaluation.folders import open_evaluation
 from swavnb.evaluation.intervals import accuracy_se
 from swavnb.evaluation.probes import extract_features
 from swavnb.method.augment import finetune_transform, view_seed
 from swavnb.method.model import BACKBONE_DIM
-from swavnb.pretraining.config import MODES, FinetuneConfig
 
 
 def _n_steps(config: FinetuneConfig, n_labelled: int, epochs: int) -> tuple[int, int]:
@@ -126,6 +127,22 @@ def _stop_if_not_finite(
     )
 
 
+def _finetune_optimizer(
+    model: nn.Sequential, backbone_lr: float, config: FinetuneConfig
+) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum: the backbone (``model[0]``) at ``backbone_lr``, the head at
+    ``lr_head``; each group keeps its base rate for the cosine schedule."""
+    return torch.optim.SGD(
+        [
+            {"params": model[0].parameters(), "lr": backbone_lr, "base_lr": backbone_lr},
+            {"params": model[1].parameters(), "lr": config.lr_head, "base_lr": config.lr_head},
+        ],
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+    )
+
+
 def train_finetune(
     backbone: nn.Module,
     pretrained: bool,
@@ -144,15 +161,7 @@ def train_finetune(
     )
     # a random backbone has nothing to preserve: from scratch every layer gets the head's rate
     backbone_lr = config.lr_backbone if pretrained else config.lr_head
-    optimizer = torch.optim.SGD(
-        [
-            {"params": model[0].parameters(), "lr": backbone_lr, "base_lr": backbone_lr},
-            {"params": model[1].parameters(), "lr": config.lr_head, "base_lr": config.lr_head},
-        ],
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = _finetune_optimizer(model, backbone_lr, config)
     n_steps, batch = _n_steps(config, len(train), config.epochs)
     evals = _eval_points(n_steps, config.n_evals)
     generator = torch.Generator(device=device)  # reseeded every step, as in pretraining
@@ -291,8 +300,7 @@ def finetune(
             features).
         out_dir: None or '' derives it from the run: ``<mode>-<fraction>`` in the encoder's folder
             (:func:`swavnb.base.layout.evaluation_folder`), as the study does.
-        config: evaluation settings (a preset, see
-        :func:`swavnb.pretraining.config.finetune_config`).
+        config: evaluation settings (a preset: :func:`swavnb.evaluation.config.finetune_config`).
         cache_dir: where ``linear`` keeps extracted features (default: the encoder's folder).
         runs_dir: where a random-init encoder's folder is. Relative paths are taken from the
             project root.
@@ -328,38 +336,57 @@ def finetune(
             logits, curves, epochs = train_linear(
                 pool_features[chosen], pool.fine[chosen], test_features, test.fine, config
             )
-        accuracy = topk_accuracy(logits, test.fine)
-        row = {
-            "preset": config.preset,
-            "aug": encoder.aug,
-            "mode": mode,
-            "fraction": fraction,
-            "top1": accuracy[1],
-            "top5": accuracy[5],
-            # the binomial error of the test measurement (swavnb.evaluation.intervals)
-            "top1_se": round(accuracy_se(accuracy[1], len(test)), 4),
-            "top5_se": round(accuracy_se(accuracy[5], len(test)), 4),
-            "epochs": round(epochs, 2),
-            "seconds": round(time.perf_counter() - tic, 1),
-            "device": device_name(device),
-            "precision": precision_name(use_bf16(config.amp, device)),
-            "n_labels": len(labelled),
-            "test_images": len(test),
-            "image_size": config.image_size,
-            # fine-tuning trains the BN statistics with the rest; frozen features use
-            # config.bn_stats
-            "bn_stats": config.bn_stats if mode == "linear" else "trained",
-            "seed": config.seed,
-            "encoder_seed": encoder.seed,
-            "checkpoint": encoder.checkpoint,
-            "run_id": encoder.run_id,
-            "out_dir": shown(out),
-            "curves": curves,
-            "per_superclass": per_group_accuracy(
-                logits.argmax(1), test.fine, test.coarse, test.coarse_names
-            ),
-        }
+        trained = {"epochs": epochs, "seconds": time.perf_counter() - tic, "curves": curves}
+        row = _row(
+            config, encoder, mode, fraction, logits, test, len(labelled), device, out, trained
+        )
         write_json(out / RESULT, row)
     finally:
-        run_guard.release(out)
+        folder_lock.release(out)
     return row
+
+
+def _row(
+    config: FinetuneConfig,
+    encoder: Encoder,
+    mode: str,
+    fraction: float,
+    logits: torch.Tensor,
+    test: CifarSplit,
+    n_labels: int,
+    device: torch.device,
+    out: Path,
+    trained: dict[str, Any],
+) -> dict[str, Any]:
+    """One evaluation's row: its accuracies and their errors, and how and where it ran
+    (``trained``: its epochs, seconds and curves)."""
+    accuracy = topk_accuracy(logits, test.fine)
+    return {
+        "preset": config.preset,
+        "aug": encoder.aug,
+        "mode": mode,
+        "fraction": fraction,
+        "top1": accuracy[1],
+        "top5": accuracy[5],
+        # the binomial error of the test measurement (swavnb.evaluation.intervals)
+        "top1_se": round(accuracy_se(accuracy[1], len(test)), 4),
+        "top5_se": round(accuracy_se(accuracy[5], len(test)), 4),
+        "epochs": round(trained["epochs"], 2),
+        "seconds": round(trained["seconds"], 1),
+        "device": device_name(device),
+        "precision": precision_name(use_bf16(config.amp, device)),
+        "n_labels": n_labels,
+        "test_images": len(test),
+        "image_size": config.image_size,
+        # fine-tuning trains the BN statistics with the rest; frozen features use config.bn_stats
+        "bn_stats": config.bn_stats if mode == "linear" else "trained",
+        "seed": config.seed,
+        "encoder_seed": encoder.seed,
+        "checkpoint": encoder.checkpoint,
+        "run_id": encoder.run_id,
+        "out_dir": shown(out),
+        "curves": trained["curves"],
+        "per_superclass": per_group_accuracy(
+            logits.argmax(1), test.fine, test.coarse, test.coarse_names
+        ),
+    }
