@@ -312,6 +312,8 @@ def _record_conditions(trainer: Pretrainer) -> tuple[bool, str]:
     (each epoch records its own precision too). Returns whether the network compiles, and why
     ``auto`` runs eager ('' where it does not)."""
     metrics, runtime = trainer.metrics, trainer.runtime
+    if trainer.finished:  # its metrics say where it trained; this process trains nothing
+        return False, ""
     metrics.update(
         device=device_name(trainer.device),
         precision=precision_name(trainer.bf16),
@@ -322,8 +324,6 @@ def _record_conditions(trainer: Pretrainer) -> tuple[bool, str]:
     if trainer.monitor.online_knn is not None:
         metrics["online_knn"] = trainer.monitor.online_knn.describe()
     metrics.setdefault("alarms", [])
-    if trainer.finished:  # a finished run trains nothing: no compiler to probe
-        return False, ""
     compiled, fallback = decide_compile(
         trainer.config.compile, trainer.device, runtime.distributed, runtime.is_main
     )

@@ -71,6 +71,16 @@ def test_finished_run_is_not_redone(tmp_path):
     assert len(again["epochs"]) == 1
 
 
+def test_a_finished_run_reports_where_it_trained_not_where_it_is_read(tmp_path, monkeypatch):
+    config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1})
+    trained = pretrain(config, tmp_path, progress=False)
+    monkeypatch.setattr(swavnb.pretraining.train, "device_name", lambda device: "elsewhere")
+    monkeypatch.setattr(swavnb.pretraining.train, "source_commit", lambda: "another commit")
+    again = pretrain(config, tmp_path, progress=False)
+    assert again["device"] == trained["device"] != "elsewhere"
+    assert again["commit"] == trained["commit"] != "another commit"
+
+
 def test_other_config_in_same_folder_is_refused(tmp_path):
     config = pretrain_config("smoke", aug="flip", **{**SMALL, "epochs": 1})
     pretrain(config, tmp_path, progress=False)
