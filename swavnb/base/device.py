@@ -47,8 +47,7 @@ def device_name(device: torch.device) -> str:
             if line.startswith("model name")
         ]
         model = names[0] if names else model
-    threads = torch.get_num_threads()
-    return f"cpu: {model} ({cpu_capability()}), {threads} thread{'' if threads == 1 else 's'}"
+    return f"cpu: {model} ({cpu_capability()}), {torch.get_num_threads()} threads"
 
 
 def available_cores() -> int:
