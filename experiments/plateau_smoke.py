@@ -21,25 +21,12 @@ import time
 import torch
 
 from swavnb.base.device import device_name
+from swavnb.pretraining.alarm import PLATEAU_RECIPE
 from swavnb.pretraining.config import pretrain_config
 from swavnb.pretraining.train import pretrain
 
-# the same as tests/pretraining/test_monitoring.py: docs/presets.md's plateau recipe (Adam 1e-3, MLP
-# head, 300 prototypes, epsilon 0.05, swav views, quick's head sizes) on 100 images for 2 epochs
 CASES = {
-    "plateau": dict(
-        aug="swav",
-        head="mlp",
-        feat_dim=128,
-        hidden_dim=2048,
-        n_prototypes=300,
-        epsilon=0.05,
-        optimizer="adam",
-        lr=1e-3,
-        train_images=100,
-        epochs=2,
-        online_knn_pool=0,
-    ),
+    "plateau": PLATEAU_RECIPE,
     "healthy": dict(aug="flip", image_size=8, local_size=4),  # the smoke preset at 8 px
 }
 

@@ -24,6 +24,22 @@ PLATEAU_SHARE = 0.995
 # normalised usage entropy below 0.5 is as concentrated as sqrt(K) prototypes used evenly (17 of
 # 300): a few prototypes take the images
 COLLAPSED_ENTROPY = 0.5
+# a configuration known to sit on the plateau (docs/presets.md: Adam 1e-3, MLP head, 300
+# prototypes, epsilon 0.05, swav views) at smoke size, run by the alarm's test and
+# experiments/plateau_smoke.py (what it measured: docs/monitoring.md)
+PLATEAU_RECIPE: dict[str, Any] = dict(
+    aug="swav",
+    head="mlp",
+    feat_dim=128,
+    hidden_dim=2048,
+    n_prototypes=300,
+    epsilon=0.05,
+    optimizer="adam",
+    lr=1e-3,
+    train_images=100,
+    epochs=2,
+    online_knn_pool=0,
+)
 
 
 def collapse_alarms(

@@ -20,6 +20,7 @@ from swavnb.method.model import SwAVModel
 from swavnb.pretraining.alarm import (
     COLLAPSED_ENTROPY,
     LOSS_PLATEAU,
+    PLATEAU_RECIPE,
     PLATEAU_SHARE,
     USAGE_COLLAPSE,
     alarm_line,
@@ -43,24 +44,6 @@ WATCHED = dict(
     queue_length=32,
     freeze_prototypes_epochs=1,
 )
-# docs/presets.md's configuration that sat at exactly log 300 at quick size (Adam 1e-3, MLP head,
-# 300 prototypes, epsilon 0.05, `swav` views), at smoke size: 100 images, 2 epochs of 3 steps;
-# over ten seeds its second epoch is at 1.014-1.022 log K (experiments/plateau_smoke.py,
-# docs/data/plateau-smoke-zen4-2026-12-07.json), HEALTHY clear of it
-PLATEAU = dict(
-    aug="swav",
-    head="mlp",
-    feat_dim=128,
-    hidden_dim=2048,
-    n_prototypes=300,
-    epsilon=0.05,
-    optimizer="adam",
-    lr=1e-3,
-    train_images=100,
-    epochs=2,
-    online_knn_pool=0,
-)
-
 # the smoke preset at 8 px: its loss is 0.57-0.69 of log K at the second epoch over 10 seeds
 HEALTHY = dict(aug="flip", image_size=8, local_size=4)
 
@@ -235,7 +218,7 @@ def _alarm_lines(text: str) -> list[str]:
 
 
 def test_a_configuration_known_to_sit_on_the_plateau_raises_the_alarm(tmp_path, capfd):
-    metrics = pretrain(pretrain_config("smoke", **PLATEAU), tmp_path, progress=False)
+    metrics = pretrain(pretrain_config("smoke", **PLATEAU_RECIPE), tmp_path, progress=False)
     kinds = [(a["kind"], a["epoch"]) for a in metrics["alarms"]]
     assert (LOSS_PLATEAU, 2) in kinds, metrics["epochs"]
     assert json.loads((tmp_path / "metrics.json").read_text())["alarms"] == metrics["alarms"]
