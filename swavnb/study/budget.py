@@ -9,7 +9,7 @@ study's run, in its own folder, trained and evaluated once for both. Every encod
 the study evaluates (:data:`FINETUNE_FRACTIONS`, :data:`LINEAR_FRACTIONS`, k-NN), random init
 being the budget-0 point; the rows go to ``budget.csv``
 (:mod:`swavnb.study.budget_claims` tests the claims on them). The cost is said up front
-(:func:`budget_cost`).
+(:func:`swavnb.study.budget_plan.budget_cost`).
 """
 
 from __future__ import annotations

@@ -44,7 +44,14 @@ from swavnb.study.budget import (
     LINEAR_FRACTIONS,
     budget_folder,
 )
-from swavnb.study.plan import STUDY_FIX, _default_or, _finished, _linear_stale, _Study, _view_pixels
+from swavnb.study.plan import (
+    STUDY_FIX,
+    _default_or,
+    _finished,
+    _Study,
+    _view_pixels,
+    frozen_steps,
+)
 from swavnb.study.results import results_current
 from swavnb.study.scheduler import Step, forced
 from swavnb.study.sweeps import BUDGET_FIELD, KNN_K
@@ -85,12 +92,11 @@ def _knn_done(study: _Study, checkpoint: str, seed: int) -> bool:
 
 
 def _evaluation_steps(
-    study: _Study, run: str, tag: str, seed: int, checkpoint: str, folder: Path, after: list[str]
+    study: _Study, run: str, tag: str, seed: int, checkpoint: str, after: list[str]
 ) -> list[Step]:
-    """One encoder's evaluations: fine-tuned and linear as the study's, k-NN as a sweep's."""
+    """One encoder's evaluations: fine-tuned as the study's, linear and k-NN as a sweep's."""
     common = {"preset": study.preset, "seed": seed, "checkpoint": checkpoint, **study.folders}
     log = f"budget-{tag}"
-    linear = f"linear {run} at {', '.join(f'{100 * f:g}%' for f in LINEAR_FRACTIONS)} labels"
     finetuned = [
         Step(
             "finetune",
@@ -103,28 +109,8 @@ def _evaluation_steps(
         )
         for fraction in FINETUNE_FRACTIONS
     ]
-    return [
-        *finetuned,
-        Step(
-            "linear",
-            linear,
-            {**common, "fractions": list(LINEAR_FRACTIONS)},
-            study.executed(f"{log}-linear"),
-            partial(study.evaluated, checkpoint, "linear", seed, *LINEAR_FRACTIONS),
-            _linear_stale(folder, LINEAR_FRACTIONS),
-            after=after,
-            headless_only=True,
-        ),
-        Step(
-            "knn",
-            f"knn {run}",
-            common,
-            study.executed(f"{log}-knn"),
-            partial(_knn_done, study, checkpoint, seed),
-            after=[linear],  # reads the features the linear probe cached
-            headless_only=True,
-        ),
-    ]
+    knn_done = partial(_knn_done, study, checkpoint, seed)
+    return [*finetuned, *frozen_steps(study, run, log, common, LINEAR_FRACTIONS, after, knn_done)]
 
 
 def plan_budget(
@@ -149,11 +135,9 @@ def plan_budget(
     augs = sorted(dict.fromkeys(augs), key=lambda aug: -_view_pixels(preset, aug))
     pretrainings, evaluations = [], []
     for seed in seeds:
-        scratch = run_folder(preset, SCRATCH, seed, runs_dir)
         evaluations += _evaluation_steps(
-            study, f"{SCRATCH} seed {seed}", f"{SCRATCH}-seed{seed}", seed, NO_CHECKPOINT,
-            scratch, [],
-        )  # fmt: skip
+            study, f"{SCRATCH} seed {seed}", f"{SCRATCH}-seed{seed}", seed, NO_CHECKPOINT, []
+        )
         for epochs in sorted(budget, reverse=True):
             for aug in augs:
                 step = _pretrain_step(study, aug, seed, epochs, compile)
@@ -162,9 +146,7 @@ def plan_budget(
                 run = step.name.removeprefix("pretrain ")
                 tag = f"{aug}-{epochs}epochs-seed{seed}"
                 checkpoint = shown(folder / CHECKPOINT)
-                evaluations += _evaluation_steps(
-                    study, run, tag, seed, checkpoint, folder, [step.name]
-                )
+                evaluations += _evaluation_steps(study, run, tag, seed, checkpoint, [step.name])
     steps = [*pretrainings, *evaluations]
     figure = figures_folder(preset, figures_dir) / f"{FIGURES[0]}.png"
     summary = Step(
