@@ -28,6 +28,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
 def _how_to_create(path: Path) -> str:
     """The command that writes ``path``: the study's layout names its preset, aug and seed."""
     preset, aug, seed = path.parts[-4:-1] if len(path.parts) >= 4 else ("", "", "")
+    swept = path.parts[-5] if len(path.parts) >= 6 else ""
+    if swept.startswith("sweep-"):  # <preset>/sweep-<field>/<value>/<aug>/seed-<s>
+        preset, field = path.parts[-6], swept.removeprefix("sweep-")
+        how = "--budget E1,E2,..." if field == "epochs" else f"--sweep {field}=v1,v2,..."
+        return f"run `python -m swavnb.study --preset {preset} --augs {aug} {how}` to create it"
     if path.name == CHECKPOINT and seed.startswith("seed-") and seed[5:].isdigit():
         return (
             f"run `python -m swavnb.pretrain --preset {preset} --aug {aug} --seed {seed[5:]}` "

@@ -2,7 +2,8 @@
 
 ``python -m swavnb.study --preset P [--augs jitter,flip,swav] [--fractions 0.01,0.1,...]
 [--modes finetune,linear] [--skip_probes] [--compile auto|true|false] [--data_root DIR] [--force]
-[--keep_going] [--headless --jobs N --bench --export DIR] [--import DIR] [--publish]``
+[--keep_going] [--headless --jobs N --bench --export DIR] [--import DIR] [--publish]``;
+a sweep (``--sweep FIELD=v1,v2``) or the pretraining budget (``--budget 1,2,4,8,16``) instead.
 
 Pretrains every aug, evaluates every encoder (random init included) on every label fraction in
 both modes, runs the probes, then gathers the tables and figures: the steps of
@@ -177,6 +178,14 @@ def _what_arguments(parser: argparse.ArgumentParser) -> None:
         "k-NN; rows in results/<preset>/sweep-FIELD.csv, a figure, a line in claims.md",
     )
     parser.add_argument(
+        "--budget",
+        default="",
+        metavar="E1,E2,...",
+        help="instead of the study, pretrain every aug of --augs for each of these numbers of "
+        "epochs (the preset's own: the study's runs) and evaluate each as the study does, random "
+        "init as 0 epochs; rows in results/<preset>/budget.csv, two figures, a claims.md section",
+    )
+    parser.add_argument(
         "--seeds",
         type=int,
         default=1,
@@ -294,6 +303,8 @@ def _arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 def _steps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Step]:
     """The study's steps, or a sweep's (:func:`swavnb.study.plan.plan_sweep`)."""
+    if args.budget:
+        return _budget_steps(parser, args)
     if args.sweep:
         # one view strategy per sweep: SwAV's own unless --augs names another
         augs = ["swav"] if args.augs == list(STUDY_AUGS) else args.augs
@@ -332,6 +343,38 @@ def _steps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[St
     return steps
 
 
+def _budget_steps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Step]:
+    """The pretraining budget's steps (:func:`swavnb.study.budget_plan.plan_budget`)."""
+    from swavnb.study.budget import parse_budget
+    from swavnb.study.budget_plan import plan_budget
+
+    clashes = {
+        "--sweep": args.sweep,
+        "--fractions": args.fractions,
+        "--modes": args.modes != list(MODES),
+        "--skip_probes": args.skip_probes,
+        "--export": args.export,
+        "--publish": args.publish,
+    }
+    if given := [flag for flag, value in clashes.items() if value]:
+        parser.error(f"--budget evaluates as the study does: drop {', '.join(given)}")
+    try:
+        budget = parse_budget(args.budget, args.preset)
+    except ValueError as error:
+        parser.error(str(error))
+    return plan_budget(
+        args.preset,
+        budget,
+        args.augs,
+        range(args.seeds),
+        args.data_root,
+        args.runs_dir,
+        args.results_dir,
+        args.figures_dir,
+        compile=args.compile or "",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = _arguments(parser, argv)
@@ -342,8 +385,15 @@ def main(argv: list[str] | None = None) -> int:
         f"on {hardware()}; runs in {shown(resolve(args.runs_dir) / args.preset)}",
         flush=True,
     )
-    if not args.sweep and (once := same_labels(args.preset, args.modes, args.fractions)):
+    if not (args.sweep or args.budget) and (
+        once := same_labels(args.preset, args.modes, args.fractions)
+    ):
         print(once, flush=True)
+    if args.budget:
+        from swavnb.study.budget_plan import budget_cost
+
+        if cost := budget_cost(steps, args.preset, args.runs_dir, args.jobs, args.force):
+            print(cost, flush=True)
     if cost := finetune_cost(steps, args.preset, force=bool(args.force), jobs=args.jobs):
         print(cost, flush=True)
     try:

@@ -138,6 +138,20 @@ def run_sweep(p: Mapping[str, Any]) -> None:
     print(f"sweep {field}: {len(rows)} runs, {csv}", flush=True)
 
 
+def run_budget(p: Mapping[str, Any]) -> None:
+    """The budget's rows (results/<preset>/budget.csv, with the study's tables and claims.md) and
+    its two figures."""
+    from swavnb.study import budget_plots, plots
+    from swavnb.study.budget import FIGURES
+
+    preset, figures = p["preset"], figures_folder(p["preset"], p.get("figures_dir") or "")
+    results = write_results(preset, _runs_dir(p), p.get("results_dir") or "results")
+    drawn = (budget_plots.budget_figure, budget_plots.budget_claims_figure)
+    for plot, name in zip(drawn, FIGURES, strict=True):
+        plots.draw(plot, results.budget, save=(figures, name))
+    print(f"budget: {len(results.budget)} rows, {figures}", flush=True)
+
+
 def run_probes(p: Mapping[str, Any]) -> None:
     """The numbers ``probes.ipynb`` saves: weighted k-NN under both BN settings and the cluster
     scores."""
@@ -177,6 +191,7 @@ STEPS = {
     "knn": run_knn,
     "probes": run_probes,
     "sweep": run_sweep,
+    "budget": run_budget,
     "results": run_results,
 }
 

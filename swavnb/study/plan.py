@@ -9,7 +9,7 @@ runs them); a step whose results exist is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,7 @@ from swavnb.base.layout import (
     RESULT,
     SCRATCH,
     encoder_checkpoint,
+    encoder_folder,
     evaluation_folder,
     feature_caches,
     resolve,
@@ -396,14 +397,46 @@ def _sweep_steps(
             [checkpoint, *feature_caches(checkpoint.parent)],
             headless_only=True,
         ),
+        *frozen_steps(
+            study,
+            run,
+            log,
+            common,
+            [LINEAR_FRACTION],
+            [f"pretrain {run_aug} {run}"],
+            partial(_knn_done, study, shown_checkpoint, seed),
+        ),
+    ]
+
+
+def frozen_steps(
+    study: _Study,
+    run: str,
+    log: str,
+    common: dict[str, Any],
+    fractions: Sequence[float],
+    after: list[str],
+    knn_done: Callable[[], bool],
+) -> list[Step]:
+    """An encoder's evaluations on frozen features, as a sweep and the budget run them: the linear
+    probes at ``fractions``, then k-NN on the features they cached.
+
+    Args:
+        common: the steps' parameters: preset, seed, the encoder's ``checkpoint`` and the folders.
+        after: the steps (its pretraining) whose encoder both evaluate.
+        knn_done: whether its k-NN rows exist.
+    """
+    checkpoint, seed = common["checkpoint"], common["seed"]
+    folder = encoder_folder(checkpoint, study.preset, seed, study.runs_dir)
+    return [
         Step(
             "linear",
             f"linear {run}",
-            {**common, "fractions": [LINEAR_FRACTION]},
+            {**common, "fractions": list(fractions)},
             study.executed(f"{log}-linear"),
-            partial(study.evaluated, shown_checkpoint, "linear", seed, LINEAR_FRACTION),
-            _linear_stale(checkpoint.parent, [LINEAR_FRACTION]),
-            after=[f"pretrain {run_aug} {run}"],
+            partial(study.evaluated, checkpoint, "linear", seed, *fractions),
+            _linear_stale(folder, fractions),
+            after=after,
             headless_only=True,
         ),
         Step(
@@ -411,7 +444,7 @@ def _sweep_steps(
             f"knn {run}",
             common,
             study.executed(f"{log}-knn"),
-            partial(_knn_done, study, shown_checkpoint, seed),
+            knn_done,
             after=[f"linear {run}"],  # reads the features the linear probe cached
             headless_only=True,
         ),

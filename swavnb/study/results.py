@@ -35,6 +35,8 @@ from swavnb.evaluation.clusters import METHODS, SCORES
 from swavnb.evaluation.config import BN_STATS
 from swavnb.evaluation.intervals import Estimate, accuracy_se, mean_interval
 from swavnb.evaluation.records import read_metrics, read_result, read_rows
+from swavnb.study.budget import BUDGET_CSV, collect_budget
+from swavnb.study.budget_claims import budget_claims
 from swavnb.study.claims import claims_markdown
 from swavnb.study.curves import CURVES, curves_csv
 from swavnb.study.rows import RUN, check_rows
@@ -607,6 +609,7 @@ class StudyResults:
     csv: Path
     markdown: Path
     sweeps: dict[str, pd.DataFrame]  # each swept field's rows (swavnb.study.sweeps.collect_sweep)
+    budget: pd.DataFrame  # the pretraining budget's rows (budget.csv; empty without budget runs)
 
 
 class NoRunsError(FileNotFoundError):
@@ -624,15 +627,16 @@ def gather_results(
     """
     run_dir, out = resolve(runs_dir or "runs") / preset, results_folder(preset, results_dir)
     rows, knn, clusters = collect_results(run_dir), collect_knn(run_dir), collect_clusters(run_dir)
-    metrics = collect_metrics(run_dir)
+    metrics, budget = collect_metrics(run_dir), collect_budget(runs_dir, preset)
     check_rows(rows)  # before anything is written: the old tables stay until the rows are sound
-    if not len(rows) and not len(knn) and not len(clusters) and not metrics:
+    if not len(rows) and not len(knn) and not len(clusters) and not metrics and budget.empty:
         raise NoRunsError(
             f"no runs of preset {preset!r} under '{run_dir}'; fill it with `python -m swavnb.study "
             f"--preset {preset}` (or point runs_dir at the folder that holds {preset}/)"
         )
     tables = markdown_tables(rows, knn, preset, metrics, clusters)
-    claims = claims_markdown(rows, preset) + "\n".join(sweep_claims(runs_dir, preset) + [""])
+    extra = sweep_claims(runs_dir, preset) + budget_claims(budget)
+    claims = claims_markdown(rows, preset) + "\n".join([*extra, ""])
     files = {out / "knn.csv": knn.to_csv(index=False)}
     if len(clusters):
         files[out / "clusters.csv"] = clusters.to_csv(index=False)
@@ -640,12 +644,23 @@ def gather_results(
     files[out / "claims.md"] = claims.rstrip("\n") + "\n"
     if (curves := curves_csv(metrics, preset)) is not None:  # what a user's run is drawn against
         files[out / CURVES] = curves
+    if not budget.empty:  # python -m swavnb.study --budget
+        files[out / BUDGET_CSV] = budget.to_csv(index=False)
     files[out / "results.csv"] = rows.to_csv(index=False)  # last: once it is new, all are
     sweeps = {
         field: collect_sweep(runs_dir, preset, field) for field in sweep_fields(runs_dir, preset)
     }
     gathered = StudyResults(
-        rows, knn, clusters, metrics, tables, claims, out / "results.csv", out / "tables.md", sweeps
+        rows,
+        knn,
+        clusters,
+        metrics,
+        tables,
+        claims,
+        out / "results.csv",
+        out / "tables.md",
+        sweeps,
+        budget,
     )
     return gathered, files
 
@@ -654,8 +669,8 @@ def write_results(
     preset: str, runs_dir: str | os.PathLike = "runs", results_dir: str | os.PathLike = "results"
 ) -> StudyResults:
     """Gather ``runs_dir/<preset>`` into ``results_dir/<preset>/`` results.csv, knn.csv,
-    clusters.csv, curves.csv (:mod:`swavnb.study.curves`), tables.md and claims.md, each written
-    atomically.
+    clusters.csv, curves.csv (:mod:`swavnb.study.curves`), budget.csv (:mod:`swavnb.study.budget`,
+    where budget runs exist), tables.md and claims.md, each written atomically.
 
     Relative folders are taken from the project root (:func:`swavnb.base.layout.resolve`).
 

@@ -31,6 +31,9 @@ NOT_SWEPT = frozenset(
     {"preset", "seed", "data_root", "device", "amp", "compile", "deterministic", "channels_last"}
     | {"checkpoint_every_steps", "log_every_steps"}
 )
+# the pretraining budget: its own command (--budget), evaluations and rows (swavnb.study.budget),
+# in sweep-epochs/, never gathered as a sweep
+BUDGET_FIELD = "epochs"
 LINEAR_FRACTION = 0.1  # the sweep's linear probe: quick's 500 labels, the report's 1 % count
 KNN_K = 20
 EVALUATION = (
@@ -81,8 +84,13 @@ def parse_sweep(text: str, preset: str, aug: str) -> Sweep:
         raise ValueError(
             f"--sweep takes FIELD=v1,v2,... (e.g. n_prototypes=30,300,3000), got {text!r}"
         )
+    if field == BUDGET_FIELD:
+        raise ValueError(
+            f"--sweep {field}: the pretraining budget has its own command, evaluated as the study "
+            f"evaluates: --budget {listed.strip() or '1,2,4,8,16'}"
+        )
     if field not in hints or field in NOT_SWEPT:
-        swept = sorted(set(hints) - NOT_SWEPT)
+        swept = sorted(set(hints) - NOT_SWEPT - {BUDGET_FIELD})
         raise ValueError(f"cannot sweep {field!r}; sweepable fields: {', '.join(swept)}")
     values = tuple(
         dict.fromkeys(parse_value(v.strip(), hints[field], field) for v in listed.split(","))
@@ -99,9 +107,11 @@ def parse_sweep(text: str, preset: str, aug: str) -> Sweep:
 
 
 def sweep_fields(runs_dir: str | os.PathLike, preset: str) -> list[str]:
-    """The fields swept under ``runs_dir/<preset>``, in name order."""
+    """The fields swept under ``runs_dir/<preset>``, in name order; the budget's (``sweep-epochs``)
+    is not one of them: its rows are ``budget.csv`` (:mod:`swavnb.study.budget`)."""
     root = resolve(runs_dir or "runs") / preset
-    return sorted(p.name.removeprefix("sweep-") for p in root.glob("sweep-*") if p.is_dir())
+    fields = {p.name.removeprefix("sweep-") for p in root.glob("sweep-*") if p.is_dir()}
+    return sorted(fields - {BUDGET_FIELD})
 
 
 def _value(text: str, field: str) -> Any:

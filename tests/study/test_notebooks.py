@@ -199,6 +199,10 @@ def test_pretrain_finetune_results_in_working_copies_without_probes_names_the_mi
         "then this notebook again",
         "no sweep figures: this preset's runs hold no sweep; the study runs one: python -m "
         "swavnb.study --preset smoke --sweep FIELD=v1,v2,...",
+        "no budget figure: no budget runs yet; run `python -m swavnb.study --budget 1,2,4,8,16` "
+        "for this preset",
+        "no budget-claims figure: no budget runs yet; run `python -m swavnb.study --budget "
+        "1,2,4,8,16` for this preset",
     ]
     figures = sorted(path.stem for path in (root / "figures" / "smoke").glob("*.png"))
     assert figures == ["accuracy-finetune", "augmentations", "pretrain-loss"]
