@@ -34,9 +34,9 @@ from swavnb.base.layout import (
 )
 from swavnb.evaluation.config import finetune_config
 from swavnb.evaluation.intervals import accuracy_se
-from swavnb.evaluation.records import read_metrics, read_result, read_rows
+from swavnb.evaluation.records import read_metrics, read_result
 from swavnb.pretraining.config import pretrain_config
-from swavnb.study.sweeps import BUDGET_FIELD, KNN_K, LINEAR_FRACTION
+from swavnb.study.sweeps import BUDGET_FIELD, KNN_K, LINEAR_FRACTION, knn_row
 
 # the study's evaluations a budget encoder gets: fine-tuned on quick's 500 labels, the linear probe
 # on 500 and 5,000, and k-NN (k = KNN_K, the preset's precise BN statistics) on the labelled pool
@@ -155,22 +155,16 @@ def _result_rows(folder: Path, preset: str) -> Iterator[dict[str, Any]]:
                 "test_images": row["test_images"],
             }
     # the study's probes when they ran (the same k-NN on the same features), else the budget's own
-    bn_stats = finetune_config(preset).bn_stats
+    config = finetune_config(preset)
     for path in (probes_folder(folder) / KNN, folder / "knn" / KNN):
-        chosen = (
-            [r for r in read_rows(path) if r["k"] == KNN_K and r["bn_stats"] == bn_stats]
-            if path.is_file()
-            else []
-        )
-        if chosen and chosen[0].get("test_images"):
-            pool = finetune_config(preset).train_images or 50_000
+        if knn := knn_row(path, config.bn_stats):
             yield {
                 "evaluation": "knn",
                 "fraction": 1.0,
-                "n_labels": pool,
-                "top1": chosen[0]["top1"],
-                "top5": chosen[0]["top5"],
-                "test_images": chosen[0]["test_images"],
+                "n_labels": config.train_images or 50_000,
+                "top1": knn["top1"],
+                "top5": knn["top5"],
+                "test_images": knn["test_images"],
             }
             return
 

@@ -118,6 +118,14 @@ def _value(text: str, field: str) -> Any:
     return parse_value(text, get_type_hints(PretrainConfig)[field], field)
 
 
+def knn_row(path: Path, bn_stats: str | None = None) -> dict[str, Any] | None:
+    """The k-NN row at :data:`KNN_K` (under ``bn_stats`` when given) of a ``knn.json``, or None
+    where the file, the row or its test-image count is missing."""
+    rows = read_rows(path) if path.is_file() else []
+    chosen = [r for r in rows if r["k"] == KNN_K and bn_stats in (None, r["bn_stats"])]
+    return chosen[0] if chosen and chosen[0].get("test_images") else None
+
+
 def collect_sweep(runs_dir: str | os.PathLike, preset: str, field: str) -> pd.DataFrame:
     """One row per (value, aug, seed) of a sweep: final pretraining loss, linear and k-NN top-1 with
     their test-set errors; missing evaluations are left empty."""
@@ -142,14 +150,10 @@ def collect_sweep(runs_dir: str | os.PathLike, preset: str, field: str) -> pd.Da
                 n_labels=result["n_labels"],
                 test_images=result["test_images"],
             )
-        knn = encoder / "knn" / KNN
-        if knn.is_file():
-            chosen = [r for r in read_rows(knn) if r["k"] == KNN_K]
-            if chosen and chosen[0].get("test_images"):
-                row.update(
-                    knn_top1=chosen[0]["top1"],
-                    knn_top1_se=accuracy_se(chosen[0]["top1"], chosen[0]["test_images"]),
-                )
+        if knn := knn_row(encoder / "knn" / KNN):
+            row.update(
+                knn_top1=knn["top1"], knn_top1_se=accuracy_se(knn["top1"], knn["test_images"])
+            )
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     return frame.sort_values(["value", "aug", "seed"], kind="stable").reset_index(drop=True)
